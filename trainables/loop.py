@@ -1,0 +1,329 @@
+"""The training loop every trial runs, on one worker or on each of N DDP workers.
+
+Warmup then constant lr, SGD with momentum (or AdamW with beta1 = momentum), a global
+batch B split evenly over the workers, the two-batch noise-scale measurement every
+`noise_every` steps, an evaluation every `eval_every` steps (target check, workload
+metrics, report) and a stop on target reached, budget exhausted or divergence.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data._utils.collate import default_collate
+
+from trainables import keys
+from trainables.noise_capture import (
+    DDPNormState,
+    MicroBatchNorms,
+    NormPair,
+    allreduce_with_norms,
+    grad_sq_norm,
+)
+from trainables.schedule import warmup_lr
+from trainables.settings import Hyperparameters, TrialSettings
+from trainables.workload import Workload, build_workload
+from tuner.theory import NoiseScaleEMA
+
+Report = Callable[[dict[str, Any]], None]
+EVAL_CHUNK = 8192
+
+
+class TrialInputError(ValueError):
+    """A trial that cannot run as configured (reported as the trial's error)."""
+
+
+@dataclass(frozen=True)
+class World:
+    """This worker's place among the trial's data-parallel workers."""
+
+    rank: int = 0
+    size: int = 1
+
+
+def fetch_batch(dataset: Dataset[Any], indices: torch.Tensor) -> Any:
+    """A collated batch of `dataset` at `indices` (fast path for TensorDataset)."""
+    if isinstance(dataset, TensorDataset):
+        return tuple(t[indices] for t in dataset.tensors)
+    getitems = getattr(dataset, "__getitems__", None)
+    if getitems is not None:
+        return default_collate(getitems(indices.tolist()))
+    return default_collate([dataset[i] for i in indices.tolist()])
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move every tensor in a (nested) batch to `device`."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+def split_batch(batch: Any, parts: int) -> list[tuple[Any, int]]:
+    """Split a collated batch along dim 0 into `parts` micro-batches with their sizes."""
+    size = batch_len(batch)
+    bounds = [round(i * size / parts) for i in range(parts + 1)]
+    return [
+        (slice_batch(batch, lo, hi), hi - lo) for lo, hi in zip(bounds, bounds[1:]) if hi > lo
+    ]
+
+
+def batch_len(batch: Any) -> int:
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0])
+    if isinstance(batch, Mapping):
+        return batch_len(next(iter(batch.values())))
+    return batch_len(batch[0])
+
+
+def slice_batch(batch: Any, lo: int, hi: int) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch[lo:hi]
+    if isinstance(batch, Mapping):
+        return {k: slice_batch(v, lo, hi) for k, v in batch.items()}
+    return type(batch)(slice_batch(v, lo, hi) for v in batch)
+
+
+def make_optimizer(
+    name: str, params: Iterator[torch.nn.Parameter], hp: Hyperparameters
+) -> torch.optim.Optimizer:
+    """SGD with momentum from the space, or AdamW with beta1 = momentum."""
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=hp.lr, betas=(hp.momentum, 0.999))
+    raise TrialInputError(f"unknown optimizer {name!r}")
+
+
+@dataclass
+class TrainLossWindow:
+    """Mean training loss since the last evaluation, kept on the device (no host sync)."""
+
+    total: torch.Tensor
+    count: int = 0
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.total += loss.detach().double()
+        self.count += 1
+
+    def take(self, world: World) -> float:
+        mean = self.total / max(self.count, 1)
+        if world.size > 1:
+            dist.all_reduce(mean, op=dist.ReduceOp.SUM)
+            mean /= world.size
+        self.total = torch.zeros_like(self.total)
+        self.count = 0
+        return float(mean)
+
+
+class Trial:
+    """One training run: its model, optimiser, measurement state and stop rules."""
+
+    def __init__(
+        self,
+        settings: TrialSettings,
+        hp: Hyperparameters,
+        device: torch.device,
+        world: World,
+        workload: Workload | None = None,
+    ) -> None:
+        if hp.batch_size % world.size:
+            raise TrialInputError(
+                f"batch_size {hp.batch_size} is not divisible by {world.size} workers"
+            )
+        self.settings, self.hp, self.device, self.world = settings, hp, device, world
+        self.workload = workload or build_workload(settings.workload, settings.workload_args)
+        self.model = self.workload.model.to(device)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.ddp_norms: DDPNormState | None = None
+        self.trained: torch.nn.Module = self.model
+        if world.size > 1:
+            self.trained = DistributedDataParallel(self.model)
+            self.ddp_norms = DDPNormState(world.size)
+            self.trained.register_comm_hook(self.ddp_norms, allreduce_with_norms)
+        self.optimizer = make_optimizer(settings.optimizer, iter(self.params), hp)
+        self.local_batch = hp.batch_size // world.size
+        self.max_steps = settings.max_steps_for(hp.batch_size)
+        # Common random numbers: every trial at one batch size sees the same batches,
+        # and every worker draws the same global indices and takes its own slice.
+        self.sampler = torch.Generator().manual_seed(
+            1_000_003 * (settings.seed + 1) + hp.batch_size
+        )
+        self.noise = NoiseScaleEMA(beta=settings.noise_ema)
+        self.train_loss = TrainLossWindow(torch.zeros((), dtype=torch.float64, device=device))
+        self.skipped_steps = 0
+
+    def autocast(self) -> AbstractContextManager[Any]:
+        if self.settings.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    def next_batch(self) -> Any:
+        n = len(self.workload.train_data)  # type: ignore[arg-type]
+        indices = torch.randint(n, (self.hp.batch_size,), generator=self.sampler)
+        lo = self.world.rank * self.local_batch
+        local = indices[lo : lo + self.local_batch]
+        return to_device(fetch_batch(self.workload.train_data, local), self.device)
+
+    def measures_noise(self, step: int) -> bool:
+        every = self.settings.noise_every
+        if every <= 0 or step % every:
+            return False
+        # One worker needs at least two examples to split into micro-batches.
+        return self.world.size > 1 or self.hp.batch_size >= 2
+
+    def backward(self, batch: Any, measure: bool) -> NormPair | None:
+        """Gradient of the mean loss over the global batch; norms on measured steps."""
+        if self.ddp_norms is not None:
+            if measure:
+                self.ddp_norms.start(self.device)
+            with self.autocast():
+                loss = self.workload.loss(self.trained, batch)
+            loss.backward()
+            self.train_loss.add(loss)
+            return self.ddp_norms.pair(self.local_batch) if measure else None
+        if not measure:
+            with self.autocast():
+                loss = self.workload.loss(self.model, batch)
+            loss.backward()
+            self.train_loss.add(loss)
+            return None
+        norms = MicroBatchNorms(self.params)
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        parts = min(self.settings.micro_batches, self.hp.batch_size)
+        for micro, size in split_batch(batch, parts):
+            weight = size / self.hp.batch_size
+            with norms.micro_batch(size, weight):
+                with self.autocast():
+                    loss = self.workload.loss(self.model, micro) * weight
+                loss.backward()
+            total += loss.detach().double()
+        self.train_loss.add(total)
+        return norms.pair()
+
+    def step(self, step: int) -> None:
+        lr = warmup_lr(step, self.hp.lr, self.hp.warmup_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        measure = self.measures_noise(step)
+        pair = self.backward(self.next_batch(), measure)
+        if self.settings.precision == "bf16" and not math.isfinite(
+            float(grad_sq_norm(self.params))
+        ):
+            self.skipped_steps += 1  # a non-finite step is skipped, not applied
+            return
+        self.optimizer.step()
+        if pair is not None:
+            self.noise.update(pair.g2(), pair.trace_sigma())
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, dict[str, float]]:
+        """(loss, workload metrics); loss over eval_data, else the recent training loss."""
+        self.model.eval()
+        try:
+            eval_data = self.workload.eval_data
+            if eval_data is None:
+                loss = self.train_loss.take(self.world)
+            else:
+                n = len(eval_data)  # type: ignore[arg-type]
+                total = 0.0
+                for lo in range(0, n, EVAL_CHUNK):
+                    idx = torch.arange(lo, min(lo + EVAL_CHUNK, n))
+                    batch = to_device(fetch_batch(eval_data, idx), self.device)
+                    total += float(self.workload.loss(self.model, batch)) * len(idx)
+                loss = total / n
+                self.train_loss.take(self.world)
+            metrics = dict(self.workload.metrics(self.model)) if self.workload.metrics else {}
+        finally:
+            self.model.train()
+        return loss, {k: float(v) for k, v in metrics.items()}
+
+    def target_value(self, loss: float, metrics: Mapping[str, float]) -> float:
+        name = self.settings.target_metric
+        if name == keys.LOSS:
+            return loss
+        if name not in metrics:
+            known = ", ".join(sorted([keys.LOSS, *metrics]))
+            raise TrialInputError(f"target metric {name!r} is not reported (known: {known})")
+        return metrics[name]
+
+
+def run_trial(
+    settings: TrialSettings,
+    hp: Hyperparameters,
+    report: Report,
+    device: torch.device | None = None,
+    world: World | None = None,
+    workload: Workload | None = None,
+) -> dict[str, Any]:
+    """Train one configuration until target, budget or divergence; report every eval.
+
+    Returns the last report. Every worker of a DDP trial calls this and takes the same
+    decisions, since evaluations run on identical weights.
+    """
+    trial = Trial(settings, hp, device or torch.device("cpu"), world or World(), workload)
+    started = time.perf_counter()
+    target = settings.target_value
+    initial_loss = math.nan
+
+    def result(step: int, loss: float, metrics: Mapping[str, float]) -> dict[str, Any]:
+        value = trial.target_value(loss, metrics)
+        status, reason = keys.RUNNING, ""
+        if not (math.isfinite(loss) and math.isfinite(value)):
+            status, reason = keys.DIVERGED, f"diverged: non-finite loss at step {step}"
+        elif step > 0 and loss > settings.divergence_factor * initial_loss:
+            status = keys.DIVERGED
+            reason = (
+                f"diverged: loss {loss:.4g} > {settings.divergence_factor:g}x the "
+                f"initial {initial_loss:.4g} at step {step}"
+            )
+        elif value <= target:
+            status = keys.REACHED
+            reason = f"reached {settings.target_metric} {value:.4g} <= {target:g} at step {step}"
+        elif step >= trial.max_steps:
+            status = keys.EXHAUSTED
+            reason = f"exhausted: {step} steps without {settings.target_metric} <= {target:g}"
+        reached = status == keys.REACHED
+        return {
+            keys.STEP: step,
+            keys.EXAMPLES: step * hp.batch_size,
+            keys.LOSS: loss,
+            keys.LR: warmup_lr(max(step, 1), hp.lr, hp.warmup_steps),
+            keys.B_SIMPLE: trial.noise.b_simple,
+            keys.G2: trial.noise.g2,
+            keys.TRACE_SIGMA: trial.noise.trace_sigma,
+            keys.TARGET_VALUE: value,
+            keys.TRIAL_STATUS: status,
+            keys.STEPS_TO_TARGET: step if reached else math.nan,
+            keys.EXAMPLES_TO_TARGET: step * hp.batch_size if reached else math.nan,
+            keys.REASON: reason,
+            keys.WALL_S: time.perf_counter() - started,
+            **metrics,
+        }
+
+    loss, metrics = trial.evaluate()
+    initial_loss = loss
+    last = result(0, loss, metrics)
+    report(last)
+    step = 0
+    while last[keys.TRIAL_STATUS] == keys.RUNNING:
+        step += 1
+        trial.step(step)
+        if step % settings.eval_every == 0 or step >= trial.max_steps:
+            loss, metrics = trial.evaluate()
+            last = result(step, loss, metrics)
+            report(last)
+    return last

@@ -1,0 +1,139 @@
+"""Squared gradient norms at two batch sizes, taken on the same weights in the same step.
+
+Two ways, both without an extra backward pass (DESIGN.md §1, pitfall 5):
+- one worker: the batch is split into micro-batches whose gradients accumulate into
+  `.grad`; per-parameter tensor hooks see each micro-batch's own gradient before it is
+  accumulated, so |g_i|² is summed there and |g|² is read from `.grad` afterwards;
+- N DDP workers: a communication hook sums each bucket's squared norm before (local
+  batch) and after (global batch) the all-reduce; one scalar all-reduce averages the
+  local norms over workers.
+Either gives a `NormPair` for tuner.theory's two-batch estimators.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+
+from tuner.theory import g2_estimate, trace_sigma_estimate
+
+
+@dataclass(frozen=True)
+class NormPair:
+    """Mean |G_small|² over the small batches, |G_big|², and their batch sizes.
+
+    With unequal small batches of sizes n_i, E[mean_i |g_i|²] = |G|² + tr(Σ)·mean_i(1/n_i),
+    so `b_small` is the harmonic mean of the n_i.
+    """
+
+    b_small: float
+    b_big: float
+    sq_small: float
+    sq_big: float
+
+    def g2(self) -> float:
+        """Unbiased |G|² (McCandlish et al. 2018, eq. A.2)."""
+        return float(g2_estimate(self.b_small, self.b_big, self.sq_small, self.sq_big))
+
+    def trace_sigma(self) -> float:
+        """Unbiased tr(Σ) (McCandlish et al. 2018, eq. A.3)."""
+        return float(trace_sigma_estimate(self.b_small, self.b_big, self.sq_small, self.sq_big))
+
+
+def grad_sq_norm(params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Σ_p |p.grad|² as a float64 scalar tensor (no host sync)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros((), dtype=torch.float64)
+    norms = torch._foreach_norm(grads)
+    return torch.stack([n.double() for n in norms]).pow(2).sum()
+
+
+@dataclass
+class MicroBatchNorms:
+    """Per-micro-batch squared gradient norms, captured by parameter hooks.
+
+    Use `with capture.micro_batch(weight):` around each micro-batch's backward, where
+    `weight` is the factor its mean loss was scaled by (n_i/B), then `pair(...)`.
+    """
+
+    params: list[torch.Tensor]
+    _current: list[torch.Tensor] = field(default_factory=list)
+    _per_batch: list[torch.Tensor] = field(default_factory=list)
+    _sizes: list[int] = field(default_factory=list)
+
+    def _hook(self, grad: torch.Tensor) -> None:
+        self._current.append(torch.linalg.vector_norm(grad, dtype=torch.float32).double() ** 2)
+
+    @contextmanager
+    def micro_batch(self, size: int, weight: float) -> Iterator[None]:
+        handles = [p.register_hook(self._hook) for p in self.params if p.requires_grad]
+        self._current = []
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+        # The hook saw weight·g_i; undo the scaling to get |g_i|².
+        self._per_batch.append(torch.stack(self._current).sum() / weight**2)
+        self._sizes.append(size)
+
+    def pair(self) -> NormPair:
+        """Combine the captured micro-batches with the accumulated gradient in `.grad`."""
+        sq_small = torch.stack(self._per_batch).mean()
+        sq_big = grad_sq_norm(self.params)
+        sizes = self._sizes
+        b_small = len(sizes) / sum(1.0 / n for n in sizes)
+        pair = NormPair(b_small, float(sum(sizes)), float(sq_small), float(sq_big))
+        self._per_batch, self._sizes = [], []
+        return pair
+
+
+@dataclass
+class DDPNormState:
+    """State of `allreduce_with_norms`; `measuring` switches capture on for one step."""
+
+    world_size: int
+    measuring: bool = False
+    local_sq: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.float64))
+    global_sq: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.float64))
+
+    def start(self, device: torch.device) -> None:
+        self.measuring = True
+        self.local_sq = torch.zeros((), dtype=torch.float64, device=device)
+        self.global_sq = torch.zeros((), dtype=torch.float64, device=device)
+
+    def pair(self, local_batch: int) -> NormPair:
+        """Average the workers' local norms (one scalar all-reduce) and stop capturing."""
+        local = self.local_sq.clone()
+        dist.all_reduce(local, op=dist.ReduceOp.SUM)
+        self.measuring = False
+        return NormPair(
+            b_small=float(local_batch),
+            b_big=float(local_batch * self.world_size),
+            sq_small=float(local) / self.world_size,
+            sq_big=float(self.global_sq),
+        )
+
+
+def allreduce_with_norms(
+    state: DDPNormState, bucket: dist.GradBucket
+) -> torch.futures.Future[torch.Tensor]:
+    """DDP comm hook: the default mean all-reduce, plus squared norms before and after."""
+    buffer = bucket.buffer()
+    if state.measuring:
+        state.local_sq += torch.linalg.vector_norm(buffer, dtype=torch.float32).double() ** 2
+    buffer.div_(state.world_size)  # SUM of pre-divided grads = mean; ReduceOp.AVG is NCCL-only
+    future = dist.all_reduce(buffer, async_op=True).get_future()  # type: ignore[union-attr]
+
+    def record_global(fut: torch.futures.Future[list[torch.Tensor]]) -> torch.Tensor:
+        reduced = fut.value()[0]
+        if state.measuring:
+            state.global_sq += torch.linalg.vector_norm(reduced, dtype=torch.float32).double() ** 2
+        return reduced
+
+    return future.then(record_global)

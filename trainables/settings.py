@@ -1,0 +1,66 @@
+"""What a trial needs to know besides its hyperparameters, as plain picklable data.
+
+The driver builds these from the spec (tuner.runner); the workers never see the spec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from trainables import keys
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """The sweep-wide settings every trial of a sweep shares."""
+
+    workload: str
+    workload_args: dict[str, Any] = field(default_factory=dict)
+    target_metric: str = "loss"
+    target_value: float = 0.0
+    max_steps: int | None = None
+    max_examples: int | None = None
+    eval_every: int = 20
+    optimizer: str = "sgd"
+    noise_every: int = 4
+    micro_batches: int = 2
+    noise_ema: float = 0.99
+    precision: str = "fp32"
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    max_failures: int = 0
+    seed: int = 0
+    divergence_factor: float = 10.0  # eval loss above this multiple of the initial one diverged
+    run_dir: str = ""  # where multi-worker (Ray Train) trials keep their own state
+
+    def max_steps_for(self, batch_size: int) -> int:
+        """The step budget of a trial at this batch size (max_steps and max_examples)."""
+        limits = []
+        if self.max_steps is not None:
+            limits.append(self.max_steps)
+        if self.max_examples is not None:
+            limits.append(self.max_examples // batch_size)
+        if not limits:
+            raise ValueError("a budget needs max_steps or max_examples")
+        return max(1, min(limits))
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """One point of the joint search space."""
+
+    batch_size: int
+    lr: float
+    momentum: float
+    warmup_steps: int
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Hyperparameters:
+        return cls(
+            batch_size=int(config[keys.BATCH_SIZE]),
+            lr=float(config[keys.LR]),
+            momentum=float(config.get(keys.MOMENTUM, 0.0)),
+            warmup_steps=int(config.get(keys.WARMUP_STEPS, 0)),
+        )

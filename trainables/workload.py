@@ -1,0 +1,92 @@
+"""The workload contract (DESIGN.md §3) and how a spec's `workload` string is resolved."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+LossFn = Callable[[torch.nn.Module, Any], torch.Tensor]
+MetricsFn = Callable[[torch.nn.Module], Mapping[str, float]]
+
+# Built-in workloads by name; values are "module:function" like a user's own.
+BUILTIN_WORKLOADS: dict[str, str] = {
+    "linear_regression": "trainables.workloads.linear_regression:build",
+    "teacher_mlp": "trainables.workloads.teacher_mlp:build",
+}
+
+
+@dataclass
+class Workload:
+    """What a workload's `build(args)` returns.
+
+    model:      the network to train (moved to the trial's device by the loop).
+    train_data: map-style dataset; batches are drawn i.i.d. uniformly with replacement.
+    loss:       loss(model, batch) -> mean loss over the batch (a scalar tensor).
+    eval_data:  optional map-style dataset; the reported `loss` is the mean loss over it.
+    metrics:    optional metrics(model) -> {name: float}, reported at every evaluation.
+    """
+
+    model: torch.nn.Module
+    train_data: Dataset[Any]
+    loss: LossFn
+    eval_data: Dataset[Any] | None = None
+    metrics: MetricsFn | None = None
+
+
+class WorkloadError(ValueError):
+    """A workload reference that cannot be resolved (bad name, module or function)."""
+
+
+def workload_target(reference: str) -> str:
+    """The "module:function" string a spec's `workload` field stands for."""
+    if reference in BUILTIN_WORKLOADS:
+        return BUILTIN_WORKLOADS[reference]
+    if ":" not in reference:
+        known = ", ".join(sorted(BUILTIN_WORKLOADS))
+        raise WorkloadError(
+            f"unknown workload {reference!r}: use a built-in name ({known}) "
+            "or 'package.module:function'"
+        )
+    return reference
+
+
+def resolve_workload(reference: str) -> Callable[[dict[str, Any]], Workload]:
+    """Import the `build` function a workload reference names.
+
+    The current directory is importable, as with `python -m`, so a user's
+    `my_workload.py` next to the spec works locally and in a Ray Jobs working_dir.
+    """
+    module_name, _, function_name = workload_target(reference).partition(":")
+    if not module_name or not function_name:
+        raise WorkloadError(f"workload {reference!r} must look like 'package.module:function'")
+    cwd = str(Path.cwd())
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # any import failure is the user's module, reported in one line
+        raise WorkloadError(
+            f"cannot import workload module {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+    build = getattr(module, function_name, None)
+    if not callable(build):
+        raise WorkloadError(f"module {module_name!r} has no function {function_name!r}")
+    return build  # type: ignore[no-any-return]
+
+
+def build_workload(reference: str, args: Mapping[str, Any]) -> Workload:
+    """Resolve and call a workload's build function, checking what it returns."""
+    workload = resolve_workload(reference)(dict(args))
+    if not isinstance(workload, Workload):
+        raise WorkloadError(
+            f"workload {reference!r} returned {type(workload).__name__}, "
+            "expected trainables.Workload"
+        )
+    return workload

@@ -1,0 +1,252 @@
+"""`noisetune ...`: parses, calls, prints. The only place that starts Ray.
+
+Exit codes: 0 success, 2 bad input (spec, arguments, paths; one line each, no
+traceback, nothing written), 1 anything else (an interrupted sweep included).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class BadInput(Exception):
+    """Bad input: one line per problem, exit code 2."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _load_spec(path: str) -> Any:
+    from tuner.spec import SpecError, load_spec
+
+    try:
+        return load_spec(path)
+    except SpecError as exc:
+        raise BadInput(list(exc.problems)) from exc
+
+
+def _start_ray(address: str | None, num_cpus: int | None, verbose: bool) -> None:
+    from tuner.ray_runtime import apply_loopback_environment, init_ray
+
+    apply_loopback_environment()
+    if not verbose:
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's tables only with --verbose
+    init_ray(address or os.environ.get("RAY_ADDRESS"), num_cpus=num_cpus, verbose=verbose)
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def _print_outcome(outcome: Any) -> None:
+    from tabulate import tabulate
+
+    tables = outcome.tables
+    trials, front, summary = tables.trials, tables.front, tables.summary
+    best = {int(row.batch_size): row for row in front.itertuples()}
+    rows = []
+    for batch_size in sorted(trials["batch_size"].unique()):
+        at_b = trials[trials["batch_size"] == batch_size]
+        row = best.get(int(batch_size))
+        rows.append(
+            [
+                int(batch_size),
+                len(at_b),
+                int((at_b["status"] == "reached").sum()),
+                row.steps if row is not None else "-",
+                f"{row.examples:,}" if row is not None else "-",
+                _fmt(row.lr) if row is not None else "-",
+                _fmt(row.momentum) if row is not None else "-",
+            ]
+        )
+    target = summary["target"]
+    click.echo(f"\nBest steps to {target['metric']} <= {target['value']:g} per batch size:")
+    headers = ["batch", "trials", "reached", "steps", "examples", "lr", "momentum"]
+    click.echo(tabulate(rows, headers=headers, tablefmt="simple"))
+    interval = summary.get("b_crit_interval")
+    b_crit = _fmt(summary.get("b_crit"), 3)
+    if interval:
+        b_crit += f" (90% CI {_fmt(interval[0], 3)}-{_fmt(interval[1], 3)})"
+    click.echo(
+        f"\nB_crit {b_crit}  S_min {_fmt(summary.get('s_min'), 3)}  "
+        f"E_min {_fmt(summary.get('e_min'), 3)}  B_simple {_fmt(summary.get('b_simple'), 3)}  "
+        f"examples spent {summary['total_examples']:,}"
+    )
+    click.echo(f"Results: {outcome.run_dir / 'results'}")
+    if outcome.interrupted:
+        click.echo(
+            f"Sweep interrupted; finished trials are kept. Resume with: "
+            f"noisetune resume {outcome.run_dir}",
+            err=True,
+        )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="noisetune")
+def cli() -> None:
+    """Hyperparameter search over batch size, lr, momentum and warmup, guided by the
+    gradient noise scale."""
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+def validate(spec: str) -> None:
+    """Check SPEC.yaml; exit 2 with one line per problem."""
+    _load_spec(spec)
+    click.echo(f"{spec}: ok")
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--storage", help="Directory the run goes under (default: the spec's storage).")
+@click.option("--name", help="Run name (default: the spec's name).")
+@click.option("--address", help="Ray cluster to use instead of an embedded local one.")
+@click.option("--num-cpus", type=click.IntRange(min=1), help="CPUs of the embedded Ray.")
+@click.option("-v", "--verbose", is_flag=True, help="Ray Tune's own tables and logs.")
+def run(
+    spec: str,
+    storage: str | None,
+    name: str | None,
+    address: str | None,
+    num_cpus: int | None,
+    verbose: bool,
+) -> None:
+    """Run the sweep SPEC.yaml and write <storage>/<name>/results/."""
+    from tuner.runner import RunDirError, run_dir_for, run_sweep
+    from tuner.tune_state import is_experiment
+
+    parsed = _load_spec(spec)
+    run_dir = run_dir_for(parsed, storage, name)
+    if is_experiment(run_dir):  # checked before Ray starts: bad input writes nothing
+        raise BadInput(
+            [f"{run_dir} already holds a sweep: resume it with `noisetune resume {run_dir}`"
+             " or choose another --name"]
+        )  # fmt: skip
+    _start_ray(address, num_cpus, verbose)
+    try:
+        outcome = run_sweep(parsed, storage=storage, name=name, verbose=verbose)
+    except RunDirError as exc:
+        raise BadInput([str(exc)]) from exc
+    _print_outcome(outcome)
+    if outcome.interrupted:
+        sys.exit(EXIT_FAILURE)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--address", help="Ray cluster to use instead of an embedded local one.")
+@click.option("--num-cpus", type=click.IntRange(min=1), help="CPUs of the embedded Ray.")
+@click.option("-v", "--verbose", is_flag=True, help="Ray Tune's own tables and logs.")
+def resume(run_dir: str, address: str | None, num_cpus: int | None, verbose: bool) -> None:
+    """Continue an interrupted sweep in RUN_DIR without rerunning finished trials."""
+    from tuner.runner import RunDirError, load_run_spec, resume_sweep
+
+    path = Path(run_dir)
+    try:
+        load_run_spec(path)
+    except RunDirError as exc:
+        raise BadInput([str(exc)]) from exc
+    _start_ray(address, num_cpus, verbose)
+    outcome = resume_sweep(path, verbose=verbose)
+    _print_outcome(outcome)
+    if outcome.interrupted:
+        sys.exit(EXIT_FAILURE)
+
+
+def _read_tables(run_dir: str) -> Any:
+    from tuner.results import read_tables
+
+    try:
+        return read_tables(Path(run_dir))
+    except FileNotFoundError as exc:
+        raise BadInput([str(exc)]) from exc
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "parquet", "json", "markdown"]), default="csv"
+)
+@click.option(
+    "--table",
+    type=click.Choice(["trials", "curves", "front", "summary"]),
+    default=None,
+    help="Which table (default: trials; summary for markdown).",
+)
+@click.option("--out", type=click.Path(dir_okay=False), help="File to write (default: stdout).")
+def export(run_dir: str, fmt: str, table: str | None, out: str | None) -> None:
+    """Export a results table of RUN_DIR as csv, parquet, json or markdown."""
+    from tuner.results import export as export_table
+
+    tables = _read_tables(run_dir)
+    chosen = table or ("summary" if fmt == "markdown" else "trials")
+    if fmt == "parquet" and out is None:
+        raise BadInput(["--format parquet writes a binary file: give --out PATH"])
+    text = export_table(tables, fmt, chosen, Path(out) if out else None)
+    if text is not None:
+        click.echo(text, nl=False)
+    else:
+        click.echo(f"wrote {out}", err=True)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+def report(run_dir: str) -> None:
+    """Print the summary of RUN_DIR (tables; figures go to results/plots/)."""
+    from tuner.results import summary_markdown
+
+    click.echo(summary_markdown(_read_tables(run_dir)))
+
+
+def _run_guarded(entry: Callable[[], Any], verbose: bool) -> int:
+    try:
+        entry()
+    except BadInput as exc:
+        for problem in exc.problems:
+            click.echo(f"noisetune: error: {problem}", err=True)
+        return EXIT_BAD_INPUT
+    except click.UsageError as exc:
+        click.echo(f"noisetune: error: {exc.format_message()}", err=True)
+        return EXIT_BAD_INPUT
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        click.echo(f"noisetune: error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except (KeyboardInterrupt, click.Abort):
+        click.echo("noisetune: interrupted", err=True)
+        return EXIT_FAILURE
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    except Exception as exc:
+        if verbose:
+            traceback.print_exc()
+        message = str(exc).strip().splitlines()
+        click.echo(
+            f"noisetune: error: {type(exc).__name__}: {message[0] if message else ''}", err=True
+        )
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; returns the exit code (and exits with it from the shell)."""
+    args = sys.argv[1:] if argv is None else argv
+    verbose = "-v" in args or "--verbose" in args
+    code = _run_guarded(lambda: cli.main(args=args, prog_name="noisetune", standalone_mode=False), verbose)
+    if argv is None:
+        sys.exit(code)
+    return code

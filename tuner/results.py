@@ -1,0 +1,360 @@
+"""A run directory -> the results tables of DESIGN.md §3, and their exports."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from trainables import keys
+from tuner import theory
+from tuner.tune_state import TUNE_ERROR, TUNE_TERMINATED, TuneTrial, read_trials
+
+RESULTS_DIR = "results"
+UNFINISHED = "unfinished"  # a trial an interrupted sweep has not finished yet
+
+TRIAL_COLUMNS = [
+    "trial_id", "status", keys.BATCH_SIZE, keys.LR, keys.MOMENTUM, keys.WARMUP_STEPS,
+    keys.STEPS_TO_TARGET, keys.EXAMPLES_TO_TARGET, "final_loss", keys.B_SIMPLE,
+    keys.WALL_S, keys.REASON, "steps", "examples", "effective_lr",
+]  # fmt: skip
+CURVE_COLUMNS = [
+    "trial_id", keys.STEP, keys.EXAMPLES, keys.LOSS, keys.LR, keys.B_SIMPLE, keys.G2,
+    keys.TRACE_SIGMA,
+]  # fmt: skip
+FRONT_COLUMNS = [
+    keys.BATCH_SIZE, "steps", "examples", "trial_id", keys.LR, keys.MOMENTUM,
+    keys.WARMUP_STEPS, "pareto",
+]  # fmt: skip
+
+# Keys of a report that are bookkeeping, not curves: ours and the ones Tune adds.
+_NOT_CURVES = {
+    keys.TARGET_VALUE, keys.TRIAL_STATUS, keys.STEPS_TO_TARGET, keys.EXAMPLES_TO_TARGET,
+    keys.REASON, keys.WALL_S, keys.OBJECTIVE, "timestamp", "checkpoint_dir_name", "done",
+    "training_iteration", "trial_id", "date", "time_this_iter_s", "time_total_s", "pid",
+    "hostname", "node_ip", "config", "time_since_restore", "iterations_since_restore",
+    "checkpoint_path", "should_checkpoint",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Tables:
+    """Everything `results/` holds, as data."""
+
+    trials: pd.DataFrame
+    curves: pd.DataFrame
+    front: pd.DataFrame
+    summary: dict[str, Any]
+
+
+def results_dir(run_dir: Path) -> Path:
+    return run_dir / RESULTS_DIR
+
+
+def _trial_status(trial: TuneTrial, last: dict[str, Any]) -> tuple[str, str]:
+    """Our status and reason for a trial, from Tune's status and its last report."""
+    reported = last.get(keys.TRIAL_STATUS, keys.RUNNING)
+    reason = str(last.get(keys.REASON, "") or "")
+    if trial.status == TUNE_ERROR and reported == keys.RUNNING:
+        return keys.ERROR, f"error: {trial.error}" if trial.error else "error"
+    if reported != keys.RUNNING:
+        return str(reported), reason
+    if trial.status == TUNE_TERMINATED:
+        step = last.get(keys.STEP, 0)
+        return keys.PRUNED, reason or f"pruned: stopped by the scheduler at step {step}"
+    return UNFINISHED, ""
+
+
+def _trial_row(trial: TuneTrial, reasons: dict[str, str]) -> dict[str, Any]:
+    last = trial.results[-1] if trial.results else {}
+    status, reason = _trial_status(trial, last)
+    if status == keys.PRUNED and trial.trial_id in reasons:
+        reason = reasons[trial.trial_id]
+    config = trial.config
+    momentum = float(config.get(keys.MOMENTUM, 0.0))
+    lr = float(config.get(keys.LR, math.nan))
+    return {
+        "trial_id": trial.trial_id,
+        "status": status,
+        keys.BATCH_SIZE: int(config.get(keys.BATCH_SIZE, 0)),
+        keys.LR: lr,
+        keys.MOMENTUM: momentum,
+        keys.WARMUP_STEPS: int(config.get(keys.WARMUP_STEPS, 0)),
+        keys.STEPS_TO_TARGET: last.get(keys.STEPS_TO_TARGET, math.nan),
+        keys.EXAMPLES_TO_TARGET: last.get(keys.EXAMPLES_TO_TARGET, math.nan),
+        "final_loss": last.get(keys.LOSS, math.nan),
+        keys.B_SIMPLE: last.get(keys.B_SIMPLE, math.nan),
+        keys.WALL_S: last.get(keys.WALL_S, math.nan),
+        keys.REASON: reason,
+        "steps": last.get(keys.STEP, 0),
+        "examples": last.get(keys.EXAMPLES, 0),
+        "effective_lr": lr / (1.0 - momentum) if momentum < 1 else math.nan,
+    }
+
+
+def _curve_rows(trial: TuneTrial) -> list[dict[str, Any]]:
+    rows = []
+    for result in trial.results:
+        row = {"trial_id": trial.trial_id}
+        for name, value in result.items():
+            if name not in _NOT_CURVES and isinstance(value, (int, float)):
+                row[name] = value
+        rows.append(row)
+    return rows
+
+
+def _read_prune_reasons(run_dir: Path) -> dict[str, str]:
+    """Reasons a pruning scheduler recorded (results/decisions.jsonl), by trial id."""
+    path = results_dir(run_dir) / "decisions.jsonl"
+    reasons: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                record = json.loads(line)
+                reasons[record["trial_id"]] = record["reason"]
+    return reasons
+
+
+def trials_table(trials: list[TuneTrial], run_dir: Path) -> pd.DataFrame:
+    reasons = _read_prune_reasons(run_dir)
+    rows = [_trial_row(trial, reasons) for trial in trials]
+    table = pd.DataFrame(rows, columns=TRIAL_COLUMNS)
+    return table.astype({keys.STEPS_TO_TARGET: float, keys.EXAMPLES_TO_TARGET: float})
+
+
+def curves_table(trials: list[TuneTrial]) -> pd.DataFrame:
+    rows = [row for trial in trials for row in _curve_rows(trial)]
+    table = pd.DataFrame(rows)
+    for column in CURVE_COLUMNS:
+        if column not in table:
+            table[column] = pd.Series(dtype=float)
+    extra = [c for c in table.columns if c not in CURVE_COLUMNS]
+    return table[CURVE_COLUMNS + sorted(extra)]
+
+
+def front_table(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per batch size the trial that reached the target in the fewest steps."""
+    reached = trials[trials["status"] == keys.REACHED]
+    if reached.empty:
+        return pd.DataFrame(columns=FRONT_COLUMNS)
+    best = reached.sort_values([keys.STEPS_TO_TARGET, "trial_id"]).groupby(keys.BATCH_SIZE).head(1)
+    front = pd.DataFrame(
+        {
+            keys.BATCH_SIZE: best[keys.BATCH_SIZE].astype(int),
+            "steps": best[keys.STEPS_TO_TARGET].astype(int),
+            "examples": best[keys.EXAMPLES_TO_TARGET].astype(int),
+            "trial_id": best["trial_id"],
+            keys.LR: best[keys.LR],
+            keys.MOMENTUM: best[keys.MOMENTUM],
+            keys.WARMUP_STEPS: best[keys.WARMUP_STEPS],
+        }
+    ).sort_values(keys.BATCH_SIZE)
+    front["pareto"] = theory.pareto_mask(
+        front["steps"].to_numpy(float), front["examples"].to_numpy(float)
+    )
+    return front.reset_index(drop=True)
+
+
+def pooled_b_simple(trials: pd.DataFrame, curves: pd.DataFrame) -> float:
+    """B_simple pooled over the trials that reached the target, at the target.
+
+    All of them are then at the same loss, which makes them comparable (DESIGN.md §1,
+    pitfalls 1-2); each is weighted by how well its batch size can measure B_simple
+    (pitfall 7): tr(Σ) and |G|² are summed with those weights, then divided.
+    """
+    reached = trials[trials["status"] == keys.REACHED]
+    if reached.empty or curves.empty:
+        return math.nan
+    at_target = curves.merge(
+        reached[["trial_id", keys.BATCH_SIZE, keys.STEPS_TO_TARGET]], on="trial_id"
+    )
+    at_target = at_target[at_target[keys.STEP] == at_target[keys.STEPS_TO_TARGET]]
+    at_target = at_target[np.isfinite(at_target[keys.G2]) & np.isfinite(at_target[keys.TRACE_SIGMA])]
+    if at_target.empty:
+        return math.nan
+    guess = float(np.nanmedian(at_target[keys.B_SIMPLE]))
+    if not math.isfinite(guess) or guess <= 0:
+        return math.nan
+    weights = theory.pooling_weight(at_target[keys.BATCH_SIZE].to_numpy(float), guess)
+    g2 = float(np.sum(weights * at_target[keys.G2]))
+    trace_sigma = float(np.sum(weights * at_target[keys.TRACE_SIGMA]))
+    return theory.b_simple(trace_sigma, g2) if g2 > 0 else math.nan
+
+
+def summarize(
+    trials: pd.DataFrame, curves: pd.DataFrame, front: pd.DataFrame, target: dict[str, Any]
+) -> dict[str, Any]:
+    """summary.json: the trade-off fit of the front, noise scales, and sweep totals."""
+    summary: dict[str, Any] = {
+        "target": target,
+        "s_min": None, "e_min": None, "b_crit": None, "b_crit_interval": None,
+        "fit_rms_log": None, "b_simple": None, "b_noise": None, "eps_max": None,
+        "b_noise_source": None,
+        "n_trials": len(trials),
+        "n_reached": int((trials["status"] == keys.REACHED).sum()),
+        "n_pruned": int((trials["status"] == keys.PRUNED).sum()),
+        "n_diverged": int((trials["status"] == keys.DIVERGED).sum()),
+        "n_exhausted": int((trials["status"] == keys.EXHAUSTED).sum()),
+        "n_error": int((trials["status"] == keys.ERROR).sum()),
+        "n_unfinished": int((trials["status"] == UNFINISHED).sum()),
+        "total_examples": int(trials["examples"].sum()),
+    }  # fmt: skip
+    b_simple = pooled_b_simple(trials, curves)
+    summary["b_simple"] = b_simple if math.isfinite(b_simple) else None
+    if front[keys.BATCH_SIZE].nunique() >= 2:
+        batch_sizes = front[keys.BATCH_SIZE].to_numpy(float)
+        steps = front["steps"].to_numpy(float)
+        fit = theory.fit_tradeoff(batch_sizes, steps)
+        low, high = theory.bootstrap_b_crit(batch_sizes, steps)
+        summary.update(
+            s_min=fit.s_min, e_min=fit.e_min, b_crit=fit.b_crit,
+            b_crit_interval=[low, high], fit_rms_log=fit.rms_log,
+        )  # fmt: skip
+        effective = front[keys.LR].to_numpy(float) / (1.0 - front[keys.MOMENTUM].to_numpy(float))
+        lr_fit = theory.fit_eps_opt(batch_sizes, effective)
+        summary.update(
+            b_noise=lr_fit.b_noise, eps_max=lr_fit.eps_max,
+            b_noise_source="fitted to the best effective lr per batch size",
+        )  # fmt: skip
+    return summary
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return "n/a" if not math.isfinite(value) else f"{value:.4g}"
+    return str(value)
+
+
+def summary_markdown(tables: Tables) -> str:
+    """summary.md: the numbers, the front, and every trial."""
+    s = tables.summary
+    target = s["target"]
+    interval = s["b_crit_interval"]
+    lines = [
+        f"# noisetune summary: target {target['metric']} <= {target['value']:g}",
+        "",
+        "| quantity | value |",
+        "|---|---|",
+        f"| B_crit (fit of the front) | {_fmt(s['b_crit'])}"
+        + (f" (90% bootstrap {_fmt(interval[0])}-{_fmt(interval[1])})" if interval else "")
+        + " |",
+        f"| S_min (steps) | {_fmt(s['s_min'])} |",
+        f"| E_min (examples) | {_fmt(s['e_min'])} |",
+        f"| B_simple (measured, pooled at the target) | {_fmt(s['b_simple'])} |",
+        f"| B_noise ({s['b_noise_source'] or 'n/a'}) | {_fmt(s['b_noise'])} |",
+        f"| eps_max | {_fmt(s['eps_max'])} |",
+        f"| trials | {s['n_trials']} ({s['n_reached']} reached, {s['n_pruned']} pruned, "
+        f"{s['n_diverged']} diverged, {s['n_exhausted']} exhausted, {s['n_error']} error"
+        + (f", {s['n_unfinished']} unfinished" if s["n_unfinished"] else "")
+        + ") |",
+        f"| total examples (compute of the sweep) | {s['total_examples']:,} |",
+        "",
+        "B_crit depends on the target: it grows as the target loss falls.",
+        "",
+        "## Front: fewest steps to the target per batch size",
+        "",
+        tables.front.to_markdown(index=False) if not tables.front.empty else "(no trial reached it)",
+        "",
+        "## Trials",
+        "",
+        tables.trials.drop(columns=["effective_lr"]).to_markdown(index=False, floatfmt=".4g"),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def build_tables(run_dir: Path, target: dict[str, Any]) -> Tables:
+    """Read the Tune experiment in `run_dir` into the results tables."""
+    tune_trials = read_trials(run_dir)
+    trials = trials_table(tune_trials, run_dir)
+    curves = curves_table(tune_trials)
+    front = front_table(trials)
+    return Tables(trials, curves, front, summarize(trials, curves, front, target))
+
+
+def write_tables(run_dir: Path, tables: Tables) -> Path:
+    """Write results/ (each file replaced whole, so a reader never sees half of one)."""
+    out = results_dir(run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic(out / "trials.csv", lambda p: tables.trials.to_csv(p, index=False))
+    _atomic(out / "trials.parquet", lambda p: tables.trials.to_parquet(p, index=False))
+    _atomic(out / "curves.parquet", lambda p: tables.curves.to_parquet(p, index=False))
+    _atomic(out / "front.csv", lambda p: tables.front.to_csv(p, index=False))
+    _atomic(out / "summary.json", lambda p: p.write_text(json.dumps(_jsonable(tables.summary), indent=2)))
+    _atomic(out / "summary.md", lambda p: p.write_text(summary_markdown(tables)))
+    return out
+
+
+def _atomic(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    tmp.replace(path)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def read_tables(run_dir: Path) -> Tables:
+    """Read back what write_tables wrote."""
+    out = results_dir(run_dir)
+    if not (out / "trials.parquet").exists():
+        raise FileNotFoundError(f"{run_dir}: no results/ tables (is this a noisetune run?)")
+    return Tables(
+        trials=pd.read_parquet(out / "trials.parquet"),
+        curves=pd.read_parquet(out / "curves.parquet"),
+        front=pd.read_csv(out / "front.csv"),
+        summary=json.loads((out / "summary.json").read_text()),
+    )
+
+
+EXPORT_FORMATS = ("csv", "parquet", "json", "markdown")
+EXPORT_TABLES = ("trials", "curves", "front", "summary")
+
+
+def export(tables: Tables, fmt: str, table: str, out: Path | None) -> str | None:
+    """Export one table; returns the text when there is no `out` (binary formats need one)."""
+    if fmt == "markdown" and table == "summary":
+        text = summary_markdown(tables)
+    elif table == "summary":
+        frame = pd.DataFrame([{k: v for k, v in _jsonable(tables.summary).items() if k != "target"}])
+        return _export_frame(frame, fmt, out)
+    else:
+        return _export_frame(getattr(tables, table), fmt, out)
+    if out is None:
+        return text
+    out.write_text(text)
+    return None
+
+
+def _export_frame(frame: pd.DataFrame, fmt: str, out: Path | None) -> str | None:
+    if fmt == "parquet":
+        if out is None:
+            raise ValueError("--format parquet writes a binary file: give --out PATH")
+        frame.to_parquet(out, index=False)
+        return None
+    if fmt == "csv":
+        text = frame.to_csv(index=False)
+    elif fmt == "json":
+        text = frame.to_json(orient="records", indent=2)
+    else:
+        text = frame.to_markdown(index=False, floatfmt=".4g") + "\n"
+    if out is None:
+        return text
+    out.write_text(text)
+    return None

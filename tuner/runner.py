@@ -1,0 +1,156 @@
+"""run_sweep(spec): the Tuner, its executor, its storage; then the results tables.
+
+Ray must already be running (tuner.cli starts it, or the caller does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from ray import tune
+
+from trainables.executors import multi_worker_trial, single_worker_trial
+from trainables.settings import TrialSettings
+from tuner import results, schedulers, search
+from tuner.progress import ProgressLine
+from tuner.spec import Spec, load_spec
+from tuner.tune_state import is_experiment
+
+SPEC_FILE = "noisetune_spec.yaml"
+DRIVER_CPU = 0.01  # a Train driver trial must not hold a CPU its workers need
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot be used as asked (bad input, exit code 2)."""
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    run_dir: Path
+    tables: results.Tables
+    interrupted: bool
+
+
+def run_dir_for(spec: Spec, storage: str | None = None, name: str | None = None) -> Path:
+    return Path(storage or spec.storage).expanduser().resolve() / (name or spec.name)
+
+
+def trial_settings(spec: Spec, run_dir: Path) -> TrialSettings:
+    """The plain data every trial of this sweep needs (the workers never see the spec)."""
+    return TrialSettings(
+        workload=spec.workload,
+        workload_args=dict(spec.workload_args),
+        target_metric=spec.target.metric,
+        target_value=spec.target.value,
+        max_steps=spec.budget.max_steps,
+        max_examples=spec.budget.max_examples,
+        eval_every=spec.eval_every,
+        optimizer=spec.optimizer,
+        noise_every=spec.measure.noise_every,
+        micro_batches=spec.measure.micro_batches,
+        noise_ema=spec.measure.noise_ema,
+        precision=spec.measure.precision,
+        workers=spec.resources.workers_per_trial,
+        cpus_per_worker=spec.resources.cpus_per_worker,
+        gpus_per_worker=spec.resources.gpus_per_worker,
+        max_failures=spec.resources.max_failures,
+        seed=spec.search.seed,
+        run_dir=str(run_dir),
+    )
+
+
+def make_trainable(settings: TrialSettings) -> Any:
+    """The Tune trainable: the loop in the Tune actor, or a Ray Train driver for N > 1."""
+    if settings.workers > 1:
+        return tune.with_resources(
+            tune.with_parameters(multi_worker_trial, settings=settings), {"CPU": DRIVER_CPU}
+        )
+    resources = {"CPU": settings.cpus_per_worker, "GPU": settings.gpus_per_worker}
+    return tune.with_resources(tune.with_parameters(single_worker_trial, settings=settings), resources)
+
+
+def _run_config(spec: Spec, run_dir: Path, verbose: bool, progress: bool) -> tune.RunConfig:
+    callbacks = [ProgressLine()] if progress and not verbose else []
+    return tune.RunConfig(
+        name=run_dir.name,
+        storage_path=str(run_dir.parent),
+        verbose=2 if verbose else 0,
+        callbacks=callbacks,
+        failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
+    )
+
+
+def _target(spec: Spec) -> dict[str, Any]:
+    return {"metric": spec.target.metric, "value": spec.target.value}
+
+
+def _finish(tuner: tune.Tuner, spec: Spec, run_dir: Path) -> SweepOutcome:
+    tuner.fit()
+    tables = results.build_tables(run_dir, _target(spec))
+    results.write_tables(run_dir, tables)
+    expected = search.expected_trials(spec)
+    interrupted = tables.summary["n_unfinished"] > 0 or (
+        expected is not None and len(tables.trials) < expected
+    )
+    return SweepOutcome(run_dir, tables, interrupted)
+
+
+def run_sweep(
+    spec: Spec,
+    *,
+    storage: str | None = None,
+    name: str | None = None,
+    verbose: bool = False,
+    progress: bool = True,
+) -> SweepOutcome:
+    """Run every trial of `spec` and write `<storage>/<name>/results/`."""
+    run_dir = run_dir_for(spec, storage, name)
+    if is_experiment(run_dir):
+        raise RunDirError(
+            f"{run_dir} already holds a sweep: resume it with `noisetune resume {run_dir}` "
+            "or choose another --name"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / SPEC_FILE).write_text(yaml.safe_dump(spec.to_yaml_dict(), sort_keys=False))
+    settings = trial_settings(spec, run_dir)
+    tuner = tune.Tuner(
+        make_trainable(settings),
+        param_space=search.param_space(spec),
+        tune_config=tune.TuneConfig(
+            search_alg=search.search_algorithm(spec),
+            scheduler=schedulers.make_scheduler(spec, run_dir),
+            num_samples=spec.search.num_samples,
+            max_concurrent_trials=spec.search.max_concurrent,
+            reuse_actors=True,
+        ),
+        run_config=_run_config(spec, run_dir, verbose, progress),
+    )
+    return _finish(tuner, spec, run_dir)
+
+
+def load_run_spec(run_dir: Path) -> Spec:
+    spec_file = run_dir / SPEC_FILE
+    if not spec_file.exists():
+        raise RunDirError(f"{run_dir}: not a noisetune run directory (no {SPEC_FILE})")
+    return load_spec(spec_file)
+
+
+def resume_sweep(
+    run_dir: Path, *, verbose: bool = False, progress: bool = True
+) -> SweepOutcome:
+    """Continue an interrupted sweep: finished trials stay, unfinished ones run again."""
+    run_dir = run_dir.expanduser().resolve()
+    spec = load_run_spec(run_dir)
+    if not is_experiment(run_dir):
+        raise RunDirError(f"{run_dir}: no Ray Tune experiment state to resume")
+    settings = trial_settings(spec, run_dir)
+    tuner = tune.Tuner.restore(
+        str(run_dir),
+        trainable=make_trainable(settings),
+        resume_unfinished=True,
+        resume_errored=True,
+    )
+    return _finish(tuner, spec, run_dir)

@@ -1,0 +1,95 @@
+"""Read a Ray Tune experiment directory into plain records, without starting Ray.
+
+Tune's own `ExperimentAnalysis` needs a running Ray instance; `export` and `report` must
+work on a laptop holding only the run directory. The experiment-state JSON and the
+per-trial `result.json` (JSON lines) are all we read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Tune's status names for a trial.
+TUNE_TERMINATED = "TERMINATED"
+TUNE_ERROR = "ERROR"
+
+
+@dataclass
+class TuneTrial:
+    """One trial as Tune recorded it."""
+
+    trial_id: str
+    status: str  # Tune's: PENDING | RUNNING | PAUSED | TERMINATED | ERROR
+    config: dict[str, Any]
+    path: Path | None
+    results: list[dict[str, Any]] = field(default_factory=list)
+    error: str = ""
+
+
+def _newest_state_file(run_dir: Path) -> Path | None:
+    files = sorted(run_dir.glob("experiment_state-*.json"))
+    return files[-1] if files else None
+
+
+def _read_results(path: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    result_file = path / "result.json"
+    if not result_file.exists():
+        return rows
+    with result_file.open() as handle:
+        for line in handle:
+            line = line.strip()
+            if line:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break  # a line cut short by a killed driver ends the usable history
+    return rows
+
+
+def _first_line(path: Path | None) -> str:
+    if path is None or not (path / "error.txt").exists():
+        return ""
+    lines = [ln.strip() for ln in (path / "error.txt").read_text().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def is_experiment(run_dir: Path) -> bool:
+    return _newest_state_file(run_dir) is not None
+
+
+def read_trials(run_dir: Path) -> list[TuneTrial]:
+    """Every trial of the experiment in `run_dir`, in Tune's order."""
+    state_file = _newest_state_file(run_dir)
+    if state_file is None:
+        raise FileNotFoundError(f"{run_dir}: no Ray Tune experiment state found")
+    state = json.loads(state_file.read_text())
+    trials = []
+    for trial_json, _runtime_json in state["trial_data"]:
+        trial = json.loads(trial_json)
+        logdir = trial.get("relative_logdir")
+        path = run_dir / logdir if logdir else None
+        results = _read_results(path) if path is not None else []
+        trials.append(
+            TuneTrial(
+                trial_id=trial["trial_id"],
+                status=trial["status"],
+                config=trial.get("config", {}),
+                path=path,
+                results=results,
+                error=_first_line(path) if trial["status"] == TUNE_ERROR else "",
+            )
+        )
+    return trials
+
+
+def finite_or_nan(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return number if math.isfinite(number) else math.nan
