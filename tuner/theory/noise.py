@@ -1,0 +1,221 @@
+"""Gradient noise scale estimators (McCandlish, Kaplan, Amodei 2018, App. A.1).
+
+The batch gradient G_B of B examples satisfies E|G_B|² = |G|² + tr(Σ)/B, so squared norms
+measured at two batch sizes on the same weights give unbiased estimates of |G|² and tr(Σ).
+With the H-inner product (|v|²_H = vᵀHv, from Hessian-vector products) the same formulas
+give GᵀHG and tr(HΣ). Scalars in, scalars out; numpy arrays are broadcast elementwise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import overload
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "FloatArray",
+    "NoiseScaleEMA",
+    "b_noise",
+    "b_simple",
+    "b_simple_halfwidth",
+    "eps_max",
+    "g2_estimate",
+    "ghg_estimate",
+    "pooling_weight",
+    "trace_h_sigma_estimate",
+    "trace_sigma_estimate",
+]
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def _as_array(x: npt.ArrayLike) -> FloatArray:
+    return np.asarray(x, dtype=np.float64)
+
+
+def _finish(x: FloatArray) -> float | FloatArray:
+    """Return a Python float for 0-d results, the array otherwise."""
+    return float(x) if x.ndim == 0 else x
+
+
+def _check_batch_pair(b_small: FloatArray, b_big: FloatArray) -> None:
+    if np.any(~(b_small > 0)):
+        raise ValueError(f"b_small must be > 0, got {b_small}")
+    if np.any(~(b_big > b_small)):
+        raise ValueError(f"b_big must be > b_small, got b_small={b_small}, b_big={b_big}")
+
+
+def _ratio_positive_den(num: FloatArray, den: FloatArray) -> FloatArray:
+    """num/den where den > 0, nan elsewhere (noisy estimates of a positive den can be <= 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = num / den
+    return np.where(den > 0, out, np.nan)
+
+
+@overload
+def g2_estimate(b_small: float, b_big: float, sq_small: float, sq_big: float) -> float: ...
+@overload
+def g2_estimate(
+    b_small: npt.ArrayLike, b_big: npt.ArrayLike, sq_small: npt.ArrayLike, sq_big: npt.ArrayLike
+) -> FloatArray: ...
+def g2_estimate(
+    b_small: npt.ArrayLike, b_big: npt.ArrayLike, sq_small: npt.ArrayLike, sq_big: npt.ArrayLike
+) -> float | FloatArray:
+    """Unbiased |G|² = (b_big·|G_big|² − b_small·|G_small|²)/(b_big − b_small).
+
+    McCandlish et al. 2018, App. A.1. ``sq_small`` may be the mean of |G_small|² over several
+    micro-batches; if they have unequal sizes, pass their harmonic-mean size as ``b_small``.
+    With H-norms (GᵀHG of each batch gradient) it estimates GᵀHG instead.
+    """
+    bs, bb = _as_array(b_small), _as_array(b_big)
+    _check_batch_pair(bs, bb)
+    return _finish((bb * _as_array(sq_big) - bs * _as_array(sq_small)) / (bb - bs))
+
+
+@overload
+def trace_sigma_estimate(b_small: float, b_big: float, sq_small: float, sq_big: float) -> float: ...
+@overload
+def trace_sigma_estimate(
+    b_small: npt.ArrayLike, b_big: npt.ArrayLike, sq_small: npt.ArrayLike, sq_big: npt.ArrayLike
+) -> FloatArray: ...
+def trace_sigma_estimate(
+    b_small: npt.ArrayLike, b_big: npt.ArrayLike, sq_small: npt.ArrayLike, sq_big: npt.ArrayLike
+) -> float | FloatArray:
+    """Unbiased tr(Σ) = (|G_small|² − |G_big|²)/(1/b_small − 1/b_big).
+
+    McCandlish et al. 2018, App. A.1. Same conventions as :func:`g2_estimate`; with H-norms
+    it estimates tr(HΣ).
+    """
+    bs, bb = _as_array(b_small), _as_array(b_big)
+    _check_batch_pair(bs, bb)
+    return _finish((_as_array(sq_small) - _as_array(sq_big)) / (1.0 / bs - 1.0 / bb))
+
+
+ghg_estimate = g2_estimate
+"""GᵀHG from H-norms of the two batch gradients (same formula as :func:`g2_estimate`)."""
+
+trace_h_sigma_estimate = trace_sigma_estimate
+"""tr(HΣ) from H-norms of the two batch gradients (same formula as
+:func:`trace_sigma_estimate`)."""
+
+
+@dataclass
+class NoiseScaleEMA:
+    """Separate moving averages of |G|² and tr(Σ); their ratio is B_simple.
+
+    McCandlish et al. 2018, App. A.1: average numerator and denominator separately, then
+    divide (the mean of per-step ratios is badly biased). Weight of the old average at the
+    t-th accepted update: beta_t = min(beta, 1 − 1/t), i.e. an exact running mean for the
+    first 1/(1 − beta) updates, exponential afterwards. Non-finite pairs are ignored.
+
+    Fed with (GᵀHG, tr(HΣ)) instead, ``g2`` holds GᵀHG, ``trace_sigma`` holds tr(HΣ) and
+    ``b_simple`` is B_noise.
+    """
+
+    beta: float = 0.99
+    g2_avg: float = 0.0
+    trace_sigma_avg: float = 0.0
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.beta < 1.0:
+            raise ValueError(f"beta must be in [0, 1), got {self.beta}")
+        if self.count < 0:
+            raise ValueError(f"count must be >= 0, got {self.count}")
+
+    def update(self, g2: float, trace_sigma: float) -> None:
+        """Fold in one (|G|², tr(Σ)) estimate; skipped unless both are finite."""
+        if not (math.isfinite(g2) and math.isfinite(trace_sigma)):
+            return
+        self.count += 1
+        beta_t = min(self.beta, 1.0 - 1.0 / self.count)
+        self.g2_avg = beta_t * self.g2_avg + (1.0 - beta_t) * float(g2)
+        self.trace_sigma_avg = beta_t * self.trace_sigma_avg + (1.0 - beta_t) * float(trace_sigma)
+
+    @property
+    def g2(self) -> float:
+        """Averaged |G|² (nan before the first update)."""
+        return self.g2_avg if self.count > 0 else math.nan
+
+    @property
+    def trace_sigma(self) -> float:
+        """Averaged tr(Σ) (nan before the first update)."""
+        return self.trace_sigma_avg if self.count > 0 else math.nan
+
+    @property
+    def b_simple(self) -> float:
+        """B_simple = tr(Σ)/|G|² of the averages; nan before any update or when |G|² <= 0."""
+        if self.count == 0 or not self.g2_avg > 0:
+            return math.nan
+        return self.trace_sigma_avg / self.g2_avg
+
+
+@overload
+def b_simple(trace_sigma: float, g2: float) -> float: ...
+@overload
+def b_simple(trace_sigma: npt.ArrayLike, g2: npt.ArrayLike) -> FloatArray: ...
+def b_simple(trace_sigma: npt.ArrayLike, g2: npt.ArrayLike) -> float | FloatArray:
+    """B_simple = tr(Σ)/|G|² (McCandlish et al. 2018, §2.2); nan where |G|² <= 0."""
+    return _finish(_ratio_positive_den(_as_array(trace_sigma), _as_array(g2)))
+
+
+@overload
+def b_noise(trace_h_sigma: float, ghg: float) -> float: ...
+@overload
+def b_noise(trace_h_sigma: npt.ArrayLike, ghg: npt.ArrayLike) -> FloatArray: ...
+def b_noise(trace_h_sigma: npt.ArrayLike, ghg: npt.ArrayLike) -> float | FloatArray:
+    """B_noise = tr(HΣ)/GᵀHG (McCandlish et al. 2018, §2.2); nan where GᵀHG <= 0."""
+    return _finish(_ratio_positive_den(_as_array(trace_h_sigma), _as_array(ghg)))
+
+
+@overload
+def eps_max(g2: float, ghg: float) -> float: ...
+@overload
+def eps_max(g2: npt.ArrayLike, ghg: npt.ArrayLike) -> FloatArray: ...
+def eps_max(g2: npt.ArrayLike, ghg: npt.ArrayLike) -> float | FloatArray:
+    """ε_max = |G|²/GᵀHG (McCandlish et al. 2018, §2.2); nan where GᵀHG <= 0."""
+    return _finish(_ratio_positive_den(_as_array(g2), _as_array(ghg)))
+
+
+@overload
+def b_simple_halfwidth(b: float, b_simple: float, n: float) -> float: ...
+@overload
+def b_simple_halfwidth(
+    b: npt.ArrayLike, b_simple: npt.ArrayLike, n: npt.ArrayLike
+) -> FloatArray: ...
+def b_simple_halfwidth(
+    b: npt.ArrayLike, b_simple: npt.ArrayLike, n: npt.ArrayLike
+) -> float | FloatArray:
+    """Relative 10–90% half-width of B_simple from n measurements at batch size b.
+
+    ≈ 0.6·(1 + B_simple/b)/√n (DESIGN.md pitfall 7, an empirical rule of thumb): a trial
+    at b ≪ B_simple cannot pin down B_simple by itself.
+    """
+    b_arr, n_arr = _as_array(b), _as_array(n)
+    if np.any(~(b_arr > 0)):
+        raise ValueError(f"b must be > 0, got {b_arr}")
+    if np.any(~(n_arr > 0)):
+        raise ValueError(f"n must be > 0, got {n_arr}")
+    return _finish(0.6 * (1.0 + _as_array(b_simple) / b_arr) / np.sqrt(n_arr))
+
+
+@overload
+def pooling_weight(b: float, b_simple: float) -> float: ...
+@overload
+def pooling_weight(b: npt.ArrayLike, b_simple: npt.ArrayLike) -> FloatArray: ...
+def pooling_weight(b: npt.ArrayLike, b_simple: npt.ArrayLike) -> float | FloatArray:
+    """Weight (b/(b + B_simple))² for pooling B_simple estimates across trials.
+
+    Inverse square of the relative half-width of :func:`b_simple_halfwidth` (up to a
+    constant): ≈ (b/B_simple)² for b ≪ B_simple, saturating at 1 for b ≫ B_simple
+    (DESIGN.md pitfall 7). nan where B_simple is nan.
+    """
+    b_arr, bs_arr = _as_array(b), _as_array(b_simple)
+    if np.any(~(b_arr > 0)):
+        raise ValueError(f"b must be > 0, got {b_arr}")
+    if np.any(bs_arr < 0):
+        raise ValueError(f"b_simple must be >= 0 (or nan), got {bs_arr}")
+    return _finish((b_arr / (b_arr + bs_arr)) ** 2)
