@@ -10,8 +10,6 @@ Two ways, both without an extra backward pass (DESIGN.md §1, pitfall 5):
 Either gives a `NormPair` for tuner.theory's two-batch estimators.
 """
 
-from __future__ import annotations
-
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -70,7 +68,7 @@ class MicroBatchNorms:
         self._current.append(torch.linalg.vector_norm(grad, dtype=torch.float32).double() ** 2)
 
     @contextmanager
-    def micro_batch(self, size: int, weight: float) -> Iterator[None]:
+    def micro_batch(self, size: int, weight: float) -> "Iterator[None]":
         handles = [p.register_hook(self._hook) for p in self.params if p.requires_grad]
         self._current = []
         try:
@@ -107,7 +105,7 @@ class DDPNormState:
         self.local_sq = torch.zeros((), dtype=torch.float64, device=device)
         self.global_sq = torch.zeros((), dtype=torch.float64, device=device)
 
-    def pair(self, local_batch: int) -> NormPair:
+    def pair(self, local_batch: int) -> "NormPair":
         """Average the workers' local norms (one scalar all-reduce) and stop capturing."""
         local = self.local_sq.clone()
         dist.all_reduce(local, op=dist.ReduceOp.SUM)
@@ -123,7 +121,11 @@ class DDPNormState:
 def allreduce_with_norms(
     state: DDPNormState, bucket: dist.GradBucket
 ) -> torch.futures.Future[torch.Tensor]:
-    """DDP comm hook: the default mean all-reduce, plus squared norms before and after."""
+    """DDP comm hook: the default mean all-reduce, plus squared norms before and after.
+
+    DDP checks these annotations at run time, so this module must not use
+    `from __future__ import annotations`.
+    """
     buffer = bucket.buffer()
     if state.measuring:
         state.local_sq += torch.linalg.vector_norm(buffer, dtype=torch.float32).double() ** 2

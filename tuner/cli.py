@@ -33,7 +33,8 @@ def _load_spec(path: str) -> Any:
     try:
         return load_spec(path)
     except SpecError as exc:
-        raise BadInput(list(exc.problems)) from exc
+        prefix = f"{path}: "
+        raise BadInput([p if p.startswith(prefix) else prefix + p for p in exc.problems]) from exc
 
 
 def _start_ray(address: str | None, num_cpus: int | None, verbose: bool) -> None:

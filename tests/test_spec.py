@@ -1,0 +1,650 @@
+"""The sweep spec: valid specs parse, every rule has a malformed case naming its field."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+import search_spaces
+from tuner.spec import (
+    EPS_OPT_ADAMW,
+    Choice,
+    IntUniform,
+    LogUniform,
+    Spec,
+    SpecError,
+    Uniform,
+    load_spec,
+    parse_spec,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = Path(__file__).resolve().parent / "specs"
+QUICKSTART = ROOT / "examples" / "quickstart.yaml"
+DELETE = object()
+
+BASE: dict[str, Any] = {
+    "name": "base",
+    "workload": "linear_regression",
+    "target": {"metric": "loss", "value": 0.3},
+    "budget": {"max_steps": 100},
+    "space": {"batch_size": [16, 64], "lr": {"log_uniform": [0.01, 1.0]}},
+}
+
+
+def with_(*changes: tuple[str, Any]) -> dict[str, Any]:
+    """BASE with ("a.b.c", value) changes applied; value DELETE removes the key."""
+    data = copy.deepcopy(BASE)
+    for path, value in changes:
+        *parents, last = path.split(".")
+        node = data
+        for key in parents:
+            node = node.setdefault(key, {})
+        if value is DELETE:
+            node.pop(last, None)
+        else:
+            node[last] = value
+    return data
+
+
+def problems_of(data: object) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        parse_spec(data)
+    check_lines(info.value.problems)
+    return info.value.problems
+
+
+def check_lines(problems: list[str]) -> None:
+    assert problems
+    for line in problems:
+        assert "\n" not in line and "Traceback" not in line, line
+        assert ": " in line, line
+
+
+def assert_reported(problems: list[str], field: str, text: str) -> None:
+    hits = [p for p in problems if p.startswith(f"{field}: ")]
+    assert hits, f"no problem at {field!r} in {problems}"
+    assert any(text in p for p in hits), f"{text!r} not in {hits}"
+
+
+# --- valid specs -----------------------------------------------------------------------------
+
+
+def test_quickstart_parses() -> None:
+    spec = load_spec(QUICKSTART)
+    assert isinstance(spec, Spec)
+    assert QUICKSTART.read_text().startswith("# noisetune run examples/quickstart.yaml\n")
+    assert spec.name == "quickstart"
+    assert spec.workload == "linear_regression"
+    assert spec.workload_args == {"dim": 32, "noise": 0.5}
+    assert (spec.target.metric, spec.target.value) == ("loss", 0.30)
+    assert spec.budget.max_steps == 1000 and spec.budget.max_examples is None
+    assert spec.eval_every == 10
+    assert spec.space.batch_size == Choice(choice=(16, 64, 256, 1024))
+    assert spec.space.lr == LogUniform(log_uniform=(0.01, 2.0))
+    assert spec.space.momentum.points() == (0.0, 0.9)
+    assert spec.space.warmup_steps.points() == (0,)
+    assert (spec.search.algorithm, spec.search.num_samples) == ("random", 24)
+    assert (spec.search.max_concurrent, spec.search.seed) == (2, 0)
+
+
+def test_defaults() -> None:
+    spec = parse_spec(BASE)
+    assert spec.workload_args == {}
+    assert spec.eval_every == 20
+    assert spec.space.momentum == Choice(choice=(0.0,))
+    assert spec.space.warmup_steps == Choice(choice=(0,))
+    assert spec.optimizer == "sgd"
+    assert spec.search.model_dump() == {
+        "algorithm": "random",
+        "num_samples": 16,
+        "max_concurrent": 2,
+        "seed": 0,
+    }
+    assert spec.pruning.model_dump() == {
+        "kind": "none",
+        "tolerance": 4.0,
+        "grace_steps": 100,
+        "mode": "calibrated",
+    }
+    assert spec.resources.model_dump() == {
+        "workers_per_trial": 1,
+        "cpus_per_worker": 1.0,
+        "gpus_per_worker": 0.0,
+        "max_failures": 0,
+    }
+    assert spec.measure.model_dump() == {
+        "noise_every": 4,
+        "micro_batches": 2,
+        "noise_ema": 0.99,
+        "curvature_every": 0,
+        "precision": "fp32",
+    }
+    assert spec.storage == "./runs"
+    assert parse_spec(with_(("search", {"algorithm": "grid"}))).search.num_samples == 1
+
+
+def test_full_spec_file() -> None:
+    spec = load_spec(SPECS / "good_full.yaml")
+    assert spec.space.lr == LogUniform(log_uniform=(0.001, 1.0))  # 1e-3 read as a float
+    assert spec.space.momentum == Uniform(uniform=(0.0, 0.95))
+    assert spec.space.warmup_steps == IntUniform(int_uniform=(0, 200))
+    assert (spec.space.warmup_steps.lo, spec.space.warmup_steps.hi) == (0, 200)
+    assert spec.pruning.tolerance == 3.0 and isinstance(spec.pruning.tolerance, float)
+    assert spec.pruning.mode == "measured"
+    assert spec.resources.cpus_per_worker == 0.5
+    assert spec.measure.precision == "bf16"
+    assert spec.max_steps_for(16) == 5000 and spec.max_steps_for(1024) == 1953
+
+
+@pytest.mark.parametrize(
+    ("max_steps", "max_examples", "batch_size", "expected"),
+    [
+        (1000, None, 64, 1000),
+        (None, 6400, 64, 100),
+        (1000, 6400, 64, 100),
+        (50, 6400, 16, 50),
+        (None, 10, 64, 1),  # at least one step
+    ],
+)
+def test_max_steps_for(
+    max_steps: int | None, max_examples: int | None, batch_size: int, expected: int
+) -> None:
+    budget = {"max_steps": max_steps, "max_examples": max_examples}
+    spec = parse_spec(with_(("budget", {k: v for k, v in budget.items() if v is not None})))
+    assert spec.max_steps_for(batch_size) == expected
+
+
+@pytest.mark.parametrize(
+    "source", [QUICKSTART, SPECS / "good_full.yaml", SPECS / "good_preset.yaml"], ids=str
+)
+def test_round_trip(source: Path) -> None:
+    spec = load_spec(source)
+    data = spec.to_yaml_dict()
+    assert parse_spec(data) == spec
+    assert parse_spec(copy.deepcopy(data)).to_yaml_dict() == data
+    assert isinstance(data["space"]["batch_size"], list | dict)
+
+
+def test_round_trip_through_a_yaml_file(tmp_path: Path) -> None:
+    """What resume does: save to_yaml_dict() with safe_dump, load it again."""
+    spec = load_spec(SPECS / "good_full.yaml")
+    saved = tmp_path / "spec.yaml"
+    saved.write_text(yaml.safe_dump(spec.to_yaml_dict(), sort_keys=False))
+    assert load_spec(saved) == spec
+
+
+def test_spec_is_frozen() -> None:
+    spec = parse_spec(BASE)
+    with pytest.raises(ValidationError):
+        spec.name = "other"
+
+
+# --- presets ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", search_spaces.names())
+def test_presets_expand(name: str) -> None:
+    spec = parse_spec(with_(("space", name), ("optimizer", "sgd")))
+    assert spec.space == parse_spec(with_(("space", search_spaces.get(name)))).space
+    assert spec.space.batch_size.points() == tuple(2**k for k in range(4, 13))
+
+
+def test_preset_contents() -> None:
+    assert search_spaces.names() == ["adamw_joint", "sgd_joint", "sgd_lr_grid"]
+    joint = search_spaces.get("sgd_joint")
+    assert joint["lr"] == {"log_uniform": [1e-3, 4.0]} and joint["momentum"] == [0.0, 0.9]
+    grid = search_spaces.get("sgd_lr_grid")["lr"]
+    assert len(grid) == 19 and grid[0] == 0.003906 and grid[-1] == 2.0
+    assert grid[1] == 0.005524 and grid == sorted(grid)
+    spec = load_spec(SPECS / "good_preset.yaml")
+    assert spec.search.algorithm == "grid" and spec.space.lr.points() == tuple(grid)
+
+
+def test_preset_get_is_a_copy_and_unknown_names_list_known() -> None:
+    search_spaces.get("sgd_joint")["batch_size"].append(3)
+    assert 3 not in search_spaces.get("sgd_joint")["batch_size"]
+    with pytest.raises(KeyError, match="sgd_joint"):
+        search_spaces.get("nope")
+
+
+# --- malformed specs: one rule each ----------------------------------------------------------
+
+BAD_CASES: list[tuple[str, dict[str, Any], str, str]] = [
+    # (id, spec, field the problem names, text in the message)
+    ("unknown top key", with_(("unknownkey", 1)), "unknownkey", "unknown key"),
+    ("unknown nested key", with_(("search.foo", 1)), "search.foo", "unknown key"),
+    (
+        "unknown key in a dimension",
+        with_(("space.lr", {"log_uniform": [0.01, 1.0], "step": 2})),
+        "space.lr.step",
+        "unknown key",
+    ),
+    ("name type", with_(("name", 5)), "name", "valid string"),
+    ("name not a dir name", with_(("name", "my run")), "name", "must match"),
+    ("name dots", with_(("name", "..")), "name", "directory name"),
+    ("workload type", with_(("workload", 3)), "workload", "valid string"),
+    ("workload empty", with_(("workload", "")), "workload", "at least 1"),
+    ("workload_args type", with_(("workload_args", [1])), "workload_args", "dictionary"),
+    ("eval_every str", with_(("eval_every", "20")), "eval_every", "valid integer"),
+    ("eval_every zero", with_(("eval_every", 0)), "eval_every", "greater than or equal to 1"),
+    ("eval_every float", with_(("eval_every", 2.0)), "eval_every", "valid integer"),
+    ("missing target", with_(("target", DELETE)), "target", "required"),
+    ("missing target metric", with_(("target.metric", DELETE)), "target.metric", "required"),
+    ("empty target metric", with_(("target.metric", "")), "target.metric", "at least 1"),
+    ("target value str", with_(("target.value", "0.3")), "target.value", "valid number"),
+    ("target value inf", with_(("target.value", float("inf"))), "target.value", "finite"),
+    ("missing budget", with_(("budget", DELETE)), "budget", "required"),
+    ("budget no fields", with_(("budget", {})), "budget", "give max_steps or max_examples"),
+    ("budget steps zero", with_(("budget.max_steps", 0)), "budget.max_steps", "greater than"),
+    (
+        "budget examples negative",
+        with_(("budget", {"max_examples": -10})),
+        "budget.max_examples",
+        "greater than",
+    ),
+    ("budget str", with_(("budget.max_steps", "100")), "budget.max_steps", "valid integer"),
+    ("missing space", with_(("space", DELETE)), "space", "required"),
+    ("space type", with_(("space", 3)), "space", "preset name"),
+    ("unknown preset", with_(("space", "nope")), "space", "unknown search space 'nope'"),
+    ("missing batch_size", with_(("space.batch_size", DELETE)), "space.batch_size", "required"),
+    ("missing lr", with_(("space.lr", DELETE)), "space.lr", "required"),
+    ("unknown space key", with_(("space.beta2", [0.99])), "space.beta2", "unknown key"),
+    ("batch_size zero", with_(("space.batch_size", [0, 16])), "space.batch_size", "value 0"),
+    (
+        "batch_size range below 1",
+        with_(("space.batch_size", {"int_uniform": [0, 64]})),
+        "space.batch_size",
+        "bound 0 must be an integer >= 1",
+    ),
+    (
+        "batch_size not int",
+        with_(("space.batch_size", [16, 64.5])),
+        "space.batch_size",
+        "value 64.5 must be an integer",
+    ),
+    (
+        "batch_size real range",
+        with_(("space.batch_size", {"log_uniform": [16, 1024]})),
+        "space.batch_size",
+        "log_uniform draws reals",
+    ),
+    (
+        "batch_size bool",
+        with_(("space.batch_size", [True, 16])),
+        "space.batch_size.choice[0]",
+        "expected a number, got True",
+    ),
+    (
+        "lr nan",
+        with_(("space.lr", [0.1, float("nan")])),
+        "space.lr.choice[1]",
+        "expected a finite number, got nan",
+    ),
+    ("huge int", with_(("space.momentum", [10**400])), "space.momentum", "must be in [0, 1)"),
+    (
+        "batch_size str",
+        with_(("space.batch_size", "big")),
+        "space.batch_size",
+        "give a list of values",
+    ),
+    ("empty list", with_(("space.momentum", [])), "space.momentum.choice", "at least one"),
+    ("repeated values", with_(("space.batch_size", [16, 16])), "space.batch_size.choice", "16"),
+    (
+        "momentum 1.0",
+        with_(("space.momentum", [0.0, 1.0])),
+        "space.momentum",
+        "value 1.0 must be in [0, 1)",
+    ),
+    (
+        "momentum -0.1",
+        with_(("space.momentum", [-0.1])),
+        "space.momentum",
+        "value -0.1 must be in [0, 1)",
+    ),
+    (
+        "momentum range to 1",
+        with_(("space.momentum", {"uniform": [0.5, 1.0]})),
+        "space.momentum",
+        "bound 1.0 must be in [0, 1)",
+    ),
+    (
+        "lr bounds reversed",
+        with_(("space.lr", {"log_uniform": [1.0, 0.01]})),
+        "space.lr.log_uniform",
+        "lower bound 1.0 must be below upper bound 0.01",
+    ),
+    (
+        "lr equal bounds",
+        with_(("space.lr", {"uniform": [0.1, 0.1]})),
+        "space.lr.uniform",
+        "must be below",
+    ),
+    (
+        "log bound zero",
+        with_(("space.lr", {"log_uniform": [0, 1.0]})),
+        "space.lr.log_uniform",
+        "must be > 0 for a log scale",
+    ),
+    (
+        "log bound negative",
+        with_(("space.lr", {"log_uniform": [-1.0, 1.0]})),
+        "space.lr.log_uniform",
+        "must be > 0 for a log scale",
+    ),
+    (
+        "log int bound zero",
+        with_(("space.warmup_steps", {"log_int_uniform": [0, 100]})),
+        "space.warmup_steps.log_int_uniform",
+        "must be > 0 for a log scale",
+    ),
+    (
+        "range of three",
+        with_(("space.lr", {"uniform": [0.1, 0.2, 0.3]})),
+        "space.lr.uniform",
+        "exactly two numbers",
+    ),
+    (
+        "range bound str",
+        with_(("space.lr", {"uniform": [0.1, "1"]})),
+        "space.lr.uniform[1]",
+        "expected a number",
+    ),
+    ("lr zero in list", with_(("space.lr", [0.1, 0.0])), "space.lr", "value 0.0 must be > 0"),
+    (
+        "lr uniform from 0",
+        with_(("space.lr", {"uniform": [0, 1]})),
+        "space.lr",
+        "bound 0 must be > 0",
+    ),
+    (
+        "lr int range",
+        with_(("space.lr", {"int_uniform": [1, 4]})),
+        "space.lr",
+        "int_uniform draws ints",
+    ),
+    (
+        "unknown dim kind",
+        with_(("space.lr", {"loguniform": [0.01, 1.0]})),
+        "space.lr",
+        "unknown dimension kind 'loguniform'",
+    ),
+    (
+        "two dim kinds",
+        with_(("space.lr", {"uniform": [0.1, 1.0], "log_uniform": [0.1, 1.0]})),
+        "space.lr",
+        "not several",
+    ),
+    (
+        "negative warmup",
+        with_(("space.warmup_steps", [-5, 0])),
+        "space.warmup_steps",
+        "value -5 must be an integer >= 0",
+    ),
+    (
+        "warmup real",
+        with_(("space.warmup_steps", [0, 10.5])),
+        "space.warmup_steps",
+        "must be an integer",
+    ),
+    (
+        "unknown optimizer",
+        with_(("optimizer", "adam")),
+        "optimizer",
+        "unknown optimizer 'adam' (choose from sgd, adamw)",
+    ),
+    (
+        "unknown algorithm",
+        with_(("search.algorithm", "bayes")),
+        "search.algorithm",
+        "unknown algorithm 'bayes' (choose from random, grid, optuna-tpe, optuna-nsga2, "
+        "eps-guided)",
+    ),
+    ("num_samples zero", with_(("search.num_samples", 0)), "search.num_samples", "greater"),
+    (
+        "max_concurrent zero",
+        with_(("search.max_concurrent", 0)),
+        "search.max_concurrent",
+        "greater",
+    ),
+    ("seed str", with_(("search.seed", "0")), "search.seed", "valid integer"),
+    (
+        "unknown pruning kind",
+        with_(("pruning.kind", "median")),
+        "pruning.kind",
+        "unknown kind 'median' (choose from none, eps_opt, asha)",
+    ),
+    ("tolerance 1", with_(("pruning.tolerance", 1.0)), "pruning.tolerance", "greater than 1"),
+    ("tolerance 0.5", with_(("pruning.tolerance", 0.5)), "pruning.tolerance", "greater than 1"),
+    ("grace negative", with_(("pruning.grace_steps", -1)), "pruning.grace_steps", "greater"),
+    ("unknown eps mode", with_(("pruning.mode", "guess")), "pruning.mode", "choose from measured"),
+    (
+        "workers zero",
+        with_(("resources.workers_per_trial", 0)),
+        "resources.workers_per_trial",
+        "greater",
+    ),
+    ("cpus zero", with_(("resources.cpus_per_worker", 0)), "resources.cpus_per_worker", "greater"),
+    (
+        "gpus negative",
+        with_(("resources.gpus_per_worker", -1)),
+        "resources.gpus_per_worker",
+        "greater",
+    ),
+    (
+        "max_failures negative",
+        with_(("resources.max_failures", -1)),
+        "resources.max_failures",
+        "greater",
+    ),
+    ("noise_every negative", with_(("measure.noise_every", -1)), "measure.noise_every", "greater"),
+    ("micro_batches 1", with_(("measure.micro_batches", 1)), "measure.micro_batches", "greater"),
+    ("noise_ema 1", with_(("measure.noise_ema", 1.0)), "measure.noise_ema", "less than 1"),
+    ("noise_ema 0", with_(("measure.noise_ema", 0)), "measure.noise_ema", "greater than 0"),
+    (
+        "precision fp16",
+        with_(("measure.precision", "fp16")),
+        "measure.precision",
+        "choose from fp32, bf16",
+    ),
+    ("storage empty", with_(("storage", "")), "storage", "at least 1"),
+    (
+        "unknown workload name",
+        with_(("workload", "nope")),
+        "workload",
+        "unknown workload 'nope'",
+    ),
+    (
+        "user module missing",
+        with_(("workload", "nt_no_such_module_xyz:build")),
+        "workload",
+        "cannot import workload module 'nt_no_such_module_xyz': ModuleNotFoundError",
+    ),
+    ("workload no function", with_(("workload", "somemodule:")), "workload", "must look like"),
+    (
+        "batch size not divisible",
+        with_(("resources.workers_per_trial", 4), ("space.batch_size", [16, 30, 64, 10])),
+        "space.batch_size",
+        "batch size(s) 30, 10 not divisible by resources.workers_per_trial=4",
+    ),
+    (
+        "batch range with workers",
+        with_(
+            ("resources.workers_per_trial", 2),
+            ("space.batch_size", {"log_int_uniform": [16, 1024]}),
+        ),
+        "space.batch_size",
+        "give a list of batch sizes",
+    ),
+    (
+        "eps_opt with adamw",
+        with_(("optimizer", "adamw"), ("pruning.kind", "eps_opt")),
+        "pruning.kind",
+        EPS_OPT_ADAMW,
+    ),
+    (
+        "grid without a categorical dimension",
+        with_(
+            ("search.algorithm", "grid"),
+            ("space.batch_size", {"int_uniform": [16, 64]}),
+            ("space.momentum", {"uniform": [0.0, 0.5]}),
+            ("space.warmup_steps", {"int_uniform": [0, 10]}),
+        ),
+        "search.algorithm",
+        "grid needs at least one categorical dimension",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "text"), [case[1:] for case in BAD_CASES], ids=[c[0] for c in BAD_CASES]
+)
+def test_malformed(data: dict[str, Any], field: str, text: str) -> None:
+    assert_reported(problems_of(data), field, text)
+
+
+def test_eps_opt_adamw_line_is_exact() -> None:
+    problems = load_problems(SPECS / "bad_eps_opt_adamw.yaml")
+    assert problems == [
+        "pruning.kind: eps_opt assumes SGD (eps_opt(B) = eps_max/(1+B_noise/B) does not hold "
+        "for Adam-style optimisers); use asha or none"
+    ]
+
+
+def test_valid_variants_pass() -> None:
+    """Near misses of the rules above that are fine."""
+    parse_spec(with_(("resources.workers_per_trial", 4), ("space.batch_size", [16, 64])))
+    parse_spec(with_(("optimizer", "adamw"), ("pruning.kind", "asha")))
+    parse_spec(with_(("space.momentum", [0, 0.99]), ("space.lr", {"choice": [1, 0.5]})))
+    parse_spec(with_(("space.batch_size", {"log_int_uniform": [16, 4096]})))
+    parse_spec(with_(("target.value", 1), ("pruning.tolerance", 2)))  # ints where floats go
+
+
+# --- problems from files ---------------------------------------------------------------------
+
+
+def load_problems(path: Path) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    check_lines(info.value.problems)
+    return info.value.problems
+
+
+@pytest.mark.parametrize(
+    ("filename", "expected"),
+    [
+        ("bad_yaml_syntax.yaml", "bad_yaml_syntax.yaml: YAML syntax error at line 3: "),
+        ("bad_empty.yaml", "bad_empty.yaml: empty spec"),
+        ("bad_top_list.yaml", "bad_top_list.yaml: the top level must be a mapping"),
+        ("bad_top_scalar.yaml", "bad_top_scalar.yaml: the top level must be a mapping"),
+        ("bad_duplicate_key.yaml", "bad_duplicate_key.yaml: YAML error at line 8: duplicate key"),
+        ("no_such_file.yaml", "no_such_file.yaml: no such file"),
+    ],
+)
+def test_file_level_problems(filename: str, expected: str) -> None:
+    problems = load_problems(SPECS / filename)
+    assert len(problems) == 1
+    assert problems[0].startswith(str(SPECS / filename) + ":")
+    assert expected in problems[0]
+
+
+def test_directory_is_not_a_spec() -> None:
+    assert "is a directory" in load_problems(SPECS)[0]
+
+
+def test_empty_data() -> None:
+    assert problems_of(None) == ["<spec>: empty spec"]
+
+
+def test_three_problems_all_reported() -> None:
+    problems = load_problems(SPECS / "bad_three_problems.yaml")
+    assert len(problems) == 3
+    assert_reported(problems, "eval_every", "greater than or equal to 1")
+    assert_reported(problems, "space.momentum", "value 1.2 must be in [0, 1)")
+    assert_reported(problems, "search.algorithm", "unknown algorithm 'bayes'")
+
+
+def test_unknown_keys_file() -> None:
+    problems = load_problems(SPECS / "bad_unknown_keys.yaml")
+    assert sorted(problems) == [
+        "pruning.grace: unknown key (did you mean 'grace_steps'?)",
+        "serch: unknown key (did you mean 'search'?)",
+    ]
+
+
+def test_spec_error_str_is_the_problem_lines() -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec(with_(("eval_every", 0), ("storage", "")))
+    assert str(info.value) == "\n".join(info.value.problems)
+    assert len(info.value.problems) == 2
+
+
+# --- user workloads --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def user_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A temporary current directory whose modules are importable, cleaned up afterwards."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = set(sys.modules)
+    yield tmp_path
+    for name in set(sys.modules) - before:
+        if name.startswith("nt_user_"):
+            del sys.modules[name]
+
+
+@pytest.mark.parametrize(
+    ("source", "reference", "text"),
+    [
+        ("def build(args):\n    return None\n", "nt_user_ok:build", None),
+        ("def other(args):\n    return None\n", "nt_user_nofn:build", "has no function 'build'"),
+        ("build = 3\n", "nt_user_notcallable:build", "has no function 'build'"),
+        (
+            "raise RuntimeError('boom\\nsecond line')\n",
+            "nt_user_raises:build",
+            "cannot import workload module 'nt_user_raises': RuntimeError: boom second line",
+        ),
+        ("def build(:\n", "nt_user_syntax:build", "SyntaxError"),
+        ("", "nt_user_missing_mod:build", "ModuleNotFoundError"),
+    ],
+    ids=["ok", "no function", "not callable", "raises", "syntax error", "missing module"],
+)
+def test_user_workload(user_dir: Path, source: str, reference: str, text: str | None) -> None:
+    module = reference.partition(":")[0]
+    if source:
+        (user_dir / f"{module}.py").write_text(source)
+    importlib.invalidate_caches()
+    data = with_(("workload", reference))
+    if text is None:
+        assert parse_spec(data).workload == reference
+    else:
+        assert_reported(problems_of(data), "workload", text)
+
+
+def test_user_workload_problem_collected_with_others(user_dir: Path) -> None:
+    problems = problems_of(with_(("workload", "nt_user_absent:build"), ("eval_every", -1)))
+    assert [p.split(":")[0] for p in problems] == ["workload", "eval_every"]
+
+
+def test_grid_counts_repeats() -> None:
+    spec = parse_spec(with_(("search", {"algorithm": "grid", "num_samples": 3})))
+    assert spec.search.num_samples == 3
+
+
+def test_dimension_helpers() -> None:
+    spec = load_spec(SPECS / "good_full.yaml")
+    dims = spec.space.dimensions()
+    assert list(dims) == ["batch_size", "lr", "momentum", "warmup_steps"]
+    assert [d.kind for d in dims.values()] == ["choice", "log_uniform", "uniform", "int_uniform"]
+    assert [d.categorical for d in dims.values()] == [True, False, False, False]
+    assert dims["batch_size"].is_integer() and not dims["lr"].is_integer()
+    assert spec.to_yaml_dict()["space"]["batch_size"] == [16, 32, 64, 128]

@@ -1,0 +1,643 @@
+"""The sweep spec: YAML -> frozen pydantic models, with every problem collected.
+
+`load_spec(path)` reads and validates a YAML file, `parse_spec(data)` validates an already
+parsed mapping. Both raise `SpecError`, whose `problems` are one line each, of the form
+"<field.path>: <message>". Format and defaults: DESIGN.md §3 and examples/quickstart.yaml.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainValidator,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+import search_spaces
+
+DIM_KINDS: tuple[str, ...] = ("choice", "uniform", "log_uniform", "int_uniform", "log_int_uniform")
+RANGE_KINDS: tuple[str, ...] = DIM_KINDS[1:]
+NAME_PATTERN = r"^[A-Za-z0-9._-]+$"
+EPS_OPT_ADAMW = (
+    "eps_opt assumes SGD (eps_opt(B) = eps_max/(1+B_noise/B) does not hold for Adam-style "
+    "optimisers); use asha or none"
+)
+
+
+class SpecError(Exception):
+    """An invalid spec; `problems` holds one line per problem ("<field.path>: <message>")."""
+
+    def __init__(self, problems: list[str], source: str = "<spec>") -> None:
+        self.problems = list(problems)
+        self.source = source
+        super().__init__("\n".join(self.problems))
+
+
+# --- scalar types -----------------------------------------------------------------------
+
+
+def _number(value: Any) -> float | int:
+    """A finite int or float, never a bool or a numeric string."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise PydanticCustomError(
+            "number_type", "expected a number, got {value}", {"value": _short(value)}
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PydanticCustomError(
+            "number_finite", "expected a finite number, got {value}", {"value": _short(value)}
+        )
+    return value
+
+
+Number = Annotated[float | int, PlainValidator(_number)]
+Real = Annotated[float, Field(strict=True, allow_inf_nan=False)]  # an int is accepted too
+PosInt = Annotated[int, Field(strict=True, ge=1)]
+NonNegInt = Annotated[int, Field(strict=True, ge=0)]
+NonEmptyStr = Annotated[str, Field(strict=True, min_length=1)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- dimensions of the search space --------------------------------------------------------
+
+
+class _Dim(_Model):
+    """A dimension of the search space; `points()` lists what the value checks look at."""
+
+    kind: ClassVar[str]
+    categorical: ClassVar[bool]
+
+    def points(self) -> tuple[float | int, ...]:
+        """Every value of a categorical dimension, or the two bounds of a range."""
+        raise NotImplementedError
+
+    def is_integer(self) -> bool:
+        """Whether every value this dimension can take is an int."""
+        return all(isinstance(v, int) for v in self.points())
+
+
+class Choice(_Dim):
+    """Categorical: `[a, b, ...]` or `{choice: [a, b, ...]}`; written back as a plain list."""
+
+    kind: ClassVar[str] = "choice"
+    categorical: ClassVar[bool] = True
+    choice: tuple[Number, ...]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_list(cls, data: Any) -> Any:
+        return {"choice": data} if isinstance(data, (list, tuple)) else data
+
+    @field_validator("choice", mode="before")
+    @classmethod
+    def _non_empty(cls, value: Any) -> Any:
+        if isinstance(value, (list, tuple)) and not value:
+            raise ValueError("give at least one value")
+        return value
+
+    @field_validator("choice")
+    @classmethod
+    def _distinct(cls, values: tuple[float | int, ...]) -> tuple[float | int, ...]:
+        repeated = sorted({v for i, v in enumerate(values) if v in values[:i]})
+        if repeated:
+            raise ValueError(f"repeated value(s) {', '.join(map(str, repeated))}")
+        return values
+
+    @model_serializer
+    def _as_list(self) -> list[float | int]:
+        return list(self.choice)
+
+    def points(self) -> tuple[float | int, ...]:
+        """The values."""
+        return self.choice
+
+
+class _Range(_Dim):
+    """`{kind: [lo, hi]}` with lo < hi (lo > 0 for log kinds); int ranges include hi."""
+
+    categorical: ClassVar[bool] = False
+
+    @field_validator(*RANGE_KINDS, mode="before", check_fields=False)
+    @classmethod
+    def _two_numbers(cls, value: Any) -> Any:
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise ValueError(f"give exactly two numbers [lo, hi], got {_short(value)}")
+        return value
+
+    @field_validator(*RANGE_KINDS, check_fields=False)
+    @classmethod
+    def _ordered(cls, pair: tuple[Any, Any], info: ValidationInfo) -> tuple[Any, Any]:
+        lo, hi = pair
+        if not lo < hi:
+            raise ValueError(f"lower bound {lo} must be below upper bound {hi}")
+        if str(info.field_name).startswith("log_") and lo <= 0:
+            raise ValueError(f"lower bound {lo} must be > 0 for a log scale")
+        return pair
+
+    def points(self) -> tuple[float | int, ...]:
+        """The bounds (lo, hi)."""
+        return tuple(getattr(self, self.kind))
+
+    @property
+    def lo(self) -> float | int:
+        """Lower bound."""
+        return self.points()[0]
+
+    @property
+    def hi(self) -> float | int:
+        """Upper bound (inclusive for the int kinds)."""
+        return self.points()[1]
+
+
+class Uniform(_Range):
+    """`{uniform: [lo, hi]}`: a real drawn uniformly."""
+
+    kind: ClassVar[str] = "uniform"
+    uniform: tuple[Number, Number]
+
+
+class LogUniform(_Range):
+    """`{log_uniform: [lo, hi]}`: a real drawn uniformly in log space."""
+
+    kind: ClassVar[str] = "log_uniform"
+    log_uniform: tuple[Number, Number]
+
+
+class IntUniform(_Range):
+    """`{int_uniform: [lo, hi]}`: an int drawn uniformly from lo..hi inclusive."""
+
+    kind: ClassVar[str] = "int_uniform"
+    int_uniform: tuple[Annotated[int, Field(strict=True)], Annotated[int, Field(strict=True)]]
+
+
+class LogIntUniform(_Range):
+    """`{log_int_uniform: [lo, hi]}`: an int from lo..hi inclusive, uniform in log space."""
+
+    kind: ClassVar[str] = "log_int_uniform"
+    log_int_uniform: tuple[Annotated[int, Field(strict=True)], Annotated[int, Field(strict=True)]]
+
+
+DimModel = Choice | Uniform | LogUniform | IntUniform | LogIntUniform
+
+
+def _dim_shape(value: Any) -> Any:
+    """A list, or a mapping with exactly one dimension kind among its keys."""
+    if isinstance(value, (_Dim, list, tuple)):
+        return value
+    kinds = ", ".join(DIM_KINDS)
+    if isinstance(value, Mapping):
+        found = [k for k in value if k in DIM_KINDS]
+        if len(found) == 1:
+            return value
+        if found:
+            raise PydanticCustomError(
+                "dim_kind", "give one of {found}, not several", {"found": ", ".join(found)}
+            )
+        if not value:
+            raise PydanticCustomError(
+                "dim_kind", "empty mapping: give a list or one of {kinds}", {"kinds": kinds}
+            )
+        raise PydanticCustomError(
+            "dim_kind",
+            "unknown dimension kind {keys} (choose from {kinds}, or give a list)",
+            {"keys": ", ".join(repr(k) for k in value), "kinds": kinds},
+        )
+    raise PydanticCustomError(
+        "dim_kind",
+        "give a list of values or a mapping like {example}, got {value}",
+        {"example": "{log_uniform: [lo, hi]}", "value": _short(value)},
+    )
+
+
+def _dim_tag(value: Any) -> str | None:
+    if isinstance(value, _Dim):
+        return value.kind
+    if isinstance(value, (list, tuple)):
+        return "choice"
+    if isinstance(value, Mapping):
+        return next((k for k in value if k in DIM_KINDS), None)
+    return None
+
+
+Dim = Annotated[
+    Annotated[Choice, Tag("choice")]
+    | Annotated[Uniform, Tag("uniform")]
+    | Annotated[LogUniform, Tag("log_uniform")]
+    | Annotated[IntUniform, Tag("int_uniform")]
+    | Annotated[LogIntUniform, Tag("log_int_uniform")],
+    Discriminator(_dim_tag),
+    BeforeValidator(_dim_shape),
+]
+
+
+def _check_dim(dim: DimModel, integer: bool, ok: Callable[[float | int], bool], rule: str) -> None:
+    """Raise ValueError if `dim` is of the wrong numeric kind or has a value breaking `rule`."""
+    if integer and dim.kind in ("uniform", "log_uniform"):
+        raise ValueError(
+            f"{dim.kind} draws reals; use a list of ints, int_uniform or log_int_uniform"
+        )
+    if not integer and dim.kind in ("int_uniform", "log_int_uniform"):
+        raise ValueError(f"{dim.kind} draws ints; use a list, uniform or log_uniform")
+    what = "value" if dim.categorical else "bound"
+    for v in dim.points():
+        if integer and not isinstance(v, int):
+            raise ValueError(f"{what} {v} must be an integer")
+        if not ok(v):
+            raise ValueError(f"{what} {v} must be {rule}")
+
+
+class Space(_Model):
+    """The joint space over batch size, learning rate, momentum and warmup steps."""
+
+    batch_size: Dim
+    lr: Dim
+    momentum: Dim = Choice(choice=(0.0,))
+    warmup_steps: Dim = Choice(choice=(0,))
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_size(cls, dim: DimModel) -> DimModel:
+        _check_dim(dim, True, lambda v: v >= 1, "an integer >= 1")
+        return dim
+
+    @field_validator("lr")
+    @classmethod
+    def _lr(cls, dim: DimModel) -> DimModel:
+        _check_dim(dim, False, lambda v: v > 0, "> 0")
+        return dim
+
+    @field_validator("momentum")
+    @classmethod
+    def _momentum(cls, dim: DimModel) -> DimModel:
+        _check_dim(dim, False, lambda v: 0 <= v < 1, "in [0, 1)")
+        return dim
+
+    @field_validator("warmup_steps")
+    @classmethod
+    def _warmup_steps(cls, dim: DimModel) -> DimModel:
+        _check_dim(dim, True, lambda v: v >= 0, "an integer >= 0")
+        return dim
+
+    def dimensions(self) -> dict[str, DimModel]:
+        """The four dimensions by hyperparameter name, in a fixed order."""
+        return {
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "momentum": self.momentum,
+            "warmup_steps": self.warmup_steps,
+        }
+
+
+# --- the other sections ---------------------------------------------------------------------
+
+
+class Target(_Model):
+    """The target: `metric` (lower is better) must reach `value`."""
+
+    metric: NonEmptyStr
+    value: Real
+
+
+class Budget(_Model):
+    """Per-trial budget: `max_steps` and/or `max_examples` (at least one)."""
+
+    max_steps: PosInt | None = None
+    max_examples: PosInt | None = None
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> Budget:
+        if self.max_steps is None and self.max_examples is None:
+            raise ValueError("give max_steps or max_examples")
+        return self
+
+    def max_steps_for(self, batch_size: int) -> int:
+        """The step limit at this batch size: the tighter of the limits given, at least 1."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        limits = [] if self.max_steps is None else [self.max_steps]
+        if self.max_examples is not None:
+            limits.append(self.max_examples // batch_size)
+        return max(1, min(limits))
+
+
+class Search(_Model):
+    """The search algorithm; num_samples defaults to 1 for grid (repeats of the grid), else 16."""
+
+    algorithm: Literal["random", "grid", "optuna-tpe", "optuna-nsga2", "eps-guided"] = "random"
+    num_samples: PosInt = 16
+    max_concurrent: PosInt = 2
+    seed: NonNegInt = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_num_samples(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "num_samples" not in data:
+            return {**data, "num_samples": 1 if data.get("algorithm") == "grid" else 16}
+        return data
+
+
+class Pruning(_Model):
+    """Early stopping: none, eps_opt (lr far from eps_opt(B) by more than `tolerance`) or asha."""
+
+    kind: Literal["none", "eps_opt", "asha"] = "none"
+    tolerance: Annotated[Real, Field(gt=1)] = 4.0
+    grace_steps: NonNegInt = 100
+    mode: Literal["measured", "calibrated", "fitted"] = "calibrated"  # eps_opt only
+
+
+class Resources(_Model):
+    """Per-trial resources."""
+
+    workers_per_trial: PosInt = 1
+    cpus_per_worker: Annotated[Real, Field(gt=0)] = 1.0
+    gpus_per_worker: Annotated[Real, Field(ge=0)] = 0.0
+    max_failures: NonNegInt = 0
+
+
+class Measure(_Model):
+    """Noise-scale and curvature measurement (every n steps; 0 = off)."""
+
+    noise_every: NonNegInt = 4
+    micro_batches: Annotated[int, Field(strict=True, ge=2)] = 2
+    noise_ema: Annotated[Real, Field(gt=0, lt=1)] = 0.99
+    curvature_every: NonNegInt = 0
+    precision: Literal["fp32", "bf16"] = "fp32"
+
+
+class Spec(_Model):
+    """A whole sweep spec."""
+
+    name: Annotated[str, Field(strict=True, pattern=NAME_PATTERN)]
+    workload: NonEmptyStr
+    workload_args: dict[str, Any] = Field(default_factory=dict)
+    target: Target
+    budget: Budget
+    eval_every: PosInt = 20
+    space: Space
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    search: Search = Field(default_factory=Search)
+    pruning: Pruning = Field(default_factory=Pruning)
+    resources: Resources = Field(default_factory=Resources)
+    measure: Measure = Field(default_factory=Measure)
+    storage: NonEmptyStr = "./runs"
+
+    @field_validator("name")
+    @classmethod
+    def _not_dots(cls, value: str) -> str:
+        if set(value) == {"."}:
+            raise ValueError(f"{value!r} is not a usable directory name")
+        return value
+
+    @field_validator("workload")
+    @classmethod
+    def _resolves(cls, value: str) -> str:
+        from trainables.workload import WorkloadError, resolve_workload  # imports torch
+
+        try:
+            resolve_workload(value)
+        except WorkloadError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _expand_preset(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return search_spaces.get(value)
+            except KeyError as exc:
+                raise ValueError(exc.args[0]) from None
+        if not isinstance(value, (Mapping, Space)):
+            raise ValueError(
+                f"give a mapping of dimensions or a preset name "
+                f"({', '.join(search_spaces.names())}), got {_short(value)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> Spec:
+        problems: list[tuple[str, str]] = []
+        workers, batch = self.resources.workers_per_trial, self.space.batch_size
+        if workers > 1 and not batch.categorical:
+            problems.append(
+                (
+                    "space.batch_size",
+                    f"with resources.workers_per_trial={workers} give a list of batch sizes "
+                    f"(each divisible by {workers}), not {batch.kind}",
+                )
+            )
+        elif workers > 1:
+            bad = [b for b in batch.points() if int(b) % workers]
+            if bad:
+                problems.append(
+                    (
+                        "space.batch_size",
+                        f"batch size(s) {', '.join(map(str, bad))} not divisible by "
+                        f"resources.workers_per_trial={workers}",
+                    )
+                )
+        if self.pruning.kind == "eps_opt" and self.optimizer == "adamw":
+            problems.append(("pruning.kind", EPS_OPT_ADAMW))
+        if self.search.algorithm == "grid" and not any(
+            d.categorical for d in self.space.dimensions().values()
+        ):
+            problems.append(
+                ("search.algorithm", "grid needs at least one categorical dimension (a list)")
+            )
+        if problems:
+            raise PydanticCustomError(
+                "spec_cross_field",
+                "{summary}",
+                {"summary": "; ".join(f"{f}: {m}" for f, m in problems), "problems": problems},
+            )
+        return self
+
+    def max_steps_for(self, batch_size: int) -> int:
+        """min(max_steps, max_examples // batch_size) over the limits given, at least 1."""
+        return self.budget.max_steps_for(batch_size)
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        """A plain dict (lists, numbers, strings) that parse_spec turns back into this spec."""
+        return self.model_dump(mode="json")
+
+
+# --- reading and error reporting -----------------------------------------------------------
+
+
+class _DuplicateKey(yaml.MarkedYAMLError):  # type: ignore[misc, unused-ignore]
+    pass
+
+
+class _SpecLoader(yaml.SafeLoader):  # type: ignore[misc, unused-ignore]
+    """SafeLoader that rejects duplicate keys and reads 1e-3 as a float (YAML 1.2)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str) and key in seen:
+                raise _DuplicateKey(
+                    problem=f"duplicate key {key!r}", problem_mark=key_node.start_mark
+                )
+            seen.add(key)
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        return mapping
+
+
+_SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read, parse and validate a YAML spec file; SpecError lists every problem."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([f"{source}: no such file"], source) from None
+    except IsADirectoryError:
+        raise SpecError([f"{source}: is a directory, not a spec file"], source) from None
+    except UnicodeDecodeError:
+        raise SpecError([f"{source}: not a UTF-8 text file"], source) from None
+    except OSError as exc:
+        raise SpecError([f"{source}: cannot read ({exc.strerror})"], source) from None
+    try:
+        data = yaml.load(text, Loader=_SpecLoader)  # a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else "?"
+        what = exc.problem or exc.context or "invalid YAML"
+        kind = "YAML error" if isinstance(exc, _DuplicateKey) else "YAML syntax error"
+        raise SpecError([_one_line(f"{source}: {kind} at line {line}: {what}")], source) from None
+    except yaml.YAMLError as exc:
+        raise SpecError([_one_line(f"{source}: YAML error: {exc}")], source) from None
+    return parse_spec(data, source)
+
+
+def parse_spec(data: object, source: str = "<spec>") -> Spec:
+    """Validate parsed YAML (a mapping) into a Spec; SpecError lists every problem."""
+    if data is None:
+        raise SpecError([f"{source}: empty spec"], source)
+    if not isinstance(data, Mapping):
+        raise SpecError(
+            [
+                f"{source}: the top level must be a mapping of keys (name, workload, target, ...), "
+                f"got {type(data).__name__}"
+            ],
+            source,
+        )
+    try:
+        return Spec.model_validate(dict(data))
+    except ValidationError as exc:
+        raise SpecError(_problems(exc), source) from None
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    """One "<field.path>: <message>" line per pydantic error."""
+    lines: list[str] = []
+    for err in exc.errors(include_url=False):
+        ctx = err.get("ctx") or {}
+        if err["type"] == "spec_cross_field":
+            lines.extend(f"{field}: {msg}" for field, msg in ctx["problems"])
+        else:
+            lines.append(f"{_format_loc(err['loc']) or '<spec>'}: {_message(err)}")
+    return [_one_line(line) for line in dict.fromkeys(lines)]
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    """('space', 'lr', 'log_uniform', 'log_uniform', 0) -> 'space.lr.log_uniform[0]'."""
+    if len(loc) >= 3 and loc[0] == "space" and loc[2] in DIM_KINDS:
+        loc = loc[:2] + loc[3:]  # drop the tag pydantic adds for a member of the Dim union
+    out = ""
+    for item in loc:
+        if isinstance(item, int):
+            out += f"[{item}]"
+        else:
+            out += f".{item}" if out else str(item)
+    return out
+
+
+def _message(err: Any) -> str:
+    kind, msg, ctx = err["type"], err["msg"], err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        close = difflib.get_close_matches(str(err["loc"][-1]), _known_keys(err["loc"]), n=1)
+        return f"unknown key (did you mean {close[0]!r}?)" if close else "unknown key"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "literal_error":
+        choices = ", ".join(re.findall(r"'([^']*)'", str(ctx.get("expected", ""))))
+        noun = str(err["loc"][-1]).replace("_", " ") if err["loc"] else "value"
+        return f"unknown {noun} {_short(err['input'])} (choose from {choices})"
+    if kind == "string_pattern_mismatch":
+        pattern = str(ctx.get("pattern", "")).strip("^$")
+        return f"{_short(err['input'])} must match {pattern} (it becomes a directory name)"
+    if kind == "value_error":
+        return str(msg).removeprefix("Value error, ")
+    if kind in ("number_type", "number_finite", "dim_kind"):
+        return str(msg)
+    return f"{msg[:1].lower()}{msg[1:]} (got {_short(err['input'])})"
+
+
+def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
+    """The field names of the model that holds the key at `loc` (empty if not a model)."""
+    model: type[BaseModel] = Spec
+    for item in loc[:-1]:
+        field = model.model_fields.get(item) if isinstance(item, str) else None
+        if field is None or not (
+            isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        ):
+            return []
+        model = field.annotation
+    return list(model.model_fields)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+__all__ = [
+    "Budget",
+    "Choice",
+    "Dim",
+    "IntUniform",
+    "LogIntUniform",
+    "LogUniform",
+    "Measure",
+    "Pruning",
+    "Resources",
+    "Search",
+    "Space",
+    "Spec",
+    "SpecError",
+    "Target",
+    "Uniform",
+    "load_spec",
+    "parse_spec",
+]
