@@ -1,0 +1,162 @@
+"""Noisy anisotropic linear regression with exact noise statistics (DESIGN.md §1).
+
+A fixed pool of `n_train` examples x = z·√λ (z ~ N(0, I), λ_i = i^-p), labels
+y = x·w* + σ·ξ with w* ~ N(0, I), model `Linear(dim, 1, bias=False)` started at zero,
+per-example loss ½(xᵀw − y)². Batches are drawn uniformly with replacement from the pool,
+so the pool is also the eval set and the reported `loss` is the exact expected loss.
+
+`metrics(model)` returns the exact gradient-noise statistics of that sampling
+distribution at the current weights (DESIGN.md §1: G, Σ, H, B_simple, B_noise, ε_max),
+in float64, at O(n·d) per call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+from trainables import keys
+from trainables.workload import Workload
+
+DEFAULTS: dict[str, Any] = {
+    "dim": 100,
+    "noise": 1.0,
+    "spectrum_power": 1.0,
+    "n_train": 65536,
+    "seed": 0,
+}
+
+# Names of the metrics `metrics(model)` reports: "true_" + the estimator's own key.
+TRUE_G2 = f"true_{keys.G2}"
+TRUE_TRACE_SIGMA = f"true_{keys.TRACE_SIGMA}"
+TRUE_B_SIMPLE = f"true_{keys.B_SIMPLE}"
+TRUE_GHG = f"true_{keys.GHG}"
+TRUE_TRACE_H_SIGMA = f"true_{keys.TRACE_H_SIGMA}"
+TRUE_B_NOISE = f"true_{keys.B_NOISE}"
+TRUE_EPS_MAX = f"true_{keys.EPS_MAX}"
+METRIC_NAMES = (
+    TRUE_G2,
+    TRUE_TRACE_SIGMA,
+    TRUE_B_SIMPLE,
+    TRUE_GHG,
+    TRUE_TRACE_H_SIGMA,
+    TRUE_B_NOISE,
+    TRUE_EPS_MAX,
+)
+
+
+def _check_args(args: Mapping[str, Any]) -> dict[str, Any]:
+    """The defaults updated with `args`; an unknown key is a ValueError naming it."""
+    unknown = sorted(set(args) - set(DEFAULTS), key=str)
+    if unknown:
+        raise ValueError(
+            f"linear_regression: unknown argument {unknown[0]!r} (known: {', '.join(DEFAULTS)})"
+        )
+    return {**DEFAULTS, **args}
+
+
+def _int_arg(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(
+            f"linear_regression: {name} must be an integer >= {minimum}, got {value!r}"
+        )
+    return int(value)
+
+
+def _float_arg(name: str, value: Any, minimum: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"linear_regression: {name} must be a number, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number) or (minimum is not None and number < minimum):
+        bound = "a finite number" if minimum is None else f"a finite number >= {minimum}"
+        raise ValueError(f"linear_regression: {name} must be {bound}, got {value!r}")
+    return number
+
+
+def _ratio(num: float, den: float) -> float:
+    """num/den, with inf for x/0 (x > 0) and nan for 0/0."""
+    if den > 0.0:
+        return num / den
+    return math.inf if num > 0.0 else math.nan
+
+
+def _loss(model: torch.nn.Module, batch: Any) -> torch.Tensor:
+    x, y = batch
+    prediction: torch.Tensor = model(x)
+    loss: torch.Tensor = (prediction.squeeze(-1) - y).pow(2).mean() / 2
+    return loss
+
+
+class _ExactStats:
+    """Exact noise statistics of uniform sampling from a fixed pool (x_i, y_i).
+
+    With r_i = x_iᵀw − y_i and g_i = x_i r_i (H = XᵀX/n and q_i = x_iᵀHx_i precomputed):
+    G = Xᵀr/n, tr Σ = mean r_i²|x_i|² − |G|², tr(HΣ) = mean r_i² q_i − GᵀHG.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.x = x
+        self.y = y
+        self.n = x.shape[0]
+        self.h = x.T @ x / self.n
+        self.sq_norms = np.einsum("ij,ij->i", x, x)
+        self.q = np.einsum("ij,ij->i", x @ self.h, x)
+
+    def __call__(self, model: torch.nn.Module) -> dict[str, float]:
+        weight = next(model.parameters())
+        w = weight.detach().to("cpu", torch.float64).numpy().reshape(-1)
+        r = self.x @ w - self.y
+        r2 = r * r
+        g = self.x.T @ r / self.n
+        g2 = float(g @ g)
+        ghg = float(g @ (self.h @ g))
+        trace_sigma = float(r2 @ self.sq_norms) / self.n - g2
+        trace_h_sigma = float(r2 @ self.q) / self.n - ghg
+        return {
+            TRUE_G2: g2,
+            TRUE_TRACE_SIGMA: trace_sigma,
+            TRUE_B_SIMPLE: _ratio(trace_sigma, g2),
+            TRUE_GHG: ghg,
+            TRUE_TRACE_H_SIGMA: trace_h_sigma,
+            TRUE_B_NOISE: _ratio(trace_h_sigma, ghg),
+            TRUE_EPS_MAX: _ratio(g2, ghg),
+        }
+
+
+def build(args: Mapping[str, Any]) -> Workload:
+    """Build the noisy linear-regression workload (DESIGN.md §1).
+
+    args: dim (100), noise σ (1.0), spectrum_power p (1.0; λ_i = i^-p), n_train (65536),
+    seed (0). w* = default_rng(seed).standard_normal(dim); inputs and label noise come
+    from other streams of the same seed.
+    """
+    a = _check_args(args)
+    dim = _int_arg("dim", a["dim"], 1)
+    noise = _float_arg("noise", a["noise"], minimum=0.0)
+    power = _float_arg("spectrum_power", a["spectrum_power"])
+    n_train = _int_arg("n_train", a["n_train"], 1)
+    seed = _int_arg("seed", a["seed"], 0)
+
+    eigenvalues = np.arange(1, dim + 1, dtype=np.float64) ** -power
+    w_star = np.random.default_rng(seed).standard_normal(dim)
+    data_rng = np.random.default_rng([seed, 1])
+    x64 = data_rng.standard_normal((n_train, dim)) * np.sqrt(eigenvalues)
+    y64 = x64 @ w_star + noise * data_rng.standard_normal(n_train)
+
+    # The model trains on float32; the exact statistics use the same float32 values.
+    x = torch.from_numpy(x64.astype(np.float32))
+    y = torch.from_numpy(y64.astype(np.float32))
+    data = TensorDataset(x, y)
+
+    # Created on the meta device so that nn.Linear's own init draws nothing from the global RNG.
+    model = torch.nn.Linear(dim, 1, bias=False, device="meta").to_empty(device="cpu")
+    with torch.no_grad():
+        model.weight.zero_()
+
+    stats = _ExactStats(x.numpy().astype(np.float64), y.numpy().astype(np.float64))
+    return Workload(model=model, train_data=data, loss=_loss, eval_data=data, metrics=stats)
