@@ -151,7 +151,7 @@ def test_bias_trap_mean_of_ratios_vs_ratio_of_averages() -> None:
 
     # Separate averages, then divide: within 10 % with the default beta, 3 % as a running mean.
     for beta, tol in ((0.99, 0.10), (0.9999, 0.03)):
-        ema = NoiseScaleEMA(beta=beta)
+        ema = NoiseScaleEMA(beta=beta, horizon=1.0)
         for a, t in zip(g2_all, tr_all, strict=True):
             ema.update(float(a), float(t))
         assert ema.b_simple == pytest.approx(truth, rel=tol)
@@ -163,7 +163,7 @@ def test_ema_is_running_mean_then_exponential(beta: float) -> None:
     n_warm = round(1 / (1 - beta))
     xs = rng.normal(3.0, 1.0, size=n_warm + 50)
     ys = rng.normal(10.0, 2.0, size=n_warm + 50)
-    ema = NoiseScaleEMA(beta=beta)
+    ema = NoiseScaleEMA(beta=beta, horizon=1.0)
     for i in range(n_warm):
         ema.update(float(xs[i]), float(ys[i]))
         assert ema.count == i + 1
@@ -180,7 +180,7 @@ def test_ema_is_running_mean_then_exponential(beta: float) -> None:
 
 
 def test_ema_ignores_non_finite_and_starts_nan() -> None:
-    ema = NoiseScaleEMA()
+    ema = NoiseScaleEMA(horizon=1.0)
     assert math.isnan(ema.b_simple)
     assert math.isnan(ema.g2)
     assert math.isnan(ema.trace_sigma)
@@ -196,6 +196,26 @@ def test_ema_ignores_non_finite_and_starts_nan() -> None:
     ema.update(-6.0, 8.0)  # mean |G|² now negative: B_simple undefined
     assert ema.g2 == -2.0
     assert math.isnan(ema.b_simple)
+
+
+@pytest.mark.parametrize("horizon", [2.0, 3.0, 4.0])
+def test_ema_horizon_weights_grow_polynomially(horizon: float) -> None:
+    """With beta_t = 1 − c/t, update s carries weight ∝ (s−1)(s−2)…(s−c+1) for s >= c."""
+    rng = np.random.default_rng(3)
+    n, c = 60, int(horizon)
+    xs, ys = rng.uniform(1, 2, n), rng.uniform(1, 5, n)
+    ema = NoiseScaleEMA(beta=0.999, horizon=horizon)
+    for x, y in zip(xs, ys, strict=True):
+        ema.update(float(x), float(y))
+    s = np.arange(1, n + 1)
+    weights = np.where(s >= c, np.prod([s - j for j in range(1, c)], axis=0), 0.0)
+    assert ema.g2 == pytest.approx(np.sum(weights * xs) / weights.sum(), rel=1e-10)
+    assert ema.trace_sigma == pytest.approx(np.sum(weights * ys) / weights.sum(), rel=1e-10)
+
+
+def test_ema_rejects_horizon_below_one() -> None:
+    with pytest.raises(ValueError, match="horizon"):
+        NoiseScaleEMA(horizon=0.5)
 
 
 @pytest.mark.parametrize("beta", [-0.1, 1.0, 1.5])

@@ -108,14 +108,20 @@ class NoiseScaleEMA:
 
     McCandlish et al. 2018, App. A.1: average numerator and denominator separately, then
     divide (the mean of per-step ratios is badly biased). Weight of the old average at the
-    t-th accepted update: beta_t = min(beta, 1 − 1/t), i.e. an exact running mean for the
-    first 1/(1 − beta) updates, exponential afterwards. Non-finite pairs are ignored.
+    t-th accepted update: beta_t = min(beta, max(0, 1 − horizon/t)). With horizon = 1 that
+    is an exact running mean for the first 1/(1 − beta) updates, exponential afterwards.
+    With horizon = c > 1 the weights grow as s^(c−1) over the updates s = 1..t, so the
+    average keeps about (2c − 1)/c² of all measurements (precision where the noise scale
+    is stationary) while its centre of mass stays at t·c/(c + 1) (it follows the growth
+    of the noise scale during training, DESIGN.md §1 pitfall 2). Non-finite pairs are
+    ignored.
 
     Fed with (GᵀHG, tr(HΣ)) instead, ``g2`` holds GᵀHG, ``trace_sigma`` holds tr(HΣ) and
     ``b_simple`` is B_noise.
     """
 
     beta: float = 0.99
+    horizon: float = 3.0
     g2_avg: float = 0.0
     trace_sigma_avg: float = 0.0
     count: int = 0
@@ -123,6 +129,8 @@ class NoiseScaleEMA:
     def __post_init__(self) -> None:
         if not 0.0 <= self.beta < 1.0:
             raise ValueError(f"beta must be in [0, 1), got {self.beta}")
+        if not self.horizon >= 1.0:
+            raise ValueError(f"horizon must be >= 1, got {self.horizon}")
         if self.count < 0:
             raise ValueError(f"count must be >= 0, got {self.count}")
 
@@ -131,7 +139,7 @@ class NoiseScaleEMA:
         if not (math.isfinite(g2) and math.isfinite(trace_sigma)):
             return
         self.count += 1
-        beta_t = min(self.beta, 1.0 - 1.0 / self.count)
+        beta_t = min(self.beta, max(0.0, 1.0 - self.horizon / self.count))
         self.g2_avg = beta_t * self.g2_avg + (1.0 - beta_t) * float(g2)
         self.trace_sigma_avg = beta_t * self.trace_sigma_avg + (1.0 - beta_t) * float(trace_sigma)
 
