@@ -73,9 +73,9 @@ def multi_worker_trial(config: dict[str, Any], settings: TrialSettings) -> None:
             # Deterministic per trial: a restarted trial finds its own Train state again.
             name=f"train-{trial_id}",
             storage_path=os.path.join(settings.run_dir, "train"),
-            callbacks=[TuneReportCallback()],
-            failure_config=ray.train.FailureConfig(
-                max_failures=settings.max_failures, controller_failure_limit=3
+            callbacks=[TuneReportCallback()],  # type: ignore[list-item]
+            failure_config=ray.train.FailureConfig(  # type: ignore[call-arg]
+                max_failures=settings.max_failures, controller_failure_limit=1
             ),
         ),
     )

@@ -8,6 +8,7 @@ metrics, report) and a stop on target reached, budget exhausted or divergence.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -76,7 +77,7 @@ def split_batch(batch: Any, parts: int) -> list[tuple[Any, int]]:
     size = batch_len(batch)
     bounds = [round(i * size / parts) for i in range(parts + 1)]
     return [
-        (slice_batch(batch, lo, hi), hi - lo) for lo, hi in zip(bounds, bounds[1:]) if hi > lo
+        (slice_batch(batch, lo, hi), hi - lo) for lo, hi in itertools.pairwise(bounds) if hi > lo
     ]
 
 
@@ -226,7 +227,7 @@ class Trial:
             self.skipped_steps += 1  # a non-finite step is skipped, not applied
             return
         self.optimizer.step()
-        if pair is not None:
+        if pair is not None and math.isfinite(pair.sq_small) and math.isfinite(pair.sq_big):
             self.noise.update(pair.g2(), pair.trace_sigma())
 
     @torch.no_grad()

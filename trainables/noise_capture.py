@@ -13,6 +13,7 @@ Either gives a `NormPair` for tuner.theory's two-batch estimators.
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -59,7 +60,7 @@ class MicroBatchNorms:
     `weight` is the factor its mean loss was scaled by (n_i/B), then `pair(...)`.
     """
 
-    params: list[torch.Tensor]
+    params: Sequence[torch.Tensor]
     _current: list[torch.Tensor] = field(default_factory=list)
     _per_batch: list[torch.Tensor] = field(default_factory=list)
     _sizes: list[int] = field(default_factory=list)
@@ -119,7 +120,8 @@ class DDPNormState:
 
 
 def allreduce_with_norms(
-    state: DDPNormState, bucket: dist.GradBucket
+    state: DDPNormState,
+    bucket: dist.GradBucket,
 ) -> torch.futures.Future[torch.Tensor]:
     """DDP comm hook: the default mean all-reduce, plus squared norms before and after.
 
@@ -130,7 +132,7 @@ def allreduce_with_norms(
     if state.measuring:
         state.local_sq += torch.linalg.vector_norm(buffer, dtype=torch.float32).double() ** 2
     buffer.div_(state.world_size)  # SUM of pre-divided grads = mean; ReduceOp.AVG is NCCL-only
-    future = dist.all_reduce(buffer, async_op=True).get_future()  # type: ignore[union-attr]
+    future: Any = dist.all_reduce(buffer, async_op=True).get_future()
 
     def record_global(fut: torch.futures.Future[list[torch.Tensor]]) -> torch.Tensor:
         reduced = fut.value()[0]
@@ -138,4 +140,5 @@ def allreduce_with_norms(
             state.global_sq += torch.linalg.vector_norm(reduced, dtype=torch.float32).double() ** 2
         return reduced
 
-    return future.then(record_global)
+    result: torch.futures.Future[torch.Tensor] = future.then(record_global)
+    return result

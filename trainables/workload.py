@@ -78,7 +78,7 @@ def resolve_workload(reference: str) -> Callable[[dict[str, Any]], Workload]:
     build = getattr(module, function_name, None)
     if not callable(build):
         raise WorkloadError(f"module {module_name!r} has no function {function_name!r}")
-    return build  # type: ignore[no-any-return]
+    return build
 
 
 def build_workload(reference: str, args: Mapping[str, Any]) -> Workload:

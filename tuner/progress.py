@@ -55,7 +55,7 @@ class SweepCounts:
         )
 
 
-class ProgressLine(Callback):  # type: ignore[misc]
+class ProgressLine(Callback):
     """Prints one status line, rewritten in place on a terminal, at most every `every_s`."""
 
     def __init__(
@@ -85,17 +85,20 @@ class ProgressLine(Callback):  # type: ignore[misc]
         if not force and now - self.last_print < self.every_s:
             return
         running = sum(1 for t in trials if t.status == TUNE_RUNNING)
-        line = self.counts.line(running, now - self.started)
-        if line == self.last_line and not force:
+        state = self.counts.line(running, 0.0)
+        if state == self.last_line and not force:
             return
-        self.last_print, self.last_line = now, line
+        self.last_print, self.last_line = now, state
+        line = self.counts.line(running, now - self.started)
         if self.stream.isatty():
             self.stream.write("\r\x1b[2K" + line)
         else:
             self.stream.write(line + "\n")
         self.stream.flush()
 
-    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:  # noqa: E501
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
         self.counts.record(trial.trial_id, int(trial.config.get(keys.BATCH_SIZE, 0)), result)
         self._show(trials)
 

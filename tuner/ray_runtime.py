@@ -45,7 +45,7 @@ def init_ray(
     import ray
 
     common: dict[str, Any] = {
-        "logging_level": "INFO" if verbose else "WARNING",
+        "logging_level": "INFO" if verbose else "ERROR",
         "log_to_driver": verbose,
         "runtime_env": {"env_vars": worker_env_vars()},
     }

@@ -14,13 +14,15 @@ from ray import tune
 
 from trainables.executors import multi_worker_trial, single_worker_trial
 from trainables.settings import TrialSettings
-from tuner import results, schedulers, search
+from tuner import plots, results, schedulers, search
 from tuner.progress import ProgressLine
 from tuner.spec import Spec, load_spec
 from tuner.tune_state import is_experiment
 
 SPEC_FILE = "noisetune_spec.yaml"
-DRIVER_CPU = 0.01  # a Train driver trial must not hold a CPU its workers need
+# A Train driver trial must hold no CPU its workers need: even 0.01 CPU leaves a
+# 2-CPU machine unable to place 2 one-CPU workers. Every node has `memory`.
+DRIVER_RESOURCES: dict[str, float] = {"CPU": 0, "memory": 1 << 20}
 
 
 class RunDirError(ValueError):
@@ -66,14 +68,16 @@ def make_trainable(settings: TrialSettings) -> Any:
     """The Tune trainable: the loop in the Tune actor, or a Ray Train driver for N > 1."""
     if settings.workers > 1:
         return tune.with_resources(
-            tune.with_parameters(multi_worker_trial, settings=settings), {"CPU": DRIVER_CPU}
+            tune.with_parameters(multi_worker_trial, settings=settings), DRIVER_RESOURCES
         )
     resources = {"CPU": settings.cpus_per_worker, "GPU": settings.gpus_per_worker}
-    return tune.with_resources(tune.with_parameters(single_worker_trial, settings=settings), resources)
+    return tune.with_resources(
+        tune.with_parameters(single_worker_trial, settings=settings), resources
+    )
 
 
 def _run_config(spec: Spec, run_dir: Path, verbose: bool, progress: bool) -> tune.RunConfig:
-    callbacks = [ProgressLine()] if progress and not verbose else []
+    callbacks: list[tune.Callback] = [ProgressLine()] if progress and not verbose else []
     return tune.RunConfig(
         name=run_dir.name,
         storage_path=str(run_dir.parent),
@@ -90,7 +94,8 @@ def _target(spec: Spec) -> dict[str, Any]:
 def _finish(tuner: tune.Tuner, spec: Spec, run_dir: Path) -> SweepOutcome:
     tuner.fit()
     tables = results.build_tables(run_dir, _target(spec))
-    results.write_tables(run_dir, tables)
+    out = results.write_tables(run_dir, tables)
+    plots.write_plots(tables, out / "plots")
     expected = search.expected_trials(spec)
     interrupted = tables.summary["n_unfinished"] > 0 or (
         expected is not None and len(tables.trials) < expected
@@ -123,7 +128,6 @@ def run_sweep(
             search_alg=search.search_algorithm(spec),
             scheduler=schedulers.make_scheduler(spec, run_dir),
             num_samples=spec.search.num_samples,
-            max_concurrent_trials=spec.search.max_concurrent,
             reuse_actors=True,
         ),
         run_config=_run_config(spec, run_dir, verbose, progress),
@@ -138,9 +142,7 @@ def load_run_spec(run_dir: Path) -> Spec:
     return load_spec(spec_file)
 
 
-def resume_sweep(
-    run_dir: Path, *, verbose: bool = False, progress: bool = True
-) -> SweepOutcome:
+def resume_sweep(run_dir: Path, *, verbose: bool = False, progress: bool = True) -> SweepOutcome:
     """Continue an interrupted sweep: finished trials stay, unfinished ones run again."""
     run_dir = run_dir.expanduser().resolve()
     spec = load_run_spec(run_dir)

@@ -12,7 +12,7 @@ from tuner.spec import Spec
 
 def smallest_batch_size(spec: Spec) -> int:
     dim = spec.space.dimensions()[keys.BATCH_SIZE]
-    return int(min(dim.points()) if dim.categorical else dim.lo)
+    return int(min(dim.points()))  # a range's points() are its bounds
 
 
 def make_scheduler(spec: Spec, run_dir: Path) -> TrialScheduler | None:

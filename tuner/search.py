@@ -41,7 +41,10 @@ def search_algorithm(spec: Spec) -> Searcher | BasicVariantGenerator:
     """Random and grid: Tune's variant generator, seeded by the spec."""
     algorithm = spec.search.algorithm
     if algorithm in ("random", "grid"):
-        return BasicVariantGenerator(random_state=spec.search.seed)
+        # Tune ignores max_concurrent_trials for a variant generator; it limits itself.
+        return BasicVariantGenerator(
+            random_state=spec.search.seed, max_concurrent=spec.search.max_concurrent
+        )
     raise NotImplementedError(f"search.algorithm {algorithm!r} is not available yet")
 
 
