@@ -206,10 +206,15 @@ def export(run_dir: str, fmt: str, table: str | None, out: str | None) -> None:
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
 def report(run_dir: str) -> None:
-    """Print the summary of RUN_DIR (tables; figures go to results/plots/)."""
-    from tuner.results import summary_markdown
+    """Print the summary of RUN_DIR and (re)draw its figures into results/plots/."""
+    from tuner.plots import write_plots
+    from tuner.results import results_dir, summary_markdown
 
-    click.echo(summary_markdown(_read_tables(run_dir)))
+    tables = _read_tables(run_dir)
+    written = write_plots(tables, results_dir(Path(run_dir)) / "plots")
+    click.echo(summary_markdown(tables))
+    for path in written:
+        click.echo(f"figure: {path}", err=True)
 
 
 def _run_guarded(entry: Callable[[], Any], verbose: bool) -> int:
@@ -247,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the exit code (and exits with it from the shell)."""
     args = sys.argv[1:] if argv is None else argv
     verbose = "-v" in args or "--verbose" in args
-    code = _run_guarded(lambda: cli.main(args=args, prog_name="noisetune", standalone_mode=False), verbose)
+    code = _run_guarded(
+        lambda: cli.main(args=args, prog_name="noisetune", standalone_mode=False), verbose
+    )
     if argv is None:
         sys.exit(code)
     return code

@@ -100,7 +100,7 @@ def _trial_row(trial: TuneTrial, reasons: dict[str, str]) -> dict[str, Any]:
 def _curve_rows(trial: TuneTrial) -> list[dict[str, Any]]:
     rows = []
     for result in trial.results:
-        row = {"trial_id": trial.trial_id}
+        row: dict[str, Any] = {"trial_id": trial.trial_id}
         for name, value in result.items():
             if name not in _NOT_CURVES and isinstance(value, (int, float)):
                 row[name] = value
@@ -164,8 +164,10 @@ def pooled_b_simple(trials: pd.DataFrame, curves: pd.DataFrame) -> float:
     """B_simple pooled over the trials that reached the target, at the target.
 
     All of them are then at the same loss, which makes them comparable (DESIGN.md §1,
-    pitfalls 1-2); each is weighted by how well its batch size can measure B_simple
-    (pitfall 7): tr(Σ) and |G|² are summed with those weights, then divided.
+    pitfalls 1-2). Each trial's own ratio of averages enters a weighted geometric mean,
+    weighted by how well its batch size can measure B_simple (pitfall 7); summing raw
+    |G|² across trials instead lets one trial near instability, whose |G|² is orders of
+    magnitude larger, decide the result.
     """
     reached = trials[trials["status"] == keys.REACHED]
     if reached.empty or curves.empty:
@@ -174,16 +176,14 @@ def pooled_b_simple(trials: pd.DataFrame, curves: pd.DataFrame) -> float:
         reached[["trial_id", keys.BATCH_SIZE, keys.STEPS_TO_TARGET]], on="trial_id"
     )
     at_target = at_target[at_target[keys.STEP] == at_target[keys.STEPS_TO_TARGET]]
-    at_target = at_target[np.isfinite(at_target[keys.G2]) & np.isfinite(at_target[keys.TRACE_SIGMA])]
-    if at_target.empty:
+    values = at_target[keys.B_SIMPLE].to_numpy(float)
+    usable = np.isfinite(values) & (values > 0)
+    if not usable.any():
         return math.nan
-    guess = float(np.nanmedian(at_target[keys.B_SIMPLE]))
-    if not math.isfinite(guess) or guess <= 0:
-        return math.nan
-    weights = theory.pooling_weight(at_target[keys.BATCH_SIZE].to_numpy(float), guess)
-    g2 = float(np.sum(weights * at_target[keys.G2]))
-    trace_sigma = float(np.sum(weights * at_target[keys.TRACE_SIGMA]))
-    return theory.b_simple(trace_sigma, g2) if g2 > 0 else math.nan
+    values = values[usable]
+    batch_sizes = at_target[keys.BATCH_SIZE].to_numpy(float)[usable]
+    weights = theory.pooling_weight(batch_sizes, float(np.median(values)))
+    return float(np.exp(np.sum(weights * np.log(values)) / np.sum(weights)))
 
 
 def summarize(
@@ -210,11 +210,9 @@ def summarize(
         batch_sizes = front[keys.BATCH_SIZE].to_numpy(float)
         steps = front["steps"].to_numpy(float)
         fit = theory.fit_tradeoff(batch_sizes, steps)
-        low, high = theory.bootstrap_b_crit(batch_sizes, steps)
-        summary.update(
-            s_min=fit.s_min, e_min=fit.e_min, b_crit=fit.b_crit,
-            b_crit_interval=[low, high], fit_rms_log=fit.rms_log,
-        )  # fmt: skip
+        summary.update(s_min=fit.s_min, e_min=fit.e_min, b_crit=fit.b_crit, fit_rms_log=fit.rms_log)
+        if len(batch_sizes) >= 3:  # two points fit exactly: no residuals to resample
+            summary["b_crit_interval"] = list(theory.bootstrap_b_crit(batch_sizes, steps))
         effective = front[keys.LR].to_numpy(float) / (1.0 - front[keys.MOMENTUM].to_numpy(float))
         lr_fit = theory.fit_eps_opt(batch_sizes, effective)
         summary.update(
@@ -258,9 +256,15 @@ def summary_markdown(tables: Tables) -> str:
         "",
         "B_crit depends on the target: it grows as the target loss falls.",
         "",
+        "![Pareto front: steps vs examples](plots/pareto_front.png)",
+        "![Best lr per batch size and eps_opt(B)](plots/lr_vs_batch.png)",
+        "![Noise scale over training](plots/noise_scale.png)",
+        "",
         "## Front: fewest steps to the target per batch size",
         "",
-        tables.front.to_markdown(index=False) if not tables.front.empty else "(no trial reached it)",
+        tables.front.to_markdown(index=False)
+        if not tables.front.empty
+        else "(no trial reached it)",
         "",
         "## Trials",
         "",
@@ -287,7 +291,10 @@ def write_tables(run_dir: Path, tables: Tables) -> Path:
     _atomic(out / "trials.parquet", lambda p: tables.trials.to_parquet(p, index=False))
     _atomic(out / "curves.parquet", lambda p: tables.curves.to_parquet(p, index=False))
     _atomic(out / "front.csv", lambda p: tables.front.to_csv(p, index=False))
-    _atomic(out / "summary.json", lambda p: p.write_text(json.dumps(_jsonable(tables.summary), indent=2)))
+    _atomic(
+        out / "summary.json",
+        lambda p: p.write_text(json.dumps(_jsonable(tables.summary), indent=2)),
+    )
     _atomic(out / "summary.md", lambda p: p.write_text(summary_markdown(tables)))
     return out
 
@@ -332,7 +339,9 @@ def export(tables: Tables, fmt: str, table: str, out: Path | None) -> str | None
     if fmt == "markdown" and table == "summary":
         text = summary_markdown(tables)
     elif table == "summary":
-        frame = pd.DataFrame([{k: v for k, v in _jsonable(tables.summary).items() if k != "target"}])
+        frame = pd.DataFrame(
+            [{k: v for k, v in _jsonable(tables.summary).items() if k != "target"}]
+        )
         return _export_frame(frame, fmt, out)
     else:
         return _export_frame(getattr(tables, table), fmt, out)
