@@ -96,7 +96,9 @@ def _ddp_worker(rank: int, world: int, port: int, batch_size: int, queue: mp.Que
         local = batch_size // world
         x, y = _batch(batch_size)
         state.start(torch.device("cpu"))
-        _loss(model, (x[rank * local : (rank + 1) * local], y[rank * local : (rank + 1) * local])).backward()
+        _loss(
+            model, (x[rank * local : (rank + 1) * local], y[rank * local : (rank + 1) * local])
+        ).backward()
         pair = state.pair(local)
         grads = [p.grad.numpy().copy() for p in model.module.parameters()]
         queue.put((rank, pair, grads))
@@ -132,5 +134,5 @@ def test_two_gloo_workers_agree_with_single_process_micro_batches() -> None:
     model = _model()
     _loss(model, _batch(batch_size)).backward()
     for _, _, grads in outputs:
-        for grad, p in zip(grads, model.parameters()):
+        for grad, p in zip(grads, model.parameters(), strict=True):
             torch.testing.assert_close(torch.from_numpy(grad), p.grad, rtol=1e-5, atol=1e-6)

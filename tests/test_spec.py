@@ -84,16 +84,21 @@ def test_quickstart_parses() -> None:
     assert QUICKSTART.read_text().startswith("# noisetune run examples/quickstart.yaml\n")
     assert spec.name == "quickstart"
     assert spec.workload == "linear_regression"
-    assert spec.workload_args == {"dim": 32, "noise": 0.5}
-    assert (spec.target.metric, spec.target.value) == ("loss", 0.30)
-    assert spec.budget.max_steps == 1000 and spec.budget.max_examples is None
-    assert spec.eval_every == 10
+    assert spec.workload_args == {"dim": 100, "noise": 1.0}
+    assert (spec.target.metric, spec.target.value) == ("loss", 0.529)
+    assert spec.budget.max_steps == 1500 and spec.budget.max_examples is None
+    assert spec.eval_every == 5
     assert spec.space.batch_size == Choice(choice=(16, 64, 256, 1024))
-    assert spec.space.lr == LogUniform(log_uniform=(0.01, 2.0))
-    assert spec.space.momentum.points() == (0.0, 0.9)
-    assert spec.space.warmup_steps.points() == (0,)
-    assert (spec.search.algorithm, spec.search.num_samples) == ("random", 24)
+    assert spec.space.lr.points() == (0.0625, 0.125, 0.25, 0.5, 1.0, 2.0)
+    assert spec.space.momentum.points() == (0.0,)
+    assert (spec.search.algorithm, spec.search.num_samples) == ("grid", 1)
     assert (spec.search.max_concurrent, spec.search.seed) == (2, 0)
+
+
+def test_user_workload_example_parses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(QUICKSTART.parent.parent)  # the example is resolved from the repo root
+    spec = load_spec(QUICKSTART.parent / "my_workload.yaml")
+    assert spec.workload == "examples.my_workload:build"
 
 
 def test_defaults() -> None:

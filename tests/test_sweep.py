@@ -1,0 +1,130 @@
+"""Real sweeps on a real local Ray runtime, checked through the tables they write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from trainables import keys
+from tuner import results
+from tuner.runner import RunDirError, resume_sweep, run_sweep
+from tuner.spec import parse_spec
+
+pytestmark = pytest.mark.ray
+
+
+def small_spec(tmp_path: Path, **overrides: Any) -> Any:
+    data: dict[str, Any] = {
+        "name": "sweep",
+        "workload": "linear_regression",
+        "workload_args": {"dim": 16, "noise": 0.5, "n_train": 8192},
+        "target": {"metric": "loss", "value": 0.16},
+        "budget": {"max_steps": 300},
+        "eval_every": 10,
+        "space": {
+            "batch_size": [16, 64, 256],
+            "lr": [0.1, 0.5, 8.0],
+            "momentum": [0.0],
+        },
+        "search": {"algorithm": "grid", "max_concurrent": 2},
+        "storage": str(tmp_path / "runs"),
+    }
+    data.update(overrides)
+    return parse_spec(data)
+
+
+@pytest.fixture(scope="module")
+def grid_run(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    tmp_path = tmp_path_factory.mktemp("grid")
+    return run_sweep(small_spec(tmp_path), progress=False)
+
+
+def test_single_worker_grid_sweep_writes_every_table(grid_run: Any) -> None:
+    out = grid_run.run_dir / "results"
+    trials = pd.read_parquet(out / "trials.parquet")
+    assert pd.read_csv(out / "trials.csv").shape == trials.shape
+    assert len(trials) == 9 and trials["trial_id"].is_unique
+    assert set(trials["status"]) <= set(keys.FINAL_STATUSES)
+    assert not grid_run.interrupted
+    assert list(trials.columns[:12]) == [
+        "trial_id", "status", "batch_size", "lr", "momentum", "warmup_steps",
+        "steps_to_target", "examples_to_target", "final_loss", "b_simple", "wall_s", "reason",
+    ]  # fmt: skip
+    # lr 8 is far past the stability limit 2/lambda_max = 2 of this problem.
+    assert (trials[trials[keys.LR] == 8.0]["status"] == keys.DIVERGED).all()
+    reached = trials[trials["status"] == keys.REACHED]
+    assert (
+        reached["examples_to_target"] == reached["steps_to_target"] * reached["batch_size"]
+    ).all()
+
+
+def test_curves_hold_every_report_with_workload_metrics(grid_run: Any) -> None:
+    out = grid_run.run_dir / "results"
+    curves = pd.read_parquet(out / "curves.parquet")
+    trials = pd.read_parquet(out / "trials.parquet")
+    assert set(curves["trial_id"]) == set(trials["trial_id"])
+    assert {"step", "examples", "loss", "lr", "b_simple", "g2", "trace_sigma"} <= set(curves)
+    assert "true_b_simple" in curves  # the workload's own metrics come along
+    last = curves.groupby("trial_id")["step"].max()
+    assert (last.reindex(trials["trial_id"]).to_numpy() == trials["steps"].to_numpy()).all()
+
+
+def test_front_and_summary_follow_from_the_trials(grid_run: Any) -> None:
+    out = grid_run.run_dir / "results"
+    trials = pd.read_parquet(out / "trials.parquet")
+    front = pd.read_csv(out / "front.csv")
+    reached = trials[trials["status"] == keys.REACHED]
+    best = reached.groupby("batch_size")["steps_to_target"].min()
+    assert front.set_index("batch_size")["steps"].to_dict() == best.astype(int).to_dict()
+    assert front["steps"].is_monotonic_decreasing  # larger batches need fewer steps
+    summary = pd.read_json(out / "summary.json", typ="series")
+    assert summary["n_trials"] == 9
+    assert summary["total_examples"] == trials["examples"].sum()
+    assert summary["b_crit"] > 0 and summary["s_min"] > 0
+    assert "B_crit" in (out / "summary.md").read_text()
+
+
+def test_an_existing_run_directory_is_refused(grid_run: Any) -> None:
+    spec = small_spec(grid_run.run_dir.parent.parent)
+    with pytest.raises(RunDirError, match="already holds a sweep"):
+        run_sweep(spec, progress=False)
+
+
+def test_resume_of_a_finished_sweep_reruns_nothing(grid_run: Any) -> None:
+    before = pd.read_parquet(grid_run.run_dir / "results" / "trials.parquet")
+    outcome = resume_sweep(grid_run.run_dir, progress=False)
+    after = outcome.tables.trials
+    assert sorted(after["trial_id"]) == sorted(before["trial_id"])
+    assert after.set_index("trial_id")["wall_s"].to_dict() == pytest.approx(
+        before.set_index("trial_id")["wall_s"].to_dict()
+    )
+
+
+def test_two_worker_ddp_sweep_through_ray_train(ray_session: None, tmp_path: Path) -> None:
+    spec = small_spec(
+        tmp_path,
+        name="ddp",
+        space={"batch_size": [128], "lr": [0.5]},
+        resources={"workers_per_trial": 2, "cpus_per_worker": 1},
+        measure={"noise_every": 1},
+        eval_every=20,
+    )
+    outcome = run_sweep(spec, progress=False)
+    trials = outcome.tables.trials
+    assert list(trials["status"]) == [keys.REACHED], trials[keys.REASON].tolist()
+    curves = outcome.tables.curves
+    measured = curves[curves[keys.STEP] > 0]
+    assert measured[keys.B_SIMPLE].notna().all()
+    # The live estimate tracks the exact noise scale of the sampling distribution.
+    ratio = measured[keys.B_SIMPLE] / measured["true_b_simple"]
+    assert ratio.between(0.3, 3.0).all(), ratio.tolist()
+    assert (outcome.run_dir / "train").is_dir()  # Ray Train kept its own state there
+
+
+def test_results_read_back_without_ray(grid_run: Any) -> None:
+    tables = results.read_tables(grid_run.run_dir)
+    rebuilt = results.build_tables(grid_run.run_dir, tables.summary["target"])
+    pd.testing.assert_frame_equal(rebuilt.trials, tables.trials, check_dtype=False)
