@@ -330,10 +330,6 @@ def read_tables(run_dir: Path) -> Tables:
     )
 
 
-EXPORT_FORMATS = ("csv", "parquet", "json", "markdown")
-EXPORT_TABLES = ("trials", "curves", "front", "summary")
-
-
 def export(tables: Tables, fmt: str, table: str, out: Path | None) -> str | None:
     """Export one table; returns the text when there is no `out` (binary formats need one)."""
     if fmt == "markdown" and table == "summary":

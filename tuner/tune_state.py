@@ -8,7 +8,6 @@ per-trial `result.json` (JSON lines) are all we read.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,11 +84,3 @@ def read_trials(run_dir: Path) -> list[TuneTrial]:
             )
         )
     return trials
-
-
-def finite_or_nan(value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return math.nan
-    return number if math.isfinite(number) else math.nan

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from torch.utils.data import TensorDataset
 
 from trainables import keys
 from trainables.workload import Workload
+from trainables.workloads._args import float_arg, int_arg, merge_args
 
 DEFAULTS: dict[str, Any] = {
     "dim": 100,
@@ -51,31 +53,11 @@ METRIC_NAMES = (
 
 
 def _check_args(args: Mapping[str, Any]) -> dict[str, Any]:
-    """The defaults updated with `args`; an unknown key is a ValueError naming it."""
-    unknown = sorted(set(args) - set(DEFAULTS), key=str)
-    if unknown:
-        raise ValueError(
-            f"linear_regression: unknown argument {unknown[0]!r} (known: {', '.join(DEFAULTS)})"
-        )
-    return {**DEFAULTS, **args}
+    return merge_args("linear_regression", DEFAULTS, args)
 
 
-def _int_arg(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(
-            f"linear_regression: {name} must be an integer >= {minimum}, got {value!r}"
-        )
-    return int(value)
-
-
-def _float_arg(name: str, value: Any, minimum: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"linear_regression: {name} must be a number, got {value!r}")
-    number = float(value)
-    if not math.isfinite(number) or (minimum is not None and number < minimum):
-        bound = "a finite number" if minimum is None else f"a finite number >= {minimum}"
-        raise ValueError(f"linear_regression: {name} must be {bound}, got {value!r}")
-    return number
+_int_arg = partial(int_arg, "linear_regression")
+_float_arg = partial(float_arg, "linear_regression")
 
 
 def _ratio(num: float, den: float) -> float:

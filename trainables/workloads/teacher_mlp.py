@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
 from trainables.workload import Workload
+from trainables.workloads._args import float_arg, int_arg, merge_args
 
 DEFAULTS: dict[str, Any] = {
     "in_dim": 32,
@@ -44,28 +46,11 @@ _EVAL_STREAM = 2
 
 
 def _check_args(args: Mapping[str, Any]) -> dict[str, Any]:
-    """The defaults updated with `args`; an unknown key is a ValueError naming it."""
-    unknown = sorted(set(args) - set(DEFAULTS), key=str)
-    if unknown:
-        raise ValueError(
-            f"teacher_mlp: unknown argument {unknown[0]!r} (known: {', '.join(DEFAULTS)})"
-        )
-    return {**DEFAULTS, **args}
+    return merge_args("teacher_mlp", DEFAULTS, args)
 
 
-def _int_arg(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"teacher_mlp: {name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _float_arg(name: str, value: Any, minimum: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"teacher_mlp: {name} must be a number, got {value!r}")
-    number = float(value)
-    if not math.isfinite(number) or number < minimum:
-        raise ValueError(f"teacher_mlp: {name} must be a finite number >= {minimum}, got {value!r}")
-    return number
+_int_arg = partial(int_arg, "teacher_mlp")
+_float_arg = partial(float_arg, "teacher_mlp")
 
 
 def _widths_arg(value: Any) -> list[int]:
