@@ -95,6 +95,15 @@ def test_quickstart_parses() -> None:
     assert (spec.search.max_concurrent, spec.search.seed) == (2, 0)
 
 
+@pytest.mark.parametrize("mode", ["measured", "calibrated"])
+def test_eps_opt_modes_that_need_curvature_say_so(mode: str) -> None:
+    with pytest.raises(SpecError) as err:
+        parse_spec({**BASE, "pruning": {"kind": "eps_opt", "mode": mode}})
+    assert_reported(err.value.problems, "pruning.mode", "curvature_every")
+    ok = {**BASE, "pruning": {"kind": "eps_opt", "mode": mode}, "measure": {"curvature_every": 10}}
+    assert parse_spec(ok).pruning.mode == mode
+
+
 def test_user_workload_example_parses(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(QUICKSTART.parent.parent)  # the example is resolved from the repo root
     spec = load_spec(QUICKSTART.parent / "my_workload.yaml")
@@ -118,7 +127,8 @@ def test_defaults() -> None:
         "kind": "none",
         "tolerance": 4.0,
         "grace_steps": 100,
-        "mode": "calibrated",
+        "mode": "fitted",
+        "base": "fifo",
     }
     assert spec.resources.model_dump() == {
         "workers_per_trial": 1,

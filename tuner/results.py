@@ -164,10 +164,7 @@ def pooled_b_simple(trials: pd.DataFrame, curves: pd.DataFrame) -> float:
     """B_simple pooled over the trials that reached the target, at the target.
 
     All of them are then at the same loss, which makes them comparable (DESIGN.md §1,
-    pitfalls 1-2). Each trial's own ratio of averages enters a weighted geometric mean,
-    weighted by how well its batch size can measure B_simple (pitfall 7); summing raw
-    |G|² across trials instead lets one trial near instability, whose |G|² is orders of
-    magnitude larger, decide the result.
+    pitfalls 1-2), pooled by `theory.pooled_noise_scale`.
     """
     reached = trials[trials["status"] == keys.REACHED]
     if reached.empty or curves.empty:
@@ -176,14 +173,7 @@ def pooled_b_simple(trials: pd.DataFrame, curves: pd.DataFrame) -> float:
         reached[["trial_id", keys.BATCH_SIZE, keys.STEPS_TO_TARGET]], on="trial_id"
     )
     at_target = at_target[at_target[keys.STEP] == at_target[keys.STEPS_TO_TARGET]]
-    values = at_target[keys.B_SIMPLE].to_numpy(float)
-    usable = np.isfinite(values) & (values > 0)
-    if not usable.any():
-        return math.nan
-    values = values[usable]
-    batch_sizes = at_target[keys.BATCH_SIZE].to_numpy(float)[usable]
-    weights = theory.pooling_weight(batch_sizes, float(np.median(values)))
-    return float(np.exp(np.sum(weights * np.log(values)) / np.sum(weights)))
+    return theory.pooled_noise_scale(at_target[keys.B_SIMPLE], at_target[keys.BATCH_SIZE])
 
 
 def summarize(

@@ -11,10 +11,11 @@ from typing import Any
 
 import yaml
 from ray import tune
+from ray.tune.search import ConcurrencyLimiter
 
 from trainables.executors import multi_worker_trial, single_worker_trial
 from trainables.settings import TrialSettings
-from tuner import plots, results, schedulers, search
+from tuner import guided, plots, results, schedulers, search
 from tuner.progress import ProgressLine
 from tuner.spec import Spec, load_spec
 from tuner.tune_state import is_experiment
@@ -54,6 +55,7 @@ def trial_settings(spec: Spec, run_dir: Path) -> TrialSettings:
         noise_every=spec.measure.noise_every,
         micro_batches=spec.measure.micro_batches,
         noise_ema=spec.measure.noise_ema,
+        curvature_every=spec.measure.curvature_every,
         precision=spec.measure.precision,
         workers=spec.resources.workers_per_trial,
         cpus_per_worker=spec.resources.cpus_per_worker,
@@ -84,6 +86,36 @@ def _run_config(spec: Spec, run_dir: Path, verbose: bool, progress: bool) -> tun
         verbose=2 if verbose else 0,
         callbacks=callbacks,
         failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
+    )
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """How Tune proposes and stops this sweep's trials."""
+
+    search_alg: Any
+    scheduler: Any
+    param_space: dict[str, Any]
+    num_samples: int
+
+
+def search_plan(spec: Spec, run_dir: Path) -> SearchPlan:
+    """Under eps_opt pruning, grid and random candidates are proposed by a searcher in
+    the order the pruner's shared state prefers (Tune's param space is then empty and
+    num_samples counts every trial); otherwise the spec's search algorithm."""
+    if spec.pruning.kind == "eps_opt" and spec.search.algorithm in ("grid", "random"):
+        state = schedulers.SweepState()
+        configs = guided.candidates(spec)
+        searcher = ConcurrencyLimiter(
+            guided.GuidedCandidates(configs, state), max_concurrent=spec.search.max_concurrent
+        )
+        scheduler = schedulers.make_scheduler(spec, run_dir, state)
+        return SearchPlan(searcher, scheduler, {}, len(configs))
+    return SearchPlan(
+        search.search_algorithm(spec),
+        schedulers.make_scheduler(spec, run_dir),
+        search.param_space(spec),
+        spec.search.num_samples,
     )
 
 
@@ -121,13 +153,14 @@ def run_sweep(
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / SPEC_FILE).write_text(yaml.safe_dump(spec.to_yaml_dict(), sort_keys=False))
     settings = trial_settings(spec, run_dir)
+    plan = search_plan(spec, run_dir)
     tuner = tune.Tuner(
         make_trainable(settings),
-        param_space=search.param_space(spec),
+        param_space=plan.param_space,
         tune_config=tune.TuneConfig(
-            search_alg=search.search_algorithm(spec),
-            scheduler=schedulers.make_scheduler(spec, run_dir),
-            num_samples=spec.search.num_samples,
+            search_alg=plan.search_alg,
+            scheduler=plan.scheduler,
+            num_samples=plan.num_samples,
             reuse_actors=True,
         ),
         run_config=_run_config(spec, run_dir, verbose, progress),

@@ -1,13 +1,40 @@
-"""Trial schedulers: none (FIFO), ASHA as the generic baseline, eps_opt pruning."""
+"""Trial schedulers: none (FIFO), ASHA as the generic baseline, and eps_opt pruning.
+
+`EpsOptScheduler` wraps another scheduler (FIFO or ASHA) and delegates everything it
+does not decide itself (the Syne Tune pattern). Its decisions are pure functions over
+plain records (`decide`, `start_priority`), each a short ladder of early returns (the
+Optuna percentile-pruner pattern), so they are tested without Ray.
+
+Rules, in order (DESIGN.md §1 pitfalls handled: 1-2 by pooling measurements of trials
+that reached the target, 4 by refusing Adam-style optimisers in the spec, 9 by a
+tolerance near 4, 10 by judging only against the sweep's own target):
+1. a trial that has taken as many steps as the best trial at its batch size took to
+   reach the target can no longer improve the front there: stop it;
+2. after `grace_steps`, a trial whose effective rate ε/(1 − m) lies outside
+   [ε_opt(B)/tolerance, tolerance·ε_opt(B)] of the pooled model is stopped, at batch
+   sizes inside the span where trials have reached the target (the model interpolates;
+   it does not extrapolate);
+3. everything else goes to the wrapped scheduler.
+Cold start: until the model exists only rule 1 applies.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from trainables import keys
+from tuner import theory
 from tuner.spec import Spec
+
+DECISIONS_FILE = "decisions.jsonl"  # results/decisions.jsonl: why each trial was pruned
 
 
 def smallest_batch_size(spec: Spec) -> int:
@@ -15,19 +42,279 @@ def smallest_batch_size(spec: Spec) -> int:
     return int(min(dim.points()))  # a range's points() are its bounds
 
 
-def make_scheduler(spec: Spec, run_dir: Path) -> TrialScheduler | None:
-    """The scheduler `pruning.kind` asks for; None means Tune's FIFO (no pruning)."""
+# --- plain data and pure decisions -------------------------------------------------------
+
+
+@dataclass
+class TrialRecord:
+    """What the eps_opt rules know about one trial."""
+
+    batch_size: int
+    lr: float
+    momentum: float
+    status: str = keys.RUNNING
+    step: int = 0
+    steps_to_target: float = math.nan
+    b_simple_at_target: float = math.nan
+    b_noise_at_target: float = math.nan
+    eps_max_at_target: float = math.nan
+    started: bool = False
+
+    @property
+    def effective_lr(self) -> float:
+        """ε/(1 − m) (Smith et al. 2017)."""
+        return float(theory.effective_lr(self.lr, self.momentum))
+
+    def observe(self, result: Mapping[str, Any]) -> None:
+        self.started = True
+        self.step = int(result.get(keys.STEP, self.step))
+        self.status = str(result.get(keys.TRIAL_STATUS, self.status))
+        if self.status == keys.REACHED:
+            self.steps_to_target = float(result[keys.STEPS_TO_TARGET])
+            self.b_simple_at_target = float(result.get(keys.B_SIMPLE, math.nan))
+            self.b_noise_at_target = float(result.get(keys.B_NOISE, math.nan))
+            self.eps_max_at_target = float(result.get(keys.EPS_MAX, math.nan))
+
+
+@dataclass(frozen=True)
+class PruneRule:
+    """The eps_opt settings of a sweep."""
+
+    mode: str = "calibrated"
+    tolerance: float = 4.0
+    grace_steps: int = 100
+
+
+def best_per_batch(records: Iterable[TrialRecord]) -> dict[int, TrialRecord]:
+    """Per batch size the trial that reached the target in the fewest steps."""
+    best: dict[int, TrialRecord] = {}
+    for record in records:
+        if record.status != keys.REACHED:
+            continue
+        current = best.get(record.batch_size)
+        if current is None or record.steps_to_target < current.steps_to_target:
+            best[record.batch_size] = record
+    return best
+
+
+def fit_model(records: Iterable[TrialRecord], mode: str) -> theory.EpsOptFit | None:
+    """The pooled ε_opt(B) model (None until there is enough data for `mode`).
+
+    Measured noise scales are pooled over the trials that reached the target, taken at
+    the target, so that every trial enters at the same loss. B_simple never stands in
+    for B_noise: near the target it is often 10x the B_noise that the best lrs follow,
+    and a model built on it prunes the best trials at small batch sizes.
+    """
+    reached = [r for r in records if r.status == keys.REACHED]
+    best = best_per_batch(reached)
+    batch_sizes = [float(b) for b in best]
+    best_lrs = [r.effective_lr for r in best.values()]
+    sizes = [float(r.batch_size) for r in reached]
+    b_noise = theory.pooled_noise_scale([r.b_noise_at_target for r in reached], sizes)
+    eps_max = theory.pooled_noise_scale([r.eps_max_at_target for r in reached], sizes)
+    return theory.eps_opt_model(mode, batch_sizes, best_lrs, b_noise, eps_max)
+
+
+def _front_reason(record: TrialRecord, best: Mapping[int, TrialRecord]) -> str | None:
+    leader = best.get(record.batch_size)
+    if leader is None or record.status == keys.REACHED or record.step < leader.steps_to_target:
+        return None
+    return (
+        f"pruned: at step {record.step} without reaching the target, which the best "
+        f"trial at B={record.batch_size} reached in {leader.steps_to_target:.0f} steps"
+    )
+
+
+def _lr_reason(
+    record: TrialRecord,
+    best: Mapping[int, TrialRecord],
+    model: theory.EpsOptFit | None,
+    rule: PruneRule,
+) -> str | None:
+    if model is None or record.step < rule.grace_steps or not best:
+        return None
+    if not min(best) <= record.batch_size <= max(best):
+        return None
+    predicted = float(theory.eps_opt(record.batch_size, model.eps_max, model.b_noise))
+    ratio = record.effective_lr / predicted
+    if 1.0 / rule.tolerance <= ratio <= rule.tolerance:
+        return None
+    side = f"{ratio:.1f}x above" if ratio > 1 else f"{1 / ratio:.1f}x below"
+    rate = "lr" if record.momentum == 0 else "lr/(1-m)"
+    return f"pruned: {rate} {side} eps_opt(B={record.batch_size})={predicted:.3g}"
+
+
+def decide(
+    record: TrialRecord,
+    best: Mapping[int, TrialRecord],
+    model: theory.EpsOptFit | None,
+    rule: PruneRule,
+) -> str | None:
+    """The reason to stop this trial now, or None to let the wrapped scheduler decide."""
+    if record.status != keys.RUNNING:
+        return None  # it has ended by itself (reached, exhausted, diverged)
+    return _front_reason(record, best) or _lr_reason(record, best, model, rule)
+
+
+def start_priority(
+    record: TrialRecord,
+    started_per_batch: Mapping[int, int],
+    middle_lr: Mapping[int, float],
+    model: theory.EpsOptFit | None,
+) -> tuple[float, float]:
+    """Lower starts first. With a model: nearest the prediction. Before one: spread
+    over batch sizes, the middle of each batch size's (log) lr range first, so that
+    trials reach the target early and the model appears soon."""
+    if model is not None:
+        predicted = float(theory.eps_opt(record.batch_size, model.eps_max, model.b_noise))
+        return (abs(math.log(record.effective_lr / predicted)), 0.0)
+    middle = middle_lr.get(record.batch_size, record.effective_lr)
+    return (
+        float(started_per_batch.get(record.batch_size, 0)),
+        abs(math.log(record.effective_lr / middle)),
+    )
+
+
+def middle_lrs(records: Iterable[TrialRecord]) -> dict[int, float]:
+    """Per batch size the geometric middle of the effective lrs of its trials."""
+    logs: dict[int, list[float]] = {}
+    for record in records:
+        logs.setdefault(record.batch_size, []).append(math.log(record.effective_lr))
+    return {b: math.exp((min(v) + max(v)) / 2) for b, v in logs.items()}
+
+
+# --- the Ray Tune scheduler ----------------------------------------------------------------
+
+
+@dataclass
+class SweepState:
+    """What the scheduler has learnt, shared with the searcher that orders the trials."""
+
+    records: dict[str, TrialRecord] = field(default_factory=dict)
+    model: theory.EpsOptFit | None = None
+
+
+class EpsOptScheduler(TrialScheduler):
+    """Prunes trials by the noise-scale prediction ε_opt(B) = ε_max/(1 + B_noise/B)."""
+
+    def __init__(
+        self,
+        base: TrialScheduler,
+        rule: PruneRule,
+        max_concurrent: int,
+        decisions_path: Path | None = None,
+        state: SweepState | None = None,
+    ) -> None:
+        super().__init__()
+        self.base, self.rule, self.max_concurrent = base, rule, max_concurrent
+        self.decisions_path = decisions_path
+        self.state = state if state is not None else SweepState()
+
+    # Tune hands the metric to schedulers; the wrapped one may need it.
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        return bool(self.base.set_search_properties(metric, mode, **spec))
+
+    def _record(self, trial: Trial) -> TrialRecord:
+        record = self.state.records.get(trial.trial_id)
+        if record is None:
+            config = trial.config
+            record = TrialRecord(
+                batch_size=int(config[keys.BATCH_SIZE]),
+                lr=float(config[keys.LR]),
+                momentum=float(config.get(keys.MOMENTUM, 0.0)),
+            )
+            self.state.records[trial.trial_id] = record
+        return record
+
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        self._record(trial)
+        self.base.on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
+        record = self._record(trial)
+        record.observe(result)
+        if record.status == keys.REACHED:
+            self.state.model = fit_model(self.state.records.values(), self.rule.mode)
+        best = best_per_batch(self.state.records.values())
+        reason = decide(record, best, self.state.model, self.rule)
+        if reason is not None:
+            self._log(trial.trial_id, record.step, reason)
+            return str(TrialScheduler.STOP)
+        return str(self.base.on_trial_result(tune_controller, trial, result))
+
+    def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> None:
+        if result:
+            self._record(trial).observe(result)
+        self.base.on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
+        self._record(trial).status = keys.ERROR
+        self.base.on_trial_error(tune_controller, trial)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
+        self.base.on_trial_remove(tune_controller, trial)
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
+        trials = tune_controller.get_trials()
+        running = sum(1 for t in trials if t.status == Trial.RUNNING)
+        if running >= self.max_concurrent:
+            return None
+        paused = [t for t in trials if t.status == Trial.PAUSED]
+        if paused:
+            return paused[0]
+        pending = [t for t in trials if t.status == Trial.PENDING]
+        if not pending:
+            return None
+        started: dict[int, int] = {}
+        for record in self.state.records.values():
+            if record.started:
+                started[record.batch_size] = started.get(record.batch_size, 0) + 1
+        model = self.state.model
+        middle = middle_lrs(self.state.records.values())
+        return min(pending, key=lambda t: start_priority(self._record(t), started, middle, model))
+
+    def _log(self, trial_id: str, step: int, reason: str) -> None:
+        if self.decisions_path is None:
+            return
+        self.decisions_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.decisions_path.open("a") as handle:
+            handle.write(json.dumps({"trial_id": trial_id, "step": step, "reason": reason}) + "\n")
+
+    def debug_string(self) -> str:
+        model = self.state.model
+        if model is None:
+            return "eps_opt pruning (no model yet)"
+        return f"eps_opt pruning: eps_max={model.eps_max:.3g} B_noise={model.b_noise:.3g}"
+
+
+def _asha(spec: Spec) -> ASHAScheduler:
+    # ASHA on our own monotonic step counter, not training_iteration (DESIGN.md §4).
+    return ASHAScheduler(
+        time_attr=keys.STEP,
+        metric=keys.TARGET_VALUE,
+        mode="min",
+        max_t=spec.budget.max_steps_for(smallest_batch_size(spec)),
+        grace_period=max(1, spec.pruning.grace_steps),
+        reduction_factor=4,
+    )
+
+
+def make_scheduler(
+    spec: Spec, run_dir: Path, state: SweepState | None = None
+) -> TrialScheduler | None:
+    """The scheduler `pruning.kind` asks for; None means Tune's FIFO (no pruning).
+
+    `state` is shared with the searcher that orders the trials (tuner.guided)."""
     kind = spec.pruning.kind
     if kind == "none":
         return None
     if kind == "asha":
-        # ASHA on our own monotonic step counter, not training_iteration (DESIGN.md §4).
-        return ASHAScheduler(
-            time_attr=keys.STEP,
-            metric=keys.TARGET_VALUE,
-            mode="min",
-            max_t=spec.budget.max_steps_for(smallest_batch_size(spec)),
-            grace_period=max(1, spec.pruning.grace_steps),
-            reduction_factor=4,
-        )
-    raise NotImplementedError(f"pruning.kind {kind!r} is not available yet")
+        return _asha(spec)
+    base = _asha(spec) if spec.pruning.base == "asha" else FIFOScheduler()
+    return EpsOptScheduler(
+        base,
+        PruneRule(spec.pruning.mode, spec.pruning.tolerance, spec.pruning.grace_steps),
+        max_concurrent=spec.search.max_concurrent,
+        decisions_path=run_dir / "results" / DECISIONS_FILE,
+        state=state,
+    )

@@ -362,7 +362,8 @@ class Pruning(_Model):
     kind: Literal["none", "eps_opt", "asha"] = "none"
     tolerance: Annotated[Real, Field(gt=1)] = 4.0
     grace_steps: NonNegInt = 100
-    mode: Literal["measured", "calibrated", "fitted"] = "calibrated"  # eps_opt only
+    mode: Literal["measured", "calibrated", "fitted"] = "fitted"  # eps_opt only
+    base: Literal["fifo", "asha"] = "fifo"  # eps_opt only: the scheduler it wraps
 
 
 class Resources(_Model):
@@ -458,6 +459,18 @@ class Spec(_Model):
                 )
         if self.pruning.kind == "eps_opt" and self.optimizer == "adamw":
             problems.append(("pruning.kind", EPS_OPT_ADAMW))
+        if (
+            self.pruning.kind == "eps_opt"
+            and self.pruning.mode in ("measured", "calibrated")
+            and self.measure.curvature_every == 0
+        ):
+            problems.append(
+                (
+                    "pruning.mode",
+                    f"{self.pruning.mode} needs B_noise from curvature: "
+                    "set measure.curvature_every > 0, or use mode fitted",
+                )
+            )
         if self.search.algorithm == "grid" and not any(
             d.categorical for d in self.space.dimensions().values()
         ):

@@ -6,9 +6,11 @@ steps/examples trade-off S(B) = S_min(1 + B_crit/B).
 """
 
 from tuner.theory.eps_opt import (
+    EPS_OPT_MODES,
     EpsOptFit,
     effective_lr,
     eps_opt,
+    eps_opt_model,
     fit_eps_max,
     fit_eps_opt,
     lr_ratio_to_eps_opt,
@@ -22,6 +24,7 @@ from tuner.theory.noise import (
     eps_max,
     g2_estimate,
     ghg_estimate,
+    pooled_noise_scale,
     pooling_weight,
     trace_h_sigma_estimate,
     trace_sigma_estimate,
@@ -36,6 +39,7 @@ from tuner.theory.tradeoff import (
 )
 
 __all__ = [
+    "EPS_OPT_MODES",
     "EpsOptFit",
     "FloatArray",
     "NoiseScaleEMA",
@@ -47,6 +51,7 @@ __all__ = [
     "effective_lr",
     "eps_max",
     "eps_opt",
+    "eps_opt_model",
     "examples_for",
     "fit_eps_max",
     "fit_eps_opt",
@@ -55,6 +60,7 @@ __all__ = [
     "ghg_estimate",
     "lr_ratio_to_eps_opt",
     "pareto_mask",
+    "pooled_noise_scale",
     "pooling_weight",
     "steps_for",
     "trace_h_sigma_estimate",

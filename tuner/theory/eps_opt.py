@@ -208,3 +208,45 @@ def fit_eps_max(
     if not (math.isfinite(b_noise) and b_noise >= 0):
         raise ValueError(f"b_noise must be finite and >= 0, got {b_noise}")
     return math.exp(float((np.log(y) + np.log1p(b_noise / x)) @ w))
+
+
+EPS_OPT_MODES = ("measured", "calibrated", "fitted")
+
+
+def eps_opt_model(
+    mode: str,
+    batch_sizes: npt.ArrayLike,
+    best_lrs: npt.ArrayLike,
+    b_noise_measured: float = math.nan,
+    eps_max_measured: float = math.nan,
+) -> EpsOptFit | None:
+    """The ε_opt(B) law a pruner uses, from pooled data; None while there is too little.
+
+    `best_lrs` are the best effective learning rates ε/(1 − m) found per batch size.
+    - measured:   ε_max and B_noise both measured (curvature), pooled across trials;
+    - calibrated: B_noise measured, ε_max fitted to the best lrs (≥ 1 batch size);
+    - fitted:     both fitted to the best lrs (≥ 2 distinct batch sizes).
+    rms_log is the misfit to the best lrs (nan where there are none).
+    """
+    if mode not in EPS_OPT_MODES:
+        raise ValueError(f"mode must be one of {EPS_OPT_MODES}, got {mode!r}")
+    b = np.atleast_1d(np.asarray(batch_sizes, dtype=np.float64))
+    lr = np.atleast_1d(np.asarray(best_lrs, dtype=np.float64))
+    if mode == "fitted":
+        return fit_eps_opt(b, lr) if np.unique(b).size >= 2 else None
+    if not (math.isfinite(b_noise_measured) and b_noise_measured > 0):
+        return None
+    if mode == "measured":
+        if not (math.isfinite(eps_max_measured) and eps_max_measured > 0):
+            return None
+        eps_max_value = eps_max_measured
+    elif b.size == 0:
+        return None
+    else:
+        eps_max_value = fit_eps_max(b, lr, b_noise_measured)
+    if b.size:
+        predicted = np.asarray(eps_opt(b, eps_max_value, b_noise_measured))
+        rms = float(np.sqrt(np.mean((np.log(lr) - np.log(predicted)) ** 2)))
+    else:
+        rms = math.nan
+    return EpsOptFit(eps_max=eps_max_value, b_noise=b_noise_measured, rms_log=rms)

@@ -24,6 +24,7 @@ __all__ = [
     "eps_max",
     "g2_estimate",
     "ghg_estimate",
+    "pooled_noise_scale",
     "pooling_weight",
     "trace_h_sigma_estimate",
     "trace_sigma_estimate",
@@ -227,3 +228,21 @@ def pooling_weight(b: npt.ArrayLike, b_simple: npt.ArrayLike) -> float | FloatAr
     if np.any(bs_arr < 0):
         raise ValueError(f"b_simple must be >= 0 (or nan), got {bs_arr}")
     return _finish((b_arr / (b_arr + bs_arr)) ** 2)
+
+
+def pooled_noise_scale(values: npt.ArrayLike, batch_sizes: npt.ArrayLike) -> float:
+    """Noise scale pooled over trials: a geometric mean weighted by `pooling_weight`.
+
+    Each trial contributes its own ratio of averages (B_simple or B_noise), weighted by
+    how well its batch size can measure it (DESIGN.md §1, pitfall 7), with the median
+    as the reference scale. A geometric mean, because summing raw |G|² over trials lets
+    one trial near instability, whose |G|² is orders of magnitude larger, decide it.
+    Non-finite and non-positive values are left out; nan if none remain.
+    """
+    v, b = np.broadcast_arrays(_as_array(values), _as_array(batch_sizes))
+    usable = np.isfinite(v) & (v > 0) & np.isfinite(b) & (b > 0)
+    if not usable.any():
+        return math.nan
+    v, b = v[usable], b[usable]
+    weights = (b / (b + float(np.median(v)))) ** 2
+    return float(np.exp(np.sum(weights * np.log(v)) / np.sum(weights)))

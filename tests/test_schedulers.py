@@ -1,0 +1,185 @@
+"""eps_opt pruning decisions, fed plain records and result dicts (no Ray started)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+from trainables import keys
+from tuner import theory
+from tuner.schedulers import (
+    EpsOptScheduler,
+    PruneRule,
+    TrialRecord,
+    best_per_batch,
+    decide,
+    fit_model,
+    middle_lrs,
+    start_priority,
+)
+
+MODEL = theory.EpsOptFit(eps_max=1.0, b_noise=64.0, rms_log=0.0)  # eps_opt(64) = 0.5
+RULE = PruneRule(mode="fitted", tolerance=4.0, grace_steps=100)
+
+
+def reached(
+    batch_size: int, lr: float, steps: float, momentum: float = 0.0, **extra: float
+) -> TrialRecord:
+    record = TrialRecord(batch_size, lr, momentum, status=keys.REACHED, step=int(steps))
+    record.steps_to_target = steps
+    for name, value in extra.items():
+        setattr(record, name, value)
+    return record
+
+
+@pytest.mark.parametrize(
+    ("lr", "momentum", "step", "expected"),
+    [
+        (0.5, 0.0, 500, None),  # at the prediction
+        (1.9, 0.0, 500, None),  # inside x4
+        (0.13, 0.0, 500, None),  # inside /4
+        (4.0, 0.0, 99, None),  # before grace_steps
+        (4.0, 0.0, 100, "pruned: lr 8.0x above eps_opt(B=64)=0.5"),
+        (0.05, 0.0, 100, "pruned: lr 10.0x below eps_opt(B=64)=0.5"),
+        (0.4, 0.9, 100, "pruned: lr/(1-m) 8.0x above eps_opt(B=64)=0.5"),  # effective 4.0
+        (0.05, 0.9, 100, None),  # effective 0.5
+    ],
+)
+def test_lr_rule_uses_the_effective_rate_and_tolerance(
+    lr: float, momentum: float, step: int, expected: str | None
+) -> None:
+    record = TrialRecord(64, lr, momentum, step=step)
+    span = {16: reached(16, 0.1, 5000), 256: reached(256, 0.8, 5000)}
+    assert decide(record, span, MODEL, RULE) == expected
+
+
+def test_lr_rule_interpolates_and_never_extrapolates() -> None:
+    far_off = TrialRecord(64, 8.0, 0.0, step=500)
+    assert decide(far_off, {}, MODEL, RULE) is None  # no trial reached anywhere yet
+    assert decide(far_off, {256: reached(256, 0.8, 5000)}, MODEL, RULE) is None
+    assert decide(
+        far_off, {16: reached(16, 0.1, 5000), 1024: reached(1024, 1.0, 5000)}, MODEL, RULE
+    )
+
+
+def test_cold_start_prunes_only_by_the_front() -> None:
+    far_off = TrialRecord(64, 100.0, 0.0, step=500)
+    assert decide(far_off, {}, None, RULE) is None
+    best = {64: reached(64, 0.5, 300)}
+    assert decide(TrialRecord(64, 0.4, 0.0, step=290), best, None, RULE) is None
+    reason = decide(TrialRecord(64, 0.4, 0.0, step=300), best, None, RULE)
+    assert reason is not None and "reached in 300 steps" in reason
+    assert decide(TrialRecord(16, 0.4, 0.0, step=900), best, None, RULE) is None  # other B
+
+
+@pytest.mark.parametrize("status", [keys.REACHED, keys.DIVERGED, keys.EXHAUSTED])
+def test_trials_that_ended_themselves_are_left_alone(status: str) -> None:
+    record = TrialRecord(64, 100.0, 0.0, status=status, step=5000)
+    assert decide(record, {64: reached(64, 0.5, 10)}, MODEL, RULE) is None
+
+
+def test_best_per_batch_takes_the_fewest_steps() -> None:
+    records = [
+        reached(64, 0.5, 300),
+        reached(64, 1.0, 200),
+        reached(16, 0.2, 900),
+        TrialRecord(16, 1, 0),
+    ]
+    best = best_per_batch(records)
+    assert {b: r.steps_to_target for b, r in best.items()} == {64: 200, 16: 900}
+
+
+def exact_front(
+    eps_max: float, b_noise: float, batch_sizes: list[int], **extra: float
+) -> list[TrialRecord]:
+    """Trials whose best lr is exactly eps_opt(B), plus a worse one per batch size."""
+    records = []
+    for b in batch_sizes:
+        best_lr = float(theory.eps_opt(b, eps_max, b_noise))
+        records.append(reached(b, best_lr, 100 * (1 + 50 / b), **extra))
+        records.append(reached(b, best_lr * 3, 200 * (1 + 50 / b), **extra))
+    return records
+
+
+def test_fitted_model_recovers_the_law_from_the_best_lrs() -> None:
+    model = fit_model(exact_front(2.0, 100.0, [16, 64, 256, 1024]), "fitted")
+    assert model is not None
+    assert model.eps_max == pytest.approx(2.0, rel=1e-4)
+    assert model.b_noise == pytest.approx(100.0, rel=1e-3)
+    assert fit_model(exact_front(2.0, 100.0, [64]), "fitted") is None  # one B: no fit yet
+
+
+def test_calibrated_model_uses_measured_b_noise_and_fits_eps_max() -> None:
+    records = exact_front(2.0, 100.0, [64], b_simple_at_target=1000.0)
+    assert fit_model(records, "calibrated") is None  # B_simple never stands in for B_noise
+    for record in records:
+        record.b_noise_at_target = 100.0
+    model = fit_model(records, "calibrated")
+    assert model is not None
+    assert model.b_noise == pytest.approx(100.0)
+    assert model.eps_max == pytest.approx(2.0, rel=1e-9)
+
+
+def test_measured_model_needs_curvature() -> None:
+    records = exact_front(2.0, 100.0, [64, 256])
+    assert fit_model(records, "measured") is None
+    for record in records:
+        record.b_noise_at_target, record.eps_max_at_target = 80.0, 1.5
+    model = fit_model(records, "measured")
+    assert model is not None and (model.b_noise, model.eps_max) == pytest.approx((80.0, 1.5))
+
+
+def test_start_priority_nearest_prediction_first_and_spread_before() -> None:
+    near, far = TrialRecord(64, 0.55, 0.0), TrialRecord(64, 5.0, 0.0)
+    assert start_priority(near, {}, {}, MODEL) < start_priority(far, {}, {}, MODEL)
+    fresh, busy = TrialRecord(16, 0.1, 0.0), TrialRecord(64, 0.1, 0.0)
+    assert start_priority(fresh, {64: 3}, {}, None) < start_priority(busy, {64: 3}, {}, None)
+    grid = [TrialRecord(64, lr, 0.0) for lr in (0.01, 0.1, 1.0)]
+    middle = middle_lrs(grid)
+    assert middle[64] == pytest.approx(0.1)
+    assert min(grid, key=lambda r: start_priority(r, {}, middle, None)).lr == 0.1
+
+
+def fake_trial(trial_id: str, batch_size: int, lr: float, status: str = Trial.PENDING) -> Any:
+    config = {keys.BATCH_SIZE: batch_size, keys.LR: lr, keys.MOMENTUM: 0.0}
+    return SimpleNamespace(trial_id=trial_id, config=config, status=status)
+
+
+def result(step: int, status: str = keys.RUNNING, **extra: Any) -> dict[str, Any]:
+    return {keys.STEP: step, keys.TRIAL_STATUS: status, keys.STEPS_TO_TARGET: math.nan, **extra}
+
+
+def test_scheduler_stops_logs_and_delegates(tmp_path: Path) -> None:
+    log = tmp_path / "results" / "decisions.jsonl"
+    scheduler = EpsOptScheduler(FIFOScheduler(), RULE, max_concurrent=2, decisions_path=log)
+    leader, follower = fake_trial("a", 64, 0.5), fake_trial("b", 64, 0.7)
+    controller = SimpleNamespace(get_trials=lambda: [leader, follower])
+    for trial in (leader, follower):
+        scheduler.on_trial_add(controller, trial)
+    assert scheduler.on_trial_result(controller, follower, result(100)) == TrialScheduler.CONTINUE
+    done = result(150, keys.REACHED, **{keys.STEPS_TO_TARGET: 150, keys.B_SIMPLE: 40.0})
+    assert scheduler.on_trial_result(controller, leader, done) == TrialScheduler.CONTINUE
+    assert scheduler.on_trial_result(controller, follower, result(150)) == TrialScheduler.STOP
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert lines == [{"trial_id": "b", "step": 150, "reason": lines[0]["reason"]}]
+    assert "reached in 150 steps" in lines[0]["reason"]
+    assert scheduler.state.model is None  # fitted needs reached trials at two batch sizes
+
+
+def test_choose_trial_respects_concurrency_and_prefers_the_prediction() -> None:
+    scheduler = EpsOptScheduler(FIFOScheduler(), RULE, max_concurrent=1)
+    scheduler.state.model = MODEL
+    trials = [fake_trial("far", 64, 8.0), fake_trial("near", 64, 0.45), fake_trial("mid", 64, 2.0)]
+    controller = SimpleNamespace(get_trials=lambda: trials)
+    for trial in trials:
+        scheduler.on_trial_add(controller, trial)
+    assert scheduler.choose_trial_to_run(controller).trial_id == "near"
+    trials[1].status = Trial.RUNNING
+    assert scheduler.choose_trial_to_run(controller) is None  # one at a time
