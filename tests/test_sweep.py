@@ -128,3 +128,33 @@ def test_results_read_back_without_ray(grid_run: Any) -> None:
     tables = results.read_tables(grid_run.run_dir)
     rebuilt = results.build_tables(grid_run.run_dir, tables.summary["target"])
     pd.testing.assert_frame_equal(rebuilt.trials, tables.trials, check_dtype=False)
+
+
+def test_eps_opt_pruning_spends_less_for_the_same_front(ray_session: None, tmp_path: Path) -> None:
+    """The product's claim in small: the same grid, pruned by eps_opt, reaches the same
+    per-batch-size best steps for a fraction of the examples."""
+    space = {"batch_size": [16, 64, 256], "lr": [0.0625, 0.125, 0.25, 0.5, 1.0, 1.6]}
+    outcomes = {
+        kind: run_sweep(
+            small_spec(
+                tmp_path,
+                name=kind,
+                space=space,
+                target={"metric": "loss", "value": 0.14},
+                eval_every=5,
+                pruning={"kind": kind, "grace_steps": 20},
+            ),
+            progress=False,
+        )
+        for kind in ("none", "eps_opt")
+    }
+    full, pruned = (outcomes[k].tables for k in ("none", "eps_opt"))
+    assert len(pruned.trials) == len(full.trials) == 18
+    assert pruned.summary["n_pruned"] > 0
+    assert pruned.summary["total_examples"] < 0.6 * full.summary["total_examples"]
+    best_full = full.front.set_index("batch_size")["steps"]
+    best_pruned = pruned.front.set_index("batch_size")["steps"]
+    assert list(best_pruned.index) == list(best_full.index)
+    assert (best_pruned <= 1.25 * best_full).all(), (best_full.tolist(), best_pruned.tolist())
+    reasons = pruned.trials[pruned.trials["status"] == keys.PRUNED][keys.REASON]
+    assert reasons.str.startswith("pruned: ").all()

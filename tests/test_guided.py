@@ -1,0 +1,81 @@
+"""The candidates an eps_opt sweep runs, and the order the guided searcher proposes them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from ray.tune.search import Searcher
+
+from trainables import keys
+from tuner import theory
+from tuner.guided import GuidedCandidates, candidates
+from tuner.schedulers import SweepState
+from tuner.spec import parse_spec
+
+BASE: dict[str, Any] = {
+    "name": "g",
+    "workload": "linear_regression",
+    "target": {"metric": "loss", "value": 0.2},
+    "budget": {"max_steps": 100},
+    "space": {
+        "batch_size": [16, 256],
+        "lr": [0.01, 0.1, 1.0],
+        "momentum": [0.0],
+        "warmup_steps": {"int_uniform": [0, 10]},
+    },
+    "search": {"algorithm": "grid", "num_samples": 2, "seed": 3},
+    "pruning": {"kind": "eps_opt"},
+}
+
+
+def test_grid_candidates_cover_the_grid_and_draw_ranges_reproducibly() -> None:
+    spec = parse_spec(BASE)
+    configs = candidates(spec)
+    assert len(configs) == 2 * 3 * 2  # batch x lr x num_samples
+    assert sorted({(c[keys.BATCH_SIZE], c[keys.LR]) for c in configs}) == sorted(
+        (b, lr) for b in (16, 256) for lr in (0.01, 0.1, 1.0)
+    )
+    assert all(0 <= c[keys.WARMUP_STEPS] <= 10 for c in configs)
+    assert candidates(spec) == configs
+
+
+@pytest.mark.parametrize(
+    ("dim", "low", "high"),
+    [
+        ({"log_uniform": [0.001, 1.0]}, 0.001, 1.0),
+        ({"uniform": [0.2, 0.4]}, 0.2, 0.4),
+    ],
+)
+def test_random_candidates_stay_in_their_ranges(
+    dim: dict[str, Any], low: float, high: float
+) -> None:
+    spec = parse_spec(
+        {
+            **BASE,
+            "space": {"batch_size": {"log_int_uniform": [8, 512]}, "lr": dim},
+            "search": {"algorithm": "random", "num_samples": 50, "seed": 0},
+        }
+    )
+    configs = candidates(spec)
+    assert len(configs) == 50
+    assert all(low <= c[keys.LR] <= high for c in configs)
+    assert all(8 <= c[keys.BATCH_SIZE] <= 512 for c in configs)
+
+
+def test_guided_order_spreads_first_then_follows_the_model() -> None:
+    configs = [
+        {keys.BATCH_SIZE: b, keys.LR: lr, keys.MOMENTUM: 0.0, keys.WARMUP_STEPS: 0}
+        for b in (16, 256)
+        for lr in (0.01, 0.1, 1.0)
+    ]
+    state = SweepState()
+    searcher = GuidedCandidates(configs, state)
+    first, second = searcher.suggest("a"), searcher.suggest("b")
+    assert {first[keys.BATCH_SIZE], second[keys.BATCH_SIZE]} == {16, 256}  # type: ignore[index]
+    assert first[keys.LR] == second[keys.LR] == 0.1  # type: ignore[index]
+    state.model = theory.EpsOptFit(eps_max=1.0, b_noise=16.0, rms_log=0.0)  # eps_opt(256) ~ 0.94
+    assert searcher.suggest("c") == {**configs[5]}  # B=256, lr 1.0
+    for name in "def":
+        assert searcher.suggest(name) is not None
+    assert searcher.suggest("g") == Searcher.FINISHED
