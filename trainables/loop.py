@@ -2,8 +2,9 @@
 
 Warmup then constant lr, SGD with momentum (or AdamW with beta1 = momentum), a global
 batch B split evenly over the workers, the two-batch noise-scale measurement every
-`noise_every` steps, an evaluation every `eval_every` steps (target check, workload
-metrics, report) and a stop on target reached, budget exhausted or divergence.
+`noise_every` steps, the curvature measurement (GᵀHG, tr(HΣ), hence B_noise and ε_max)
+every `curvature_every` steps, an evaluation every `eval_every` steps (target check,
+workload metrics, report) and a stop on target reached, budget exhausted or divergence.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -23,6 +25,7 @@ from torch.utils.data import Dataset, TensorDataset
 from torch.utils.data._utils.collate import default_collate
 
 from trainables import keys
+from trainables.curvature import CurvaturePair, GradVector, curvature_pair
 from trainables.noise_capture import (
     DDPNormState,
     MicroBatchNorms,
@@ -33,10 +36,11 @@ from trainables.noise_capture import (
 from trainables.schedule import warmup_lr
 from trainables.settings import Hyperparameters, TrialSettings
 from trainables.workload import Workload, build_workload
-from tuner.theory import NoiseScaleEMA
+from tuner.theory import NoiseScaleEMA, eps_max
 
 Report = Callable[[dict[str, Any]], None]
 EVAL_CHUNK = 8192
+HESSIAN_STREAM = 1  # the Hessian batches' random stream of a trial (the sampler's is apart)
 
 
 class TrialInputError(ValueError):
@@ -129,6 +133,15 @@ class TrainLossWindow:
         return float(mean)
 
 
+@dataclass
+class Captured:
+    """What one step's backward measured: the norm pair, and on curvature steps the
+    small-batch gradient vectors (each micro-batch's, or this worker's local one)."""
+
+    pair: NormPair | None = None
+    small_grads: list[list[torch.Tensor | None]] | None = None
+
+
 class Trial:
     """One training run: its model, optimiser, measurement state and stop rules."""
 
@@ -162,7 +175,13 @@ class Trial:
         self.sampler = torch.Generator().manual_seed(
             1_000_003 * (settings.seed + 1) + hp.batch_size
         )
+        # The Hessian batch of the curvature measurement has its own stream (the same on
+        # every worker), so measuring curvature does not shift the training batches.
+        seed = np.random.SeedSequence([settings.seed, hp.batch_size, HESSIAN_STREAM])
+        self.hessian_sampler = torch.Generator().manual_seed(int(seed.generate_state(1)[0]))
         self.noise = NoiseScaleEMA(beta=settings.noise_ema)
+        # Fed with (GᵀHG, tr(HΣ)): its g2 is GᵀHG, its trace_sigma tr(HΣ), its ratio B_noise.
+        self.curvature = NoiseScaleEMA(beta=settings.noise_ema)
         self.train_loss = TrainLossWindow(torch.zeros((), dtype=torch.float64, device=device))
         self.skipped_steps = 0
 
@@ -171,9 +190,10 @@ class Trial:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
-    def next_batch(self) -> Any:
+    def next_batch(self, generator: torch.Generator | None = None) -> Any:
+        """This worker's slice of the next global batch drawn from `generator` (the sampler)."""
         n = len(self.workload.train_data)  # type: ignore[arg-type]
-        indices = torch.randint(n, (self.hp.batch_size,), generator=self.sampler)
+        indices = torch.randint(n, (self.hp.batch_size,), generator=generator or self.sampler)
         lo = self.world.rank * self.local_batch
         local = indices[lo : lo + self.local_batch]
         return to_device(fetch_batch(self.workload.train_data, local), self.device)
@@ -185,23 +205,33 @@ class Trial:
         # One worker needs at least two examples to split into micro-batches.
         return self.world.size > 1 or self.hp.batch_size >= 2
 
-    def backward(self, batch: Any, measure: bool) -> NormPair | None:
-        """Gradient of the mean loss over the global batch; norms on measured steps."""
+    def measures_curvature(self, step: int) -> bool:
+        every = self.settings.curvature_every
+        if every <= 0 or step % every:
+            return False
+        return self.world.size > 1 or self.hp.batch_size >= 2
+
+    def backward(self, batch: Any, measure: bool, keep_grads: bool = False) -> Captured:
+        """Gradient of the mean loss over the global batch; norms on measured steps, and
+        with `keep_grads` the small-batch gradient vectors too (no extra backward pass)."""
         if self.ddp_norms is not None:
             if measure:
-                self.ddp_norms.start(self.device)
+                self.ddp_norms.start(self.device, keep_grads=keep_grads)
             with self.autocast():
                 loss = self.workload.loss(self.trained, batch)
             loss.backward()
             self.train_loss.add(loss)
-            return self.ddp_norms.pair(self.local_batch) if measure else None
+            if not measure:
+                return Captured()
+            small = [self.ddp_norms.local_grads(self.params)] if keep_grads else None
+            return Captured(self.ddp_norms.pair(self.local_batch), small)
         if not measure:
             with self.autocast():
                 loss = self.workload.loss(self.model, batch)
             loss.backward()
             self.train_loss.add(loss)
-            return None
-        norms = MicroBatchNorms(self.params)
+            return Captured()
+        norms = MicroBatchNorms(self.params, keep_grads=keep_grads)
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         parts = min(self.settings.micro_batches, self.hp.batch_size)
         for micro, size in split_batch(batch, parts):
@@ -212,20 +242,53 @@ class Trial:
                 loss.backward()
             total += loss.detach().double()
         self.train_loss.add(total)
-        return norms.pair()
+        return Captured(norms.pair(), norms.take_grads() if keep_grads else None)
+
+    def measure_curvature(self, pair: NormPair, small: Sequence[GradVector]) -> CurvaturePair:
+        """Quadratic forms vᵀHv of the step's two batch gradients, H from a fresh batch.
+
+        Runs before the optimizer step (same weights as the gradients), in fp32 without
+        autocast, with `torch.autograd.grad` only (`.grad` stays as it is), the global RNG
+        and the module buffers (BatchNorm statistics) restored afterwards. Each worker takes
+        its slice of the Hessian batch (McCandlish et al. 2018, App. A.1).
+        """
+        batch = self.next_batch(self.hessian_sampler)
+        big = [p.grad for p in self.params]
+        buffers = [b.detach().clone() for b in self.model.buffers()]
+        devices = [] if self.device.type == "cpu" else [self.device]
+        with torch.random.fork_rng(devices=devices, device_type=self.device.type):
+            loss = self.workload.loss(self.model, batch)
+            curvature = curvature_pair(
+                loss, self.params, small, big, pair.b_small, pair.b_big, self.world.size
+            )
+        if buffers:
+            with torch.no_grad():
+                for buffer, saved in zip(self.model.buffers(), buffers, strict=True):
+                    buffer.copy_(saved)
+        return curvature
 
     def step(self, step: int) -> None:
         lr = warmup_lr(step, self.hp.lr, self.hp.warmup_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        measure = self.measures_noise(step)
-        pair = self.backward(self.next_batch(), measure)
+        curvature = self.measures_curvature(step)
+        # Curvature steps measure the norms too (same step, same weights).
+        captured = self.backward(
+            self.next_batch(), self.measures_noise(step) or curvature, keep_grads=curvature
+        )
         if self.settings.precision == "bf16" and not math.isfinite(
             float(grad_sq_norm(self.params))
         ):
             self.skipped_steps += 1  # a non-finite step is skipped, not applied
             return
+        pair = captured.pair
+        if pair is not None and captured.small_grads is not None:
+            # Every worker gets here on the same steps (the skip above is decided on the
+            # all-reduced gradient), as the all-reduce inside requires.
+            forms = self.measure_curvature(pair, captured.small_grads)
+            if forms.is_finite():
+                self.curvature.update(forms.ghg(), forms.trace_h_sigma())
         self.optimizer.step()
         if pair is not None and math.isfinite(pair.sq_small) and math.isfinite(pair.sq_big):
             self.noise.update(pair.g2(), pair.trace_sigma())
@@ -306,6 +369,10 @@ def run_trial(
             keys.B_SIMPLE: trial.noise.b_simple,
             keys.G2: trial.noise.g2,
             keys.TRACE_SIGMA: trial.noise.trace_sigma,
+            keys.B_NOISE: trial.curvature.b_simple,
+            keys.GHG: trial.curvature.g2,
+            keys.TRACE_H_SIGMA: trial.curvature.trace_sigma,
+            keys.EPS_MAX: float(eps_max(trial.noise.g2, trial.curvature.g2)),
             keys.TARGET_VALUE: value,
             keys.TRIAL_STATUS: status,
             keys.STEPS_TO_TARGET: step if reached else math.nan,

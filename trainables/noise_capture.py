@@ -7,10 +7,13 @@ Two ways, both without an extra backward pass (DESIGN.md §1, pitfall 5):
 - N DDP workers: a communication hook sums each bucket's squared norm before (local
   batch) and after (global batch) the all-reduce; one scalar all-reduce averages the
   local norms over workers.
-Either gives a `NormPair` for tuner.theory's two-batch estimators.
+Either gives a `NormPair` for tuner.theory's two-batch estimators. With `keep_grads`
+(curvature steps only) they also keep the small-batch gradient vectors themselves (each
+micro-batch's, or the worker's local one) for the Hessian-vector products of
+trainables.curvature.
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,21 +59,40 @@ def grad_sq_norm(params: Sequence[torch.Tensor]) -> torch.Tensor:
 class MicroBatchNorms:
     """Per-micro-batch squared gradient norms, captured by parameter hooks.
 
-    Use `with capture.micro_batch(weight):` around each micro-batch's backward, where
-    `weight` is the factor its mean loss was scaled by (n_i/B), then `pair(...)`.
+    Use `with capture.micro_batch(size, weight):` around each micro-batch's backward, where
+    `weight` is the factor its mean loss was scaled by (n_i/B), then `pair(...)`. With
+    `keep_grads`, `take_grads()` then returns each micro-batch's own gradient g_i (a
+    tensor per parameter in `params` order, None where it got none).
     """
 
     params: Sequence[torch.Tensor]
+    keep_grads: bool = False
     _current: list[torch.Tensor] = field(default_factory=list)
     _per_batch: list[torch.Tensor] = field(default_factory=list)
     _sizes: list[int] = field(default_factory=list)
+    _grads: list[list[torch.Tensor | None]] = field(default_factory=list)
 
     def _hook(self, grad: torch.Tensor) -> None:
         self._current.append(torch.linalg.vector_norm(grad, dtype=torch.float32).double() ** 2)
 
+    def _keep_hook(
+        self, kept: list[torch.Tensor | None], index: int, weight: float
+    ) -> "Callable[[torch.Tensor], None]":
+        def hook(grad: torch.Tensor) -> None:
+            self._hook(grad)
+            # A new tensor: `grad` itself may become `.grad` and be accumulated into.
+            kept[index] = grad.detach() / weight
+
+        return hook
+
     @contextmanager
     def micro_batch(self, size: int, weight: float) -> "Iterator[None]":
-        handles = [p.register_hook(self._hook) for p in self.params if p.requires_grad]
+        kept: list[torch.Tensor | None] = [None] * len(self.params)
+        handles = [
+            p.register_hook(self._keep_hook(kept, i, weight) if self.keep_grads else self._hook)
+            for i, p in enumerate(self.params)
+            if p.requires_grad
+        ]
         self._current = []
         try:
             yield
@@ -80,6 +102,13 @@ class MicroBatchNorms:
         # The hook saw weight·g_i; undo the scaling to get |g_i|².
         self._per_batch.append(torch.stack(self._current).sum() / weight**2)
         self._sizes.append(size)
+        if self.keep_grads:
+            self._grads.append(kept)
+
+    def take_grads(self) -> list[list[torch.Tensor | None]]:
+        """Each captured micro-batch's gradient g_i (with `keep_grads`), and forget them."""
+        grads, self._grads = self._grads, []
+        return grads
 
     def pair(self) -> NormPair:
         """Combine the captured micro-batches with the accumulated gradient in `.grad`."""
@@ -94,17 +123,30 @@ class MicroBatchNorms:
 
 @dataclass
 class DDPNormState:
-    """State of `allreduce_with_norms`; `measuring` switches capture on for one step."""
+    """State of `allreduce_with_norms`; `measuring` switches capture on for one step.
+
+    With `keep_grads` (set by `start`) the hook also copies this worker's local gradient
+    out of each bucket before the all-reduce; `local_grads(params)` returns it.
+    """
 
     world_size: int
     measuring: bool = False
+    keep_grads: bool = False
     local_sq: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.float64))
     global_sq: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.float64))
+    kept: dict[int, torch.Tensor] = field(default_factory=dict)  # by id(param)
 
-    def start(self, device: torch.device) -> None:
+    def start(self, device: torch.device, keep_grads: bool = False) -> None:
         self.measuring = True
+        self.keep_grads = keep_grads
+        self.kept = {}
         self.local_sq = torch.zeros((), dtype=torch.float64, device=device)
         self.global_sq = torch.zeros((), dtype=torch.float64, device=device)
+
+    def local_grads(self, params: Sequence[torch.Tensor]) -> list[torch.Tensor | None]:
+        """This worker's local gradient kept by the hook, in `params` order, and forget it."""
+        kept, self.kept, self.keep_grads = self.kept, {}, False
+        return [kept.get(id(p)) for p in params]
 
     def pair(self, local_batch: int) -> "NormPair":
         """Average the workers' local norms (one scalar all-reduce) and stop capturing."""
@@ -131,6 +173,9 @@ def allreduce_with_norms(
     buffer = bucket.buffer()
     if state.measuring:
         state.local_sq += torch.linalg.vector_norm(buffer, dtype=torch.float32).double() ** 2
+        if state.keep_grads:  # `gradients()` are views of `buffer`: copy before the division
+            for param, grad in zip(bucket.parameters(), bucket.gradients(), strict=True):
+                state.kept[id(param)] = grad.clone()
     buffer.div_(state.world_size)  # SUM of pre-divided grads = mean; ReduceOp.AVG is NCCL-only
     future: Any = dist.all_reduce(buffer, async_op=True).get_future()
 

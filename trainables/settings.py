@@ -26,6 +26,7 @@ class TrialSettings:
     noise_every: int = 4
     micro_batches: int = 2
     noise_ema: float = 0.99
+    curvature_every: int = 0  # GᵀHG, tr(HΣ) (B_noise, ε_max) every n steps; 0 = off
     precision: str = "fp32"
     workers: int = 1
     cpus_per_worker: float = 1.0
