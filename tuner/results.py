@@ -160,20 +160,21 @@ def front_table(trials: pd.DataFrame) -> pd.DataFrame:
     return front.reset_index(drop=True)
 
 
-def pooled_b_simple(trials: pd.DataFrame, curves: pd.DataFrame) -> float:
-    """B_simple pooled over the trials that reached the target, at the target.
+def pooled_at_target(trials: pd.DataFrame, curves: pd.DataFrame, column: str) -> float:
+    """A measured quantity (b_simple, b_noise, eps_max) pooled over the trials that
+    reached the target, taken at the target.
 
     All of them are then at the same loss, which makes them comparable (DESIGN.md §1,
     pitfalls 1-2), pooled by `theory.pooled_noise_scale`.
     """
     reached = trials[trials["status"] == keys.REACHED]
-    if reached.empty or curves.empty:
+    if reached.empty or curves.empty or column not in curves:
         return math.nan
     at_target = curves.merge(
         reached[["trial_id", keys.BATCH_SIZE, keys.STEPS_TO_TARGET]], on="trial_id"
     )
     at_target = at_target[at_target[keys.STEP] == at_target[keys.STEPS_TO_TARGET]]
-    return theory.pooled_noise_scale(at_target[keys.B_SIMPLE], at_target[keys.BATCH_SIZE])
+    return theory.pooled_noise_scale(at_target[column], at_target[keys.BATCH_SIZE])
 
 
 def summarize(
@@ -194,8 +195,15 @@ def summarize(
         "n_unfinished": int((trials["status"] == UNFINISHED).sum()),
         "total_examples": int(trials["examples"].sum()),
     }  # fmt: skip
-    b_simple = pooled_b_simple(trials, curves)
+    b_simple = pooled_at_target(trials, curves, keys.B_SIMPLE)
     summary["b_simple"] = b_simple if math.isfinite(b_simple) else None
+    b_noise = pooled_at_target(trials, curves, keys.B_NOISE)
+    eps_max = pooled_at_target(trials, curves, keys.EPS_MAX)
+    if math.isfinite(b_noise) and math.isfinite(eps_max):
+        summary.update(
+            b_noise=b_noise, eps_max=eps_max,
+            b_noise_source="measured (curvature), pooled at the target",
+        )  # fmt: skip
     if front[keys.BATCH_SIZE].nunique() >= 2:
         batch_sizes = front[keys.BATCH_SIZE].to_numpy(float)
         steps = front["steps"].to_numpy(float)
@@ -203,12 +211,14 @@ def summarize(
         summary.update(s_min=fit.s_min, e_min=fit.e_min, b_crit=fit.b_crit, fit_rms_log=fit.rms_log)
         if len(batch_sizes) >= 3:  # two points fit exactly: no residuals to resample
             summary["b_crit_interval"] = list(theory.bootstrap_b_crit(batch_sizes, steps))
-        effective = front[keys.LR].to_numpy(float) / (1.0 - front[keys.MOMENTUM].to_numpy(float))
-        lr_fit = theory.fit_eps_opt(batch_sizes, effective)
-        summary.update(
-            b_noise=lr_fit.b_noise, eps_max=lr_fit.eps_max,
-            b_noise_source="fitted to the best effective lr per batch size",
-        )  # fmt: skip
+        if summary["b_noise_source"] is None:
+            lr = front[keys.LR].to_numpy(float)
+            effective = lr / (1.0 - front[keys.MOMENTUM].to_numpy(float))
+            lr_fit = theory.fit_eps_opt(batch_sizes, effective)
+            summary.update(
+                b_noise=lr_fit.b_noise, eps_max=lr_fit.eps_max,
+                b_noise_source="fitted to the best effective lr per batch size",
+            )  # fmt: skip
     return summary
 
 
