@@ -9,7 +9,7 @@ from ray.tune.search import Searcher
 
 from trainables import keys
 from tuner import theory
-from tuner.guided import GuidedCandidates, candidates
+from tuner.guided import EpsGuidedSearcher, GuidedCandidates, candidates, temperature_key
 from tuner.schedulers import SweepState
 from tuner.spec import parse_spec
 
@@ -79,3 +79,66 @@ def test_guided_order_spreads_first_then_follows_the_model() -> None:
     for name in "def":
         assert searcher.suggest(name) is not None
     assert searcher.suggest("g") == Searcher.FINISHED
+
+
+def config(batch_size: int, lr: float, momentum: float = 0.0, warmup: int = 0) -> dict[str, Any]:
+    return {
+        keys.BATCH_SIZE: batch_size,
+        keys.LR: lr,
+        keys.MOMENTUM: momentum,
+        keys.WARMUP_STEPS: warmup,
+    }
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "b_crit", "same"),
+    [
+        (config(64, 0.1), config(64, 0.01, 0.9), 500.0, True),  # equal lr/(1-m) below B_crit
+        (config(64, 0.1), config(64, 0.01, 0.9), 32.0, False),  # at/above B_crit: distinct
+        (config(64, 0.1), config(128, 0.1), 500.0, False),  # never across batch sizes
+        (config(64, 0.1), config(64, 0.1, warmup=50), 500.0, False),
+        (config(64, 0.1), config(64, 0.105), 500.0, True),  # within the 2^0.25 resolution
+        (config(64, 0.1), config(64, 0.2), 500.0, False),
+    ],
+)
+def test_temperature_key(a: dict[str, Any], b: dict[str, Any], b_crit: float, same: bool) -> None:
+    assert (temperature_key(a, b_crit) == temperature_key(b, b_crit)) is same
+
+
+def guided_spec(**search: Any) -> Any:
+    return parse_spec(
+        {
+            **BASE,
+            "space": {
+                "batch_size": [16, 256],
+                "lr": {"log_uniform": [0.001, 10.0]},
+                "momentum": [0.0, 0.9],
+            },
+            "search": {"algorithm": "eps-guided", "num_samples": 200, "seed": 1, **search},
+            "pruning": {"kind": "eps_opt", "tolerance": 4.0},
+        }
+    )
+
+
+def test_eps_guided_draws_around_the_prediction_once_there_is_a_model() -> None:
+    state = SweepState()
+    searcher = EpsGuidedSearcher(guided_spec(), state)
+    before = [searcher.suggest(str(i)) for i in range(40)]
+    spread = max(c[keys.LR] for c in before) / min(c[keys.LR] for c in before)  # type: ignore[index]
+    assert spread > 100  # the spec's log-uniform range
+    state.model = theory.EpsOptFit(eps_max=1.0, b_noise=64.0, rms_log=0.0)
+    after = [searcher.suggest(str(i)) for i in range(40, 200)]
+    ratios = [
+        c[keys.LR] / (1 - c[keys.MOMENTUM]) / theory.eps_opt(c[keys.BATCH_SIZE], 1.0, 64.0)  # type: ignore[index]
+        for c in after
+    ]
+    inside = sum(1 / 4 <= r <= 4 for r in ratios) / len(ratios)
+    assert inside > 0.85
+    assert searcher.suggest("last") == Searcher.FINISHED
+
+
+def test_eps_guided_needs_eps_opt_pruning() -> None:
+    from tuner.spec import SpecError
+
+    with pytest.raises(SpecError, match="eps-guided"):
+        parse_spec({**BASE, "search": {"algorithm": "eps-guided"}, "pruning": {"kind": "none"}})

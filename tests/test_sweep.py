@@ -158,3 +158,20 @@ def test_eps_opt_pruning_spends_less_for_the_same_front(ray_session: None, tmp_p
     assert (best_pruned <= 1.25 * best_full).all(), (best_full.tolist(), best_pruned.tolist())
     reasons = pruned.trials[pruned.trials["status"] == keys.PRUNED][keys.REASON]
     assert reasons.str.startswith("pruned: ").all()
+
+
+def test_eps_guided_search_with_eps_opt_pruning(ray_session: None, tmp_path: Path) -> None:
+    spec = small_spec(
+        tmp_path,
+        name="guided",
+        space={"batch_size": [16, 64, 256], "lr": {"log_uniform": [0.03, 2.0]}},
+        target={"metric": "loss", "value": 0.14},
+        eval_every=5,
+        search={"algorithm": "eps-guided", "num_samples": 12, "max_concurrent": 2, "seed": 0},
+        pruning={"kind": "eps_opt", "grace_steps": 20},
+    )
+    outcome = run_sweep(spec, progress=False)
+    trials = outcome.tables.trials
+    assert len(trials) == 12 and not outcome.interrupted
+    assert set(trials["status"]) <= set(keys.FINAL_STATUSES)
+    assert (trials["status"] == keys.REACHED).sum() >= 3

@@ -19,7 +19,14 @@ import numpy as np
 from ray.tune.search import Searcher
 
 from trainables import keys
-from tuner.schedulers import SweepState, TrialRecord, middle_lrs, start_priority
+from tuner import theory
+from tuner.schedulers import (
+    SweepState,
+    TrialRecord,
+    best_per_batch,
+    middle_lrs,
+    start_priority,
+)
 from tuner.spec import Spec
 
 
@@ -99,3 +106,93 @@ class GuidedCandidates(Searcher):
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
         """Nothing to learn here: the scheduler keeps the shared state."""
+
+
+def temperature_key(
+    config: dict[str, Any], b_crit: float, resolution: float = 2**0.25
+) -> tuple[Any, ...]:
+    """What makes two configurations the same experiment (Smith et al. 2017).
+
+    Below the critical batch size, SGD with momentum behaves like plain SGD at the
+    effective rate ε/(1 − m): at one batch size, configurations with equal ε/(1 − m) (to
+    `resolution`) and equal warmup give the same noise temperature ε/((1 − m)B) and the
+    same steps to the target, so only one of them is run. The rule stops holding at and
+    above B_crit, where momentum changes the curvature-limited dynamics, and across batch
+    sizes (steps scale with 1/B there): those are always distinct.
+    """
+    batch_size = int(config[keys.BATCH_SIZE])
+    momentum = float(config.get(keys.MOMENTUM, 0.0))
+    lr = float(config[keys.LR])
+    warmup = int(config.get(keys.WARMUP_STEPS, 0))
+    if not batch_size < b_crit:
+        return (batch_size, lr, momentum, warmup)
+    effective = lr / (1.0 - momentum)
+    return (batch_size, round(math.log(effective) / math.log(resolution)), warmup)
+
+
+def _snap(lr: float, dim: Any) -> float:
+    """An lr inside the spec's lr dimension: clipped to a range, nearest listed value."""
+    if dim.categorical:
+        return float(min(dim.points(), key=lambda v: abs(math.log(float(v) / lr))))
+    return float(min(max(lr, dim.lo), dim.hi))
+
+
+class EpsGuidedSearcher(Searcher):
+    """`search.algorithm: eps-guided`: once the eps_opt model exists, lr is drawn around
+    its prediction, ε = ε_opt(B)·(1 − m)·exp(N(0, σ²)) with σ = ln(tolerance)/2 (so about
+    95% of draws fall inside the pruner's tolerance); before that, from the spec's lr
+    dimension. Batch size, momentum and warmup are drawn from the space. Configurations
+    equivalent by noise temperature below B_crit are not run twice (`temperature_key`).
+    """
+
+    MAX_REDRAWS = 50
+
+    def __init__(self, spec: Spec, state: SweepState) -> None:
+        super().__init__(metric=keys.TARGET_VALUE, mode="min")
+        self.dims = spec.space.dimensions()
+        self.num_samples = spec.search.num_samples
+        self.sigma = math.log(spec.pruning.tolerance) / 2
+        self.state = state
+        self.rng = np.random.default_rng(spec.search.seed)
+        self.seen: set[tuple[Any, ...]] = set()
+        self.suggested = 0
+
+    def _b_crit(self) -> float:
+        """The critical batch size as known so far (inf-safe: 0 while unknown)."""
+        best = best_per_batch(self.state.records.values())
+        if len(best) >= 2:
+            fit = theory.fit_tradeoff(
+                [float(b) for b in best], [r.steps_to_target for r in best.values()]
+            )
+            return float(fit.b_crit)
+        model = self.state.model
+        return float(model.b_noise) if model is not None else 0.0
+
+    def _draw(self) -> dict[str, Any]:
+        config = {name: _draw(dim, self.rng) for name, dim in self.dims.items()}
+        model = self.state.model
+        if model is not None:
+            batch_size = int(config[keys.BATCH_SIZE])
+            momentum = float(config.get(keys.MOMENTUM, 0.0))
+            predicted = float(theory.eps_opt(batch_size, model.eps_max, model.b_noise))
+            lr = predicted * (1.0 - momentum) * math.exp(self.rng.normal(0.0, self.sigma))
+            config[keys.LR] = _snap(lr, self.dims[keys.LR])
+        return config
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if self.suggested >= self.num_samples:
+            return Searcher.FINISHED  # type: ignore[return-value]  # Tune's sentinel
+        b_crit = self._b_crit()
+        config = self._draw()
+        for _ in range(self.MAX_REDRAWS):
+            if temperature_key(config, b_crit) not in self.seen:
+                break
+            config = self._draw()
+        self.seen.add(temperature_key(config, b_crit))
+        self.suggested += 1
+        return config
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        """Nothing to learn here: the eps_opt scheduler keeps the shared state."""

@@ -111,6 +111,13 @@ def search_plan(spec: Spec, run_dir: Path) -> SearchPlan:
         )
         scheduler = schedulers.make_scheduler(spec, run_dir, state)
         return SearchPlan(searcher, scheduler, {}, len(configs))
+    if spec.search.algorithm == "eps-guided":
+        state = schedulers.SweepState()
+        searcher = ConcurrencyLimiter(
+            guided.EpsGuidedSearcher(spec, state), max_concurrent=spec.search.max_concurrent
+        )
+        scheduler = schedulers.make_scheduler(spec, run_dir, state)
+        return SearchPlan(searcher, scheduler, {}, spec.search.num_samples)
     return SearchPlan(
         search.search_algorithm(spec),
         schedulers.make_scheduler(spec, run_dir),

@@ -471,6 +471,14 @@ class Spec(_Model):
                     "set measure.curvature_every > 0, or use mode fitted",
                 )
             )
+        if self.search.algorithm == "eps-guided" and self.pruning.kind != "eps_opt":
+            problems.append(
+                (
+                    "search.algorithm",
+                    "eps-guided draws lr around the eps_opt model that eps_opt pruning "
+                    "builds: set pruning.kind: eps_opt",
+                )
+            )
         if self.search.algorithm == "grid" and not any(
             d.categorical for d in self.space.dimensions().values()
         ):
