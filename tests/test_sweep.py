@@ -104,23 +104,24 @@ def test_resume_of_a_finished_sweep_reruns_nothing(grid_run: Any) -> None:
 
 
 def test_two_worker_ddp_sweep_through_ray_train(ray_session: None, tmp_path: Path) -> None:
+    """2 DDP workers under Ray Train: the comm-hook estimate of B_simple matches the exact
+    value when it is stationary (a tiny lr keeps the weights where they start)."""
     spec = small_spec(
         tmp_path,
         name="ddp",
-        space={"batch_size": [128], "lr": [0.5]},
+        space={"batch_size": [256], "lr": [1e-5]},
+        target={"metric": "loss", "value": 0.0},
+        budget={"max_steps": 300},
         resources={"workers_per_trial": 2, "cpus_per_worker": 1},
         measure={"noise_every": 1},
-        eval_every=20,
+        eval_every=100,
     )
     outcome = run_sweep(spec, progress=False)
     trials = outcome.tables.trials
-    assert list(trials["status"]) == [keys.REACHED], trials[keys.REASON].tolist()
-    curves = outcome.tables.curves
-    measured = curves[curves[keys.STEP] > 0]
-    assert measured[keys.B_SIMPLE].notna().all()
-    # The live estimate tracks the exact noise scale of the sampling distribution.
-    ratio = measured[keys.B_SIMPLE] / measured["true_b_simple"]
-    assert ratio.between(0.3, 3.0).all(), ratio.tolist()
+    assert list(trials["status"]) == [keys.EXHAUSTED], trials[keys.REASON].tolist()
+    last = outcome.tables.curves.iloc[-1]
+    assert last[keys.STEP] == 300
+    assert last[keys.B_SIMPLE] == pytest.approx(last["true_b_simple"], rel=0.15)
     assert (outcome.run_dir / "train").is_dir()  # Ray Train kept its own state there
 
 
