@@ -73,10 +73,11 @@ def _micro_batch_forms(
     model = _model()
     params = list(model.parameters())
     norms = MicroBatchNorms(params, keep_grads=True)
-    for micro, size in split_batch(_batch(batch_size), parts):
-        weight = size / batch_size
-        with norms.micro_batch(size, weight):
-            (_loss(model, micro) * weight).backward()
+    with norms.capturing():
+        for micro, size in split_batch(_batch(batch_size), parts):
+            weight = size / batch_size
+            with norms.micro_batch(size, weight):
+                (_loss(model, micro) * weight).backward()
     pair = norms.pair()
     small = norms.take_grads()
     big = [p.grad for p in params]

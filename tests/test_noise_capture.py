@@ -55,10 +55,11 @@ def micro_batch_pair(batch_size: int, parts: int) -> tuple[NormPair, list[float]
     ]
     full = _sq(torch.autograd.grad(_loss(model, batch), params))
     norms = MicroBatchNorms(params)
-    for micro, size in split_batch(batch, parts):
-        weight = size / batch_size
-        with norms.micro_batch(size, weight):
-            (_loss(model, micro) * weight).backward()
+    with norms.capturing():
+        for micro, size in split_batch(batch, parts):
+            weight = size / batch_size
+            with norms.micro_batch(size, weight):
+                (_loss(model, micro) * weight).backward()
     return norms.pair(), explicit, full
 
 

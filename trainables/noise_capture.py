@@ -59,51 +59,56 @@ def grad_sq_norm(params: Sequence[torch.Tensor]) -> torch.Tensor:
 class MicroBatchNorms:
     """Per-micro-batch squared gradient norms, captured by parameter hooks.
 
-    Use `with capture.micro_batch(size, weight):` around each micro-batch's backward, where
-    `weight` is the factor its mean loss was scaled by (n_i/B), then `pair(...)`. With
-    `keep_grads`, `take_grads()` then returns each micro-batch's own gradient g_i (a
-    tensor per parameter in `params` order, None where it got none).
+    `with capture.capturing():` registers the hooks once for the step; inside it,
+    `with capture.micro_batch(size, weight):` goes around each micro-batch's backward,
+    where `weight` is the factor its mean loss was scaled by (n_i/B); then `pair()`.
+    The hooks only collect the gradients; their norms are taken once per micro-batch
+    with one fused call, and `pair()` reads every number back in one host sync. With
+    `keep_grads`, `take_grads()` returns each micro-batch's own gradient g_i (a tensor
+    per parameter in `params` order, None where it got none).
     """
 
     params: Sequence[torch.Tensor]
     keep_grads: bool = False
     _current: list[torch.Tensor] = field(default_factory=list)
+    _kept: list[torch.Tensor | None] = field(default_factory=list)
+    _weight: float = 1.0
     _per_batch: list[torch.Tensor] = field(default_factory=list)
     _sizes: list[int] = field(default_factory=list)
     _grads: list[list[torch.Tensor | None]] = field(default_factory=list)
 
-    def _hook(self, grad: torch.Tensor) -> None:
-        self._current.append(torch.linalg.vector_norm(grad, dtype=torch.float32).double() ** 2)
-
-    def _keep_hook(
-        self, kept: list[torch.Tensor | None], index: int, weight: float
-    ) -> "Callable[[torch.Tensor], None]":
+    def _hook_for(self, index: int) -> "Callable[[torch.Tensor], None]":
         def hook(grad: torch.Tensor) -> None:
-            self._hook(grad)
-            # A new tensor: `grad` itself may become `.grad` and be accumulated into.
-            kept[index] = grad.detach() / weight
+            self._current.append(grad)
+            if self.keep_grads:
+                # A new tensor: `grad` itself may become `.grad` and be accumulated into.
+                self._kept[index] = grad.detach() / self._weight
 
         return hook
 
     @contextmanager
-    def micro_batch(self, size: int, weight: float) -> "Iterator[None]":
-        kept: list[torch.Tensor | None] = [None] * len(self.params)
+    def capturing(self) -> "Iterator[None]":
         handles = [
-            p.register_hook(self._keep_hook(kept, i, weight) if self.keep_grads else self._hook)
-            for i, p in enumerate(self.params)
-            if p.requires_grad
+            p.register_hook(self._hook_for(i)) for i, p in enumerate(self.params) if p.requires_grad
         ]
-        self._current = []
         try:
             yield
         finally:
             for handle in handles:
                 handle.remove()
-        # The hook saw weight·g_i; undo the scaling to get |g_i|².
-        self._per_batch.append(torch.stack(self._current).sum() / weight**2)
+
+    @contextmanager
+    def micro_batch(self, size: int, weight: float) -> "Iterator[None]":
+        self._current, self._weight = [], weight
+        self._kept = [None] * len(self.params)
+        yield
+        norms = torch._foreach_norm(self._current)
+        # The hooks saw weight·g_i; undo the scaling to get |g_i|².
+        self._per_batch.append(torch.stack(norms).double().pow(2).sum() / weight**2)
+        self._current = []
         self._sizes.append(size)
         if self.keep_grads:
-            self._grads.append(kept)
+            self._grads.append(self._kept)
 
     def take_grads(self) -> list[list[torch.Tensor | None]]:
         """Each captured micro-batch's gradient g_i (with `keep_grads`), and forget them."""
@@ -112,13 +117,13 @@ class MicroBatchNorms:
 
     def pair(self) -> NormPair:
         """Combine the captured micro-batches with the accumulated gradient in `.grad`."""
-        sq_small = torch.stack(self._per_batch).mean()
-        sq_big = grad_sq_norm(self.params)
+        sq_small, sq_big = torch.stack(
+            [torch.stack(self._per_batch).mean(), grad_sq_norm(self.params)]
+        ).tolist()
         sizes = self._sizes
         b_small = len(sizes) / sum(1.0 / n for n in sizes)
-        pair = NormPair(b_small, float(sum(sizes)), float(sq_small), float(sq_big))
         self._per_batch, self._sizes = [], []
-        return pair
+        return NormPair(b_small, float(sum(sizes)), sq_small, sq_big)
 
 
 @dataclass
