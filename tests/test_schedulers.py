@@ -117,8 +117,8 @@ def test_fitted_model_recovers_the_law_from_the_best_lrs() -> None:
 
 
 def test_calibrated_model_uses_measured_b_noise_and_fits_eps_max() -> None:
-    records = exact_front(2.0, 100.0, [64], b_simple_at_target=1000.0)
-    assert fit_model(records, "calibrated") is None  # B_simple never stands in for B_noise
+    records = exact_front(2.0, 100.0, [64])
+    assert fit_model(records, "calibrated") is None  # no B_noise measured: no model
     for record in records:
         record.b_noise_at_target = 100.0
     model = fit_model(records, "calibrated")

@@ -22,6 +22,7 @@ from tuner.theory import (
     eps_max,
     g2_estimate,
     ghg_estimate,
+    pooled_noise_scale,
     pooling_weight,
     trace_h_sigma_estimate,
     trace_sigma_estimate,
@@ -304,3 +305,18 @@ def test_pooling_weight_asymptotes() -> None:
         pooling_weight(10.0, -1.0)
     with pytest.raises(ValueError):
         pooling_weight(0.0, 1.0)
+
+
+def test_pooled_noise_scale_weights_by_batch_size_and_ignores_bad_values() -> None:
+    # Equal batch sizes: a plain geometric mean; nan and non-positive values are left out.
+    assert pooled_noise_scale([100.0, 400.0, math.nan, -1.0], [64, 64, 64, 64]) == pytest.approx(
+        200.0
+    )
+    # A trial at B << B_simple measures badly and barely counts.
+    pooled = pooled_noise_scale([1000.0, 100.0], [4.0, 4096.0])
+    assert 100.0 < pooled < 110.0
+    # The reference scale sets the weights (as when pooling eps_max with the pooled B_noise).
+    assert pooled_noise_scale([1.0, 4.0], [10.0, 1000.0], reference=100.0) == pytest.approx(
+        math.exp((0.0083 * 0 + 0.8264 * math.log(4.0)) / (0.0083 + 0.8264)), rel=1e-2
+    )
+    assert math.isnan(pooled_noise_scale([math.nan], [16.0]))

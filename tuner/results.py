@@ -160,7 +160,9 @@ def front_table(trials: pd.DataFrame) -> pd.DataFrame:
     return front.reset_index(drop=True)
 
 
-def pooled_at_target(trials: pd.DataFrame, curves: pd.DataFrame, column: str) -> float:
+def pooled_at_target(
+    trials: pd.DataFrame, curves: pd.DataFrame, column: str, reference: float | None = None
+) -> float:
     """A measured quantity (b_simple, b_noise, eps_max) pooled over the trials that
     reached the target, taken at the target.
 
@@ -174,7 +176,7 @@ def pooled_at_target(trials: pd.DataFrame, curves: pd.DataFrame, column: str) ->
         reached[["trial_id", keys.BATCH_SIZE, keys.STEPS_TO_TARGET]], on="trial_id"
     )
     at_target = at_target[at_target[keys.STEP] == at_target[keys.STEPS_TO_TARGET]]
-    return theory.pooled_noise_scale(at_target[column], at_target[keys.BATCH_SIZE])
+    return theory.pooled_noise_scale(at_target[column], at_target[keys.BATCH_SIZE], reference)
 
 
 def summarize(
@@ -198,7 +200,7 @@ def summarize(
     b_simple = pooled_at_target(trials, curves, keys.B_SIMPLE)
     summary["b_simple"] = b_simple if math.isfinite(b_simple) else None
     b_noise = pooled_at_target(trials, curves, keys.B_NOISE)
-    eps_max = pooled_at_target(trials, curves, keys.EPS_MAX)
+    eps_max = pooled_at_target(trials, curves, keys.EPS_MAX, reference=b_noise)
     if math.isfinite(b_noise) and math.isfinite(eps_max):
         summary.update(
             b_noise=b_noise, eps_max=eps_max,

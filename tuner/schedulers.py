@@ -55,7 +55,6 @@ class TrialRecord:
     status: str = keys.RUNNING
     step: int = 0
     steps_to_target: float = math.nan
-    b_simple_at_target: float = math.nan
     b_noise_at_target: float = math.nan
     eps_max_at_target: float = math.nan
     started: bool = False
@@ -71,7 +70,6 @@ class TrialRecord:
         self.status = str(result.get(keys.TRIAL_STATUS, self.status))
         if self.status == keys.REACHED:
             self.steps_to_target = float(result[keys.STEPS_TO_TARGET])
-            self.b_simple_at_target = float(result.get(keys.B_SIMPLE, math.nan))
             self.b_noise_at_target = float(result.get(keys.B_NOISE, math.nan))
             self.eps_max_at_target = float(result.get(keys.EPS_MAX, math.nan))
 
@@ -111,7 +109,9 @@ def fit_model(records: Iterable[TrialRecord], mode: str) -> theory.EpsOptFit | N
     best_lrs = [r.effective_lr for r in best.values()]
     sizes = [float(r.batch_size) for r in reached]
     b_noise = theory.pooled_noise_scale([r.b_noise_at_target for r in reached], sizes)
-    eps_max = theory.pooled_noise_scale([r.eps_max_at_target for r in reached], sizes)
+    eps_max = theory.pooled_noise_scale(
+        [r.eps_max_at_target for r in reached], sizes, reference=b_noise
+    )
     return theory.eps_opt_model(mode, batch_sizes, best_lrs, b_noise, eps_max)
 
 

@@ -230,13 +230,17 @@ def pooling_weight(b: npt.ArrayLike, b_simple: npt.ArrayLike) -> float | FloatAr
     return _finish((b_arr / (b_arr + bs_arr)) ** 2)
 
 
-def pooled_noise_scale(values: npt.ArrayLike, batch_sizes: npt.ArrayLike) -> float:
+def pooled_noise_scale(
+    values: npt.ArrayLike, batch_sizes: npt.ArrayLike, reference: float | None = None
+) -> float:
     """Noise scale pooled over trials: a geometric mean weighted by `pooling_weight`.
 
     Each trial contributes its own ratio of averages (B_simple or B_noise), weighted by
-    how well its batch size can measure it (DESIGN.md §1, pitfall 7), with the median
-    as the reference scale. A geometric mean, because summing raw |G|² over trials lets
-    one trial near instability, whose |G|² is orders of magnitude larger, decide it.
+    how well its batch size can measure it (DESIGN.md §1, pitfall 7), against the
+    noise scale `reference` (default: the median of `values`; pass the pooled B_noise
+    when pooling ε_max, which is measured with the same precision as B_noise). A
+    geometric mean, because summing raw |G|² over trials lets one trial near
+    instability, whose |G|² is orders of magnitude larger, decide it.
     Non-finite and non-positive values are left out; nan if none remain.
     """
     v, b = np.broadcast_arrays(_as_array(values), _as_array(batch_sizes))
@@ -244,5 +248,6 @@ def pooled_noise_scale(values: npt.ArrayLike, batch_sizes: npt.ArrayLike) -> flo
     if not usable.any():
         return math.nan
     v, b = v[usable], b[usable]
-    weights = (b / (b + float(np.median(v)))) ** 2
+    scale = float(np.median(v)) if reference is None or not math.isfinite(reference) else reference
+    weights = (b / (b + scale)) ** 2
     return float(np.exp(np.sum(weights * np.log(v)) / np.sum(weights)))
