@@ -16,4 +16,7 @@ def test_cluster_yaml_passes_rays_own_validation() -> None:
     types = config["available_node_types"]
     assert types[config["head_node_type"]]["resources"].get("GPU", 0) == 0
     assert any(t.get("resources", {}).get("GPU", 0) >= 1 for t in types.values())
-    assert "--dashboard-host=127.0.0.1" in " ".join(config["head_start_ray_commands"])
+    head_start = " ".join(config["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head_start
+    for commands in ("head_start_ray_commands", "worker_start_ray_commands"):
+        assert "RAY_AUTH_MODE=token" in " ".join(config[commands])  # never without auth

@@ -6,11 +6,12 @@ traceback, nothing written), 1 anything else (an interrupted sweep included).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +28,18 @@ class BadInput(Exception):
         self.problems = problems
 
 
+def _spec_problems(path: str, problems: list[str]) -> BadInput:
+    prefix = f"{path}: "
+    return BadInput([p if p.startswith(prefix) else prefix + p for p in problems])
+
+
 def _load_spec(path: str) -> Any:
     from tuner.spec import SpecError, load_spec
 
     try:
         return load_spec(path)
     except SpecError as exc:
-        prefix = f"{path}: "
-        raise BadInput([p if p.startswith(prefix) else prefix + p for p in exc.problems]) from exc
+        raise _spec_problems(path, exc.problems) from exc
 
 
 def _start_ray(address: str | None, num_cpus: int | None, verbose: bool) -> None:
@@ -215,6 +220,138 @@ def report(run_dir: str) -> None:
     click.echo(summary_markdown(tables))
     for path in written:
         click.echo(f"figure: {path}", err=True)
+
+
+# --- cluster jobs (Ray Jobs) ------------------------------------------------------------------
+
+_ADDRESS_HELP = "Ray dashboard URL, http://HOST:8265 (default: $RAY_ADDRESS)."
+
+
+@contextlib.contextmanager
+def _jobs_errors() -> Iterator[None]:
+    """tuner.jobs errors -> exit 2 (bad input) or 1 (the cluster), one line each."""
+    from tuner.jobs import JobsError, JobsInputError
+
+    try:
+        yield
+    except JobsInputError as exc:
+        raise BadInput([str(exc)]) from exc
+    except JobsError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--address", help=_ADDRESS_HELP)
+@click.option("--storage", help="Where the run goes on the cluster: an absolute path or URI.")
+@click.option("--name", help="Run name (default: the spec's name).")
+@click.option(
+    "--python",
+    "python",
+    default="python",
+    show_default=True,
+    help="The head's interpreter that has noisetune installed.",
+)
+@click.option(
+    "--working-dir",
+    type=click.Path(file_okay=False),
+    default=".",
+    show_default=True,
+    help="Directory shipped with the job (less runs/, .git, virtualenvs); holds the spec.",
+)
+def submit(
+    spec: str,
+    address: str | None,
+    storage: str | None,
+    name: str | None,
+    python: str,
+    working_dir: str,
+) -> None:
+    """Submit the sweep SPEC.yaml to a Ray cluster through Ray Jobs; print the job id."""
+    from tuner import jobs
+    from tuner.spec import SpecError
+
+    with _jobs_errors():
+        url = jobs.resolve_address(address)
+        try:
+            submission, parsed = jobs.prepare(
+                spec, storage=storage, name=name, python=python, working_dir=working_dir
+            )
+        except SpecError as exc:
+            raise _spec_problems(spec, exc.problems) from exc
+        warning = jobs.storage_warning(parsed, storage)
+        job_id = jobs.send(submission, url)
+    if warning:
+        click.echo(f"noisetune: warning: {warning}", err=True)
+    click.echo(job_id)
+    click.echo(f"entrypoint: {submission.entrypoint}", err=True)
+    click.echo(f"follow it with: noisetune logs {job_id} --follow --address {url}", err=True)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--address", help=_ADDRESS_HELP)
+def status(job_id: str, address: str | None) -> None:
+    """Print the status of JOB_ID (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED)."""
+    from tuner import jobs
+
+    with _jobs_errors():
+        state, message = jobs.status(address, job_id)
+    click.echo(state)
+    if message:
+        click.echo(message, err=True)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--address", help=_ADDRESS_HELP)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the job ends.")
+def logs(job_id: str, address: str | None, follow: bool) -> None:
+    """Print the driver log of JOB_ID (the sweep's output).
+
+    With --follow, exit 1 unless the job ends SUCCEEDED."""
+    from tuner import jobs
+
+    with _jobs_errors():
+        if not follow:
+            click.echo(jobs.logs(address, job_id), nl=False)
+            return
+        final = jobs.follow_logs(address, job_id, lambda chunk: click.echo(chunk, nl=False))
+    click.echo(f"job {job_id}: {final}", err=True)
+    if final != "SUCCEEDED":
+        sys.exit(EXIT_FAILURE)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--address", help=_ADDRESS_HELP)
+@click.option("--no-wait", is_flag=True, help="Return once the stop is requested.")
+def stop(job_id: str, address: str | None, no_wait: bool) -> None:
+    """Stop JOB_ID and wait until it has stopped; print its status."""
+    from tuner import jobs
+
+    with _jobs_errors():
+        click.echo(jobs.stop(address, job_id, wait_s=0 if no_wait else 60))
+
+
+@cli.command(name="list")
+@click.option("--address", help=_ADDRESS_HELP)
+def list_(address: str | None) -> None:
+    """List the jobs submitted to the cluster, oldest first."""
+    from datetime import datetime
+
+    from tabulate import tabulate
+
+    from tuner import jobs
+
+    with _jobs_errors():
+        rows = jobs.list_jobs(address)
+
+    def when(stamp: float | None) -> str:
+        return datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M:%S") if stamp else "-"
+
+    table = [[r.job_id, r.status, when(r.start_time), r.entrypoint] for r in rows]
+    click.echo(tabulate(table, headers=["job", "status", "submitted", "entrypoint"]))
 
 
 def _run_guarded(entry: Callable[[], Any], verbose: bool) -> int:

@@ -1,0 +1,422 @@
+"""`noisetune submit/status/logs/stop/list` against a real Ray head on 127.0.0.1.
+
+The head is started by this module with `ray start --head --block`, its own free ports,
+a private temp dir, the dashboard on 127.0.0.1 and token auth with a throwaway token
+(DESIGN.md §4, research/ray.md §3). It is torn down by signalling exactly the processes
+it started: the `ray start` process and its descendants, and anything whose command
+line names the private temp dir (never `ray stop`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tuner import jobs
+
+ROOT = Path(__file__).resolve().parents[1]
+LOOPBACK = "127.0.0.1"
+
+WORKLOAD = '''\
+"""A tiny regression that exists only in the submitted directory."""
+import torch
+from torch.utils.data import TensorDataset
+
+from trainables import Workload
+
+
+def build(args):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(512, 4, generator=gen)
+    y = x @ torch.ones(4, 1) + 0.1 * torch.randn(512, 1, generator=gen)
+    model = torch.nn.Linear(4, 1)
+
+    def loss(model, batch):
+        xb, yb = batch
+        return torch.nn.functional.mse_loss(model(xb), yb)
+
+    return Workload(model=model, train_data=TensorDataset(x, y), loss=loss,
+                    eval_data=TensorDataset(x, y))
+'''
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def free_port_range(count: int) -> int:
+    """The first port of `count` consecutive free loopback ports below the ephemeral range."""
+    rng = secrets.SystemRandom()
+    for _ in range(200):
+        base = rng.randrange(20000, 32000 - count)
+        try:
+            socks = []
+            for port in range(base, base + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(sock)
+                sock.bind((LOOPBACK, port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError("no free port range")
+
+
+def _proc_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) of this user's processes."""
+    table: dict[int, tuple[int, str]] = {}
+    uid = os.getuid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid != uid:
+                continue
+            stat = (entry / "stat").read_text()
+            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError):
+            continue
+        table[int(entry.name)] = (ppid, cmdline)
+    return table
+
+
+def processes_of(root_pid: int, marker: str) -> set[int]:
+    """`root_pid`, its descendants, and every process naming `marker`, with descendants."""
+    table = _proc_table()
+    found = {pid for pid, (_, cmd) in table.items() if marker in cmd}
+    if root_pid in table:
+        found.add(root_pid)
+    grew = True
+    while grew:
+        children = {pid for pid, (ppid, _) in table.items() if ppid in found} - found
+        grew = bool(children)
+        found |= children
+    found.discard(os.getpid())
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return state[state.rindex(")") + 2] != "Z"
+
+
+def terminate(pids: set[int], grace_s: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL whatever is still alive after `grace_s`."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(0.2)
+    for pid in pids:
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class Head:
+    url: str  # the dashboard, http://127.0.0.1:<port>
+    token: str
+    temp_dir: Path
+
+
+def _head_env(temp_dir: Path, token: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "PYTHONPATH"))}
+    env.update(
+        RAY_TMPDIR=str(temp_dir),
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",  # every listener on 127.0.0.1
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=token,
+        RAY_USAGE_STATS_ENABLED="0",
+    )
+    return env
+
+
+def _wait_for_dashboard(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"ray start exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(f"{url}/api/version", timeout=2).close()
+            return
+        except urllib.error.HTTPError:
+            return  # it answers (401 without a token): up
+        except OSError:
+            time.sleep(0.25)
+    raise RuntimeError(f"the dashboard at {url} did not come up in {timeout_s:g} s")
+
+
+@pytest.fixture(scope="module")
+def head() -> Iterator[Head]:
+    """A real Ray head (2 CPUs) bound to 127.0.0.1 with token auth, stopped at the end."""
+    temp_dir = Path(tempfile.mkdtemp(prefix="nt-jobs-"))  # short: Ray's socket paths
+    token = secrets.token_hex(16)
+    dashboard = free_port()
+    worker_base = free_port_range(100)
+    ray_bin = Path(sys.executable).with_name("ray")
+    command = [
+        str(ray_bin), "start", "--head", "--block", "--disable-usage-stats",
+        f"--node-ip-address={LOOPBACK}", f"--port={free_port()}",
+        "--include-dashboard=true", f"--dashboard-host={LOOPBACK}",
+        f"--dashboard-port={dashboard}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
+        f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+        f"--ray-client-server-port={free_port()}",
+        f"--min-worker-port={worker_base}", f"--max-worker-port={worker_base + 99}",
+        f"--temp-dir={temp_dir / 'ray'}", "--num-cpus=2", "--num-gpus=0",
+        "--object-store-memory=100000000",
+    ]  # fmt: skip
+    log = (temp_dir / "ray_start.log").open("wb")
+    proc = subprocess.Popen(
+        command, env=_head_env(temp_dir, token), stdout=log, stderr=subprocess.STDOUT
+    )
+    url = f"http://{LOOPBACK}:{dashboard}"
+    try:
+        _wait_for_dashboard(url, proc, timeout_s=60)
+        yield Head(url, token, temp_dir)
+    finally:
+        pids = processes_of(proc.pid, str(temp_dir))
+        terminate(pids)
+        proc.wait(timeout=10)
+        leftovers = processes_of(proc.pid, str(temp_dir)) - {proc.pid}
+        terminate(leftovers)
+        log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def noisetune(
+    *args: str, cwd: Path, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tuner", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def client_env(token: str | None, home: Path) -> dict[str, str]:
+    """A user's shell: no RAY_* settings (RAY_AUTH_MODE unset), maybe a token."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "PYTHONPATH"))}
+    env["HOME"] = str(home)  # no ~/.ray/auth_token of the real user
+    if token:
+        env["RAY_AUTH_TOKEN"] = token
+    return env
+
+
+def write_project(path: Path, storage: Path, **overrides: object) -> Path:
+    """A directory with the workload module and spec.yaml, as a user would submit."""
+    path.mkdir(parents=True)
+    (path / "my_wl.py").write_text(WORKLOAD)
+    spec: dict[str, object] = {
+        "name": "tiny",
+        "workload": "my_wl:build",
+        "target": {"metric": "loss", "value": 0.05},
+        "budget": {"max_steps": 60},
+        "eval_every": 10,
+        "space": {"batch_size": [16, 64], "lr": [0.1]},
+        "search": {"algorithm": "grid", "max_concurrent": 2},
+        "pruning": {"kind": "none"},
+        "storage": str(storage),
+    }
+    spec.update(overrides)
+    (path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    (path / "runs").mkdir()
+    (path / "runs" / "big.bin").write_bytes(b"\0" * 1024)  # must not travel
+    return path / "spec.yaml"
+
+
+# --- without a cluster -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("127.0.0.1:8265", "not a dashboard URL"),
+        ("ftp://127.0.0.1:8265", "not a dashboard URL"),
+        ("http://127.0.0.1:notaport", "not a dashboard URL"),
+        ("http://", "not a dashboard URL"),
+    ],
+)
+def test_malformed_address_exits_2(tmp_path: Path, address: str, message: str) -> None:
+    spec = write_project(tmp_path / "proj", tmp_path / "storage")
+    result = noisetune(
+        "submit", str(spec), "--address", address, cwd=spec.parent, env=client_env(None, tmp_path)
+    )
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_bad_input_exits_2_before_any_request(tmp_path: Path) -> None:
+    """A closed port: had anything been sent, the exit code would be 1."""
+    closed = f"http://{LOOPBACK}:{free_port()}"
+    env = client_env("token", tmp_path)
+    spec = write_project(tmp_path / "proj", tmp_path / "storage", extra_key=1)
+    result = noisetune("submit", str(spec), "--address", closed, cwd=spec.parent, env=env)
+    assert result.returncode == 2
+    assert "extra_key" in result.stderr and "Traceback" not in result.stderr
+
+    good = write_project(tmp_path / "other", tmp_path / "storage")
+    result = noisetune("submit", str(good), "--address", closed, cwd=spec.parent, env=env)
+    assert result.returncode == 2
+    assert "inside the working directory" in result.stderr
+
+    result = noisetune("status", "raysubmit_x", cwd=spec.parent, env=env)
+    assert result.returncode == 2
+    assert "--address" in result.stderr
+
+    result = noisetune("list", "--address", closed, cwd=spec.parent, env=env)
+    assert result.returncode == 1
+    assert result.stderr.startswith("noisetune: error: cannot reach the Ray dashboard")
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_prepare_builds_the_entrypoint_and_excludes(tmp_path: Path) -> None:
+    spec = write_project(tmp_path / "proj", tmp_path / "storage")
+    (tmp_path / "proj" / "myenv").mkdir()
+    (tmp_path / "proj" / "myenv" / "pyvenv.cfg").write_text("home = /usr\n")
+    submission, parsed = jobs.prepare(
+        spec, storage="s3://bucket/runs", name="n1", python='"/opt/py 3/python" -X utf8',
+        working_dir=tmp_path / "proj",
+    )  # fmt: skip
+    assert parsed.name == "tiny"
+    assert submission.entrypoint == (
+        "'/opt/py 3/python' -X utf8 -m tuner run spec.yaml --storage s3://bucket/runs --name n1 "
+        "--address auto"
+    )
+    excludes = submission.runtime_env["excludes"]
+    assert {"/runs/", ".git/", "/.venv/", "/myenv/"} <= set(excludes)
+    assert submission.runtime_env["working_dir"] == str((tmp_path / "proj").resolve())
+    assert jobs.storage_warning(parsed, None) is None
+    assert "relative" in str(jobs.storage_warning(parsed, "./runs"))
+
+
+def test_token_is_found_as_ray_finds_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    assert jobs.find_token() is None
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("from-home\n")
+    assert jobs.find_token() == jobs.Token("from-home", str(tmp_path / ".ray" / "auth_token"))
+    (tmp_path / "tok").write_text(" from-path ")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "tok"))
+    assert jobs.find_token() == jobs.Token("from-path", f"RAY_AUTH_TOKEN_PATH={tmp_path / 'tok'}")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "from-env")
+    assert jobs.find_token() == jobs.Token("from-env", "RAY_AUTH_TOKEN")
+    monkeypatch.delenv("RAY_AUTH_TOKEN")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "missing"))
+    with pytest.raises(jobs.JobsInputError, match="RAY_AUTH_TOKEN_PATH"):
+        jobs.find_token()
+
+
+# --- against a real head ------------------------------------------------------------------------
+
+
+@pytest.mark.ray
+def test_submit_status_logs_list_stop_against_a_real_head(head: Head, tmp_path: Path) -> None:
+    storage = tmp_path / "storage"
+    spec = write_project(tmp_path / "proj", storage)
+    proj = spec.parent
+    env = client_env(head.token, tmp_path)
+    python = sys.executable  # the head runs on this machine, from this venv
+    addr = ["--address", head.url]
+
+    submitted = noisetune("submit", "spec.yaml", *addr, "--storage", str(storage),
+                          "--python", python, cwd=proj, env=env)  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    job = submitted.stdout.strip()
+    assert job.startswith("raysubmit_"), submitted.stdout
+
+    long_spec = {"budget": {"max_steps": 10**6}, "eval_every": 1000}
+    spec_long = proj / "long.yaml"
+    spec_long.write_text(yaml.safe_dump({**yaml.safe_load(spec.read_text()), **long_spec}))
+    second = noisetune("submit", "long.yaml", *addr, "--storage", str(storage),
+                       "--name", "long", "--python", python, cwd=proj, env=env)  # fmt: skip
+    assert second.returncode == 0, second.stderr
+    long_job = second.stdout.strip()
+
+    assert jobs.wait(head.url, long_job, until=("RUNNING",), timeout_s=60, token=head.token) == (
+        "RUNNING"
+    )
+    stopped = noisetune("stop", long_job, *addr, cwd=proj, env=env)
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout.strip() == "STOPPED"
+    assert not [cmd for _, cmd in _proc_table().values() if "long.yaml" in cmd]  # driver gone
+
+    # Without the token: refused with a clear message, nothing submitted (see list).
+    refused = noisetune("submit", "spec.yaml", *addr, "--python", python, cwd=proj,
+                        env=client_env(None, tmp_path))  # fmt: skip
+    assert refused.returncode == 1, refused.stderr
+    assert "requires an auth token" in refused.stderr, refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    wrong = noisetune("list", *addr, cwd=proj, env=client_env("not-the-token", tmp_path))
+    assert wrong.returncode == 1 and "rejected the auth token" in wrong.stderr, wrong.stderr
+
+    final = jobs.wait(head.url, job, timeout_s=180, token=head.token)
+    log = noisetune("logs", job, *addr, cwd=proj, env=env)
+    assert final == "SUCCEEDED", log.stdout[-3000:]
+
+    status = noisetune("status", job, cwd=proj, env={**env, "RAY_ADDRESS": head.url})
+    assert (status.returncode, status.stdout.strip()) == (0, "SUCCEEDED"), status.stderr
+    assert log.returncode == 0 and "Results:" in log.stdout, log.stderr
+    followed = noisetune("logs", job, "--follow", *addr, cwd=proj, env=env)
+    assert followed.returncode == 0 and "Results:" in followed.stdout, followed.stderr
+    assert f"job {job}: SUCCEEDED" in followed.stderr
+    listed = noisetune("list", *addr, cwd=proj, env=env)
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[0]: line.split()[1] for line in listed.stdout.splitlines()[2:]}
+    assert rows == {job: "SUCCEEDED", long_job: "STOPPED"}, listed.stdout
+
+    followed = noisetune("logs", long_job, "--follow", *addr, cwd=proj, env=env)
+    assert followed.returncode == 1 and f"job {long_job}: STOPPED" in followed.stderr
+
+    unknown = noisetune("status", "raysubmit_nope", *addr, cwd=proj, env=env)
+    assert unknown.returncode == 2 and "no job raysubmit_nope" in unknown.stderr, unknown.stderr
+
+    unpacked = head.temp_dir / "ray" / "session_latest" / "runtime_resources"
+    assert list(unpacked.glob("working_dir_files/*/my_wl.py"))  # the workload travelled
+    assert not list(unpacked.glob("**/big.bin"))  # runs/ did not
+
+    run_dir = storage / "tiny"
+    assert (run_dir / "results" / "trials.csv").is_file()
+    exported = noisetune("export", str(run_dir), "--format", "csv", cwd=proj, env=env)
+    assert exported.returncode == 0, exported.stderr
+    trials = pd.read_csv(io.StringIO(exported.stdout))
+    assert sorted(trials["batch_size"]) == [16, 64]
