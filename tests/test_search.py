@@ -103,8 +103,9 @@ def test_random_grid_and_eps_guided_are_unchanged() -> None:
     spec = make_spec(search={"algorithm": "random", "seed": 3})
     assert set(search.param_space(spec)) == set(keys.HYPERPARAMETERS)
     assert isinstance(search.search_algorithm(spec), BasicVariantGenerator)
-    with pytest.raises(NotImplementedError, match="eps-guided"):
-        search.search_algorithm(make_spec(search={"algorithm": "eps-guided"}))
+    guided = make_spec(search={"algorithm": "eps-guided"}, pruning={"kind": "eps_opt"})
+    with pytest.raises(ValueError, match="search_plan"):
+        search.search_algorithm(guided)
 
 
 def test_samplers_are_seeded() -> None:
