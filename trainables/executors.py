@@ -5,21 +5,84 @@
 - `multi_worker_trial`: the Tune trial is a Ray Train driver that starts a TorchTrainer
   with N workers (Train V2 inside Tune, DESIGN.md §4); rank 0's reports reach Tune
   through TuneReportCallback.
+
+Both checkpoint the trial every `checkpoint_every` evaluations and continue from the
+latest checkpoint when restarted: a single-worker trial through Tune's function
+checkpoints (Tune retries it up to `max_failures` times, and `Tuner.restore` gives it
+back its checkpoint), a multi-worker one through Ray Train's (Train retries the worker
+group up to `max_failures` times, and a Train run started again under the same name,
+as a resumed sweep does, finds its checkpoints again).
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from trainables.loop import World, run_trial
+from trainables.loop import World, load_state, run_trial, save_state
 from trainables.settings import Hyperparameters, TrialSettings
+
+# A trial's Train run keeps this many of its latest checkpoints (a restart needs only
+# the latest; the one before is a margin).
+TRAIN_CHECKPOINTS_KEPT = 2
 
 
 def _cpu_threads(settings: TrialSettings) -> int:
     return max(1, int(settings.cpus_per_worker))
+
+
+class TuneCheckpoints:
+    """A single-worker trial's checkpoints, as Ray Tune function checkpoints."""
+
+    def restore(self) -> dict[str, Any] | None:
+        from ray import tune
+
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as directory:
+            return load_state(directory)
+
+    def report(self, metrics: dict[str, Any], state: Callable[[], dict[str, Any]]) -> None:
+        from ray import tune
+
+        with tempfile.TemporaryDirectory(prefix="noisetune-ckpt-") as directory:
+            save_state(state(), directory)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+class TrainCheckpoints:
+    """A multi-worker trial's checkpoints, as Ray Train checkpoints written by rank 0.
+
+    Every rank reports (Train waits for all of them); every rank restores the same
+    checkpoint, so the workers start again on identical weights and samplers.
+    """
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+
+    def restore(self) -> dict[str, Any] | None:
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as directory:
+            return load_state(directory)
+
+    def report(self, metrics: dict[str, Any], state: Callable[[], dict[str, Any]]) -> None:
+        import ray.train
+
+        if self.rank != 0:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="noisetune-ckpt-") as directory:
+            save_state(state(), directory)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
 def single_worker_trial(config: dict[str, Any], settings: TrialSettings) -> None:
@@ -28,7 +91,13 @@ def single_worker_trial(config: dict[str, Any], settings: TrialSettings) -> None
 
     torch.set_num_threads(_cpu_threads(settings))
     device = torch.device("cuda" if settings.gpus_per_worker > 0 else "cpu")
-    run_trial(settings, Hyperparameters.from_config(config), tune.report, device=device)
+    run_trial(
+        settings,
+        Hyperparameters.from_config(config),
+        tune.report,
+        device=device,
+        checkpoints=TuneCheckpoints(),
+    )
 
 
 def _train_worker(loop_config: dict[str, Any]) -> None:
@@ -47,6 +116,7 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
         lambda metrics: ray.train.report(metrics),
         device=device,
         world=world,
+        checkpoints=TrainCheckpoints(world.rank),
     )
 
 
@@ -74,6 +144,7 @@ def multi_worker_trial(config: dict[str, Any], settings: TrialSettings) -> None:
             name=f"train-{trial_id}",
             storage_path=os.path.join(settings.run_dir, "train"),
             callbacks=[TuneReportCallback()],  # type: ignore[list-item]
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=TRAIN_CHECKPOINTS_KEPT),
             failure_config=ray.train.FailureConfig(  # type: ignore[call-arg]
                 max_failures=settings.max_failures, controller_failure_limit=1
             ),

@@ -5,17 +5,25 @@ batch B split evenly over the workers, the two-batch noise-scale measurement eve
 `noise_every` steps, the curvature measurement (GᵀHG, tr(HΣ), hence B_noise and ε_max)
 every `curvature_every` steps, an evaluation every `eval_every` steps (target check,
 workload metrics, report) and a stop on target reached, budget exhausted or divergence.
+
+Every `checkpoint_every` evaluations the report carries a checkpoint of the trial's
+whole state (model, optimiser, samplers, noise-scale averages, step), so a trial that is
+restarted after a worker or driver failure continues from there and trains on exactly
+the batches it would have seen (`Checkpoints`: the executors bind it to Ray).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import itertools
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -41,10 +49,36 @@ from tuner.theory import NoiseScaleEMA, eps_max
 Report = Callable[[dict[str, Any]], None]
 EVAL_CHUNK = 8192
 HESSIAN_STREAM = 1  # the Hessian batches' random stream of a trial (the sampler's is apart)
+STATE_FILE = "trial_state.pt"  # a trial checkpoint's one file (`save_state`, `load_state`)
 
 
 class TrialInputError(ValueError):
     """A trial that cannot run as configured (reported as the trial's error)."""
+
+
+class Checkpoints(Protocol):
+    """Where a trial's checkpoints go and come back from (Ray Tune, Ray Train, a test)."""
+
+    def restore(self) -> dict[str, Any] | None:
+        """The state of the latest checkpoint of this trial, or None to start afresh."""
+
+    def report(self, metrics: dict[str, Any], state: Callable[[], dict[str, Any]]) -> None:
+        """Report `metrics` together with a checkpoint of `state()` (called only where
+        the checkpoint is written: rank 0 of a multi-worker trial)."""
+
+
+def save_state(state: Mapping[str, Any], directory: str | Path) -> None:
+    """Write a trial state (`Trial.state_dict`) into a checkpoint directory."""
+    torch.save(dict(state), Path(directory) / STATE_FILE)
+
+
+def load_state(directory: str | Path) -> dict[str, Any]:
+    """Read what `save_state` wrote, onto the CPU (RNG states must be there; loading
+    the model and optimiser state dicts moves the rest onto the trial's device)."""
+    state: dict[str, Any] = torch.load(
+        Path(directory) / STATE_FILE, map_location="cpu", weights_only=True
+    )
+    return state
 
 
 @dataclass(frozen=True)
@@ -184,6 +218,48 @@ class Trial:
         self.curvature = NoiseScaleEMA(beta=settings.noise_ema)
         self.train_loss = TrainLossWindow(torch.zeros((), dtype=torch.float64, device=device))
         self.skipped_steps = 0
+
+    def state_dict(self, step: int) -> dict[str, Any]:
+        """Everything the loop needs to continue after `step` as if never stopped.
+
+        Reads the state only (the samplers' positions are copied, not advanced). The
+        training-loss window is empty here: checkpoints are taken right after an
+        evaluation, which empties it.
+        """
+        state: dict[str, Any] = {
+            "step": step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "sampler": self.sampler.get_state(),
+            "hessian_sampler": self.hessian_sampler.get_state(),
+            "noise": dataclasses.asdict(self.noise),
+            "curvature": dataclasses.asdict(self.curvature),
+            "skipped_steps": self.skipped_steps,
+            "torch_rng": torch.get_rng_state(),
+        }
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> int:
+        """Continue from `state_dict(step)`; returns that step."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sampler.set_state(state["sampler"])
+        self.hessian_sampler.set_state(state["hessian_sampler"])
+        self.noise = NoiseScaleEMA(**state["noise"])
+        self.curvature = NoiseScaleEMA(**state["curvature"])
+        self.skipped_steps = int(state["skipped_steps"])
+        torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        return int(state["step"])
+
+    def checkpoint_due(self, step: int) -> bool:
+        """Every `checkpoint_every`-th evaluation (evaluations fall on multiples of
+        eval_every); 0 turns checkpoints off."""
+        every = self.settings.checkpoint_every * self.settings.eval_every
+        return every > 0 and step > 0 and step % every == 0
 
     def autocast(self) -> AbstractContextManager[Any]:
         if self.settings.precision == "bf16":
@@ -338,16 +414,26 @@ def run_trial(
     device: torch.device | None = None,
     world: World | None = None,
     workload: Workload | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> dict[str, Any]:
     """Train one configuration until target, budget or divergence; report every eval.
 
     Returns the last report. Every worker of a DDP trial calls this and takes the same
-    decisions, since evaluations run on identical weights.
+    decisions, since evaluations run on identical weights. With `checkpoints`, a trial
+    that has one continues from it (its reports up to there were made before), and every
+    `checkpoint_every`-th evaluation that does not end the trial is reported together
+    with a checkpoint.
     """
     trial = Trial(settings, hp, device or torch.device("cpu"), world or World(), workload)
     started = time.perf_counter()
     target = settings.target_value
-    initial_loss = math.nan
+    saved = checkpoints.restore() if checkpoints is not None else None
+    # Wall time before a restart counts too (the work lost since the checkpoint does not).
+    wall_before = float(saved["wall_s"]) if saved is not None else 0.0
+    initial_loss = float(saved["initial_loss"]) if saved is not None else math.nan
+
+    def wall_s() -> float:
+        return wall_before + time.perf_counter() - started
 
     def result(step: int, loss: float, metrics: Mapping[str, float]) -> dict[str, Any]:
         value = trial.target_value(loss, metrics)
@@ -384,20 +470,34 @@ def run_trial(
             keys.STEPS_TO_TARGET: step if reached else math.nan,
             keys.EXAMPLES_TO_TARGET: step * hp.batch_size if reached else math.nan,
             keys.REASON: reason,
-            keys.WALL_S: time.perf_counter() - started,
+            keys.WALL_S: wall_s(),
             **metrics,
         }
 
-    loss, metrics = trial.evaluate()
-    initial_loss = loss
-    last = result(0, loss, metrics)
-    report(last)
-    step = 0
+    def state(step: int) -> dict[str, Any]:
+        return {**trial.state_dict(step), "initial_loss": initial_loss, "wall_s": wall_s()}
+
+    if saved is None:
+        loss, metrics = trial.evaluate()
+        initial_loss = loss
+        last = result(0, loss, metrics)
+        report(last)
+        step = 0
+    else:
+        step = trial.load_state_dict(saved)
+        last = {keys.STEP: step, keys.TRIAL_STATUS: keys.RUNNING}
     while last[keys.TRIAL_STATUS] == keys.RUNNING:
         step += 1
         trial.step(step)
         if step % settings.eval_every == 0 or step >= trial.max_steps:
             loss, metrics = trial.evaluate()
             last = result(step, loss, metrics)
-            report(last)
+            if (
+                checkpoints is not None
+                and last[keys.TRIAL_STATUS] == keys.RUNNING
+                and trial.checkpoint_due(step)
+            ):
+                checkpoints.report(last, functools.partial(state, step))
+            else:
+                report(last)
     return last

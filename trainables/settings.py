@@ -34,6 +34,9 @@ class TrialSettings:
     max_failures: int = 0
     seed: int = 0
     divergence_factor: float = 10.0  # eval loss above this multiple of the initial one diverged
+    # Evaluations between checkpoints of the trial's state (0 = none): a trial restarted
+    # after a failure (max_failures, or `noisetune resume`) continues from the latest.
+    checkpoint_every: int = 5
     run_dir: str = ""  # where multi-worker (Ray Train) trials keep their own state
 
     def max_steps_for(self, batch_size: int) -> int:

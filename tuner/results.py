@@ -97,9 +97,26 @@ def _trial_row(trial: TuneTrial, reasons: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def last_run(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The reports of a trial's last run, one per step.
+
+    A restarted trial (a retry after a worker failure, or a resumed sweep) reports again
+    from the step of its checkpoint, or from step 0 without one, and Tune appends those
+    reports to the ones before: a report at a step not after the previous one drops the
+    reports it supersedes.
+    """
+    history: list[dict[str, Any]] = []
+    for result in results:
+        step = result.get(keys.STEP)
+        while history and step is not None and history[-1].get(keys.STEP, -1) >= step:
+            history.pop()
+        history.append(result)
+    return history
+
+
 def _curve_rows(trial: TuneTrial) -> list[dict[str, Any]]:
     rows = []
-    for result in trial.results:
+    for result in last_run(trial.results):
         row: dict[str, Any] = {"trial_id": trial.trial_id}
         for name, value in result.items():
             if name not in _NOT_CURVES and isinstance(value, (int, float)):

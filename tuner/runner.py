@@ -18,12 +18,17 @@ from trainables.settings import TrialSettings
 from tuner import guided, plots, results, schedulers, search
 from tuner.progress import ProgressLine
 from tuner.spec import Spec, load_spec
-from tuner.tune_state import is_experiment
+from tuner.tune_state import is_experiment, restore_problems
 
 SPEC_FILE = "noisetune_spec.yaml"
 # A Train driver trial must hold no CPU its workers need: even 0.01 CPU leaves a
 # 2-CPU machine unable to place 2 one-CPU workers. Every node has `memory`.
 DRIVER_RESOURCES: dict[str, float] = {"CPU": 0, "memory": 1 << 20}
+# Checkpoints Tune keeps per single-worker trial (trainables.loop writes one every
+# `checkpoint_every` evaluations; a restarted trial needs only the latest). Tune also
+# snapshots the experiment state after every this many checkpoints of a trial, which
+# keeps what a killed driver leaves behind recent.
+CHECKPOINTS_KEPT = 2
 
 
 class RunDirError(ValueError):
@@ -86,6 +91,7 @@ def _run_config(spec: Spec, run_dir: Path, verbose: bool, progress: bool) -> tun
         verbose=2 if verbose else 0,
         callbacks=callbacks,
         failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
     )
 
 
@@ -183,11 +189,18 @@ def load_run_spec(run_dir: Path) -> Spec:
 
 
 def resume_sweep(run_dir: Path, *, verbose: bool = False, progress: bool = True) -> SweepOutcome:
-    """Continue an interrupted sweep: finished trials stay, unfinished ones run again."""
+    """Continue an interrupted (Ctrl-C) or killed sweep from its last experiment snapshot.
+
+    Trials finished in the snapshot stay as they are; the others run again, from their
+    latest checkpoint where they have one (trainables.loop), else from the start; trials
+    the searcher had not proposed by then are proposed now. A trial's reports after its
+    checkpoint come again and replace the earlier ones (results.last_run).
+    """
     run_dir = run_dir.expanduser().resolve()
     spec = load_run_spec(run_dir)
-    if not is_experiment(run_dir):
-        raise RunDirError(f"{run_dir}: no Ray Tune experiment state to resume")
+    problems = restore_problems(run_dir)
+    if problems:
+        raise RunDirError("; ".join(problems))
     settings = trial_settings(spec, run_dir)
     tuner = tune.Tuner.restore(
         str(run_dir),

@@ -46,7 +46,8 @@ def _read_results(path: Path) -> list[dict[str, Any]]:
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError:
-                    break  # a line cut short by a killed driver ends the usable history
+                    # A line cut short by a killed driver; a resumed sweep appends after it.
+                    continue
     return rows
 
 
@@ -59,6 +60,34 @@ def _first_line(path: Path | None) -> str:
 
 def is_experiment(run_dir: Path) -> bool:
     return _newest_state_file(run_dir) is not None
+
+
+def restore_problems(run_dir: Path) -> list[str]:
+    """Why `Tuner.restore` could not continue the experiment in `run_dir` (empty: it can).
+
+    Where Tune cannot restore an experiment it logs an error and starts a new one in the
+    same directory (whose state file then hides the old trials). Two causes are checked:
+    a searcher inside Tune's SearchGenerator that saves no state of its own (Tune then
+    fails to restore it; seen with the eps_opt searchers of tuner.guided), and a state
+    file that does not parse (Tune copies it into the run directory in place, so a
+    driver killed during the copy can leave it cut short).
+    """
+    state_file = _newest_state_file(run_dir)
+    if state_file is None:
+        return [f"{run_dir}: no Ray Tune experiment state to resume"]
+    problems = []
+    try:
+        json.loads(state_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        problems.append(f"{state_file}: unreadable Tune experiment state ({exc})")
+    if any(run_dir.glob("search_gen_state-*.json")) and not any(
+        run_dir.glob("searcher-state-*.pkl")
+    ):
+        problems.append(
+            f"{run_dir}: the sweep's searcher saved no state, so a resumed sweep would "
+            "propose its trials again"
+        )
+    return problems
 
 
 def read_trials(run_dir: Path) -> list[TuneTrial]:
