@@ -149,7 +149,7 @@ def test_start_priority_nearest_prediction_first_and_spread_before() -> None:
 
 def fake_trial(trial_id: str, batch_size: int, lr: float, status: str = Trial.PENDING) -> Any:
     config = {keys.BATCH_SIZE: batch_size, keys.LR: lr, keys.MOMENTUM: 0.0}
-    return SimpleNamespace(trial_id=trial_id, config=config, status=status)
+    return SimpleNamespace(trial_id=trial_id, config=config, status=status, last_result={})
 
 
 def result(step: int, status: str = keys.RUNNING, **extra: Any) -> dict[str, Any]:

@@ -159,12 +159,16 @@ def run(
 def resume(run_dir: str, address: str | None, num_cpus: int | None, verbose: bool) -> None:
     """Continue an interrupted sweep in RUN_DIR without rerunning finished trials."""
     from tuner.runner import RunDirError, load_run_spec, resume_sweep
+    from tuner.tune_state import restore_problems
 
     path = Path(run_dir)
     try:
         load_run_spec(path)
     except RunDirError as exc:
         raise BadInput([str(exc)]) from exc
+    problems = restore_problems(path)
+    if problems:  # checked before Ray starts: bad input writes nothing
+        raise BadInput(problems)
     _start_ray(address, num_cpus, verbose)
     outcome = resume_sweep(path, verbose=verbose)
     _print_outcome(outcome)

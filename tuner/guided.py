@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import pickle
 from typing import Any
 
 import numpy as np
@@ -107,6 +108,20 @@ class GuidedCandidates(Searcher):
     ) -> None:
         """Nothing to learn here: the scheduler keeps the shared state."""
 
+    # What a resumed sweep needs (Tune saves it with every experiment snapshot). The
+    # shared SweepState is not part of it: the scheduler rebuilds that from the trials.
+    def get_state(self) -> dict[str, Any]:
+        return {"remaining": self.remaining, "suggested": self.suggested}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.remaining, self.suggested = state["remaining"], state["suggested"]
+
+    def save(self, checkpoint_path: str) -> None:
+        _save(self.get_state(), checkpoint_path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.set_state(_load(checkpoint_path))
+
 
 def temperature_key(
     config: dict[str, Any], b_crit: float, resolution: float = 2**0.25
@@ -196,3 +211,26 @@ class EpsGuidedSearcher(Searcher):
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
         """Nothing to learn here: the eps_opt scheduler keeps the shared state."""
+
+    def get_state(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state, "seen": self.seen, "suggested": self.suggested}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.seen, self.suggested = state["seen"], state["suggested"]
+
+    def save(self, checkpoint_path: str) -> None:
+        _save(self.get_state(), checkpoint_path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.set_state(_load(checkpoint_path))
+
+
+def _save(state: dict[str, Any], path: str) -> None:
+    with open(path, "wb") as handle:
+        pickle.dump(state, handle)
+
+
+def _load(path: str) -> Any:
+    with open(path, "rb") as handle:
+        return pickle.load(handle)

@@ -227,7 +227,11 @@ class EpsOptScheduler(TrialScheduler):
         return record
 
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
-        self._record(trial)
+        record = self._record(trial)
+        if trial.last_result:  # a trial of a resumed sweep: what it had reported
+            record.observe(trial.last_result)
+            if record.status == keys.REACHED:
+                self.state.model = fit_model(self.state.records.values(), self.rule.mode)
         self.base.on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
