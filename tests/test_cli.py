@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
+from _helpers import run_noisetune
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "examples" / "quickstart.yaml"
@@ -22,14 +23,7 @@ QUICKSTART = ROOT / "examples" / "quickstart.yaml"
 def noisetune(
     *args: str, cwd: Path | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tuner", *args],
-        cwd=cwd or ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    return run_noisetune(*args, cwd=cwd or ROOT, timeout=timeout)
 
 
 def write_spec(path: Path, **overrides: Any) -> Path:

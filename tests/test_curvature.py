@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 from typing import Any
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from _helpers import run_gloo_workers
 from torch.func import functional_call
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import TensorDataset
@@ -231,13 +230,7 @@ def test_bf16_keeps_the_hessian_in_fp32() -> None:
     assert math.isfinite(last[keys.B_NOISE]) and last[keys.EPS_MAX] > 0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _ddp_worker(rank: int, world: int, port: int, batch_size: int, queue: mp.Queue) -> None:
+def _ddp_worker(rank: int, world: int, port: int, batch_size: int, queue: Any) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -273,19 +266,7 @@ def _ddp_worker(rank: int, world: int, port: int, batch_size: int, queue: mp.Que
 def test_two_gloo_workers_agree_with_single_process_micro_batches() -> None:
     """The comm hook's local gradients give the micro-batch quadratic forms exactly."""
     batch_size, world = 16, 2
-    context = mp.get_context("spawn")
-    queue = context.Queue()
-    port = _free_port()
-    workers = [
-        context.Process(target=_ddp_worker, args=(rank, world, port, batch_size, queue))
-        for rank in range(world)
-    ]
-    for worker in workers:
-        worker.start()
-    outputs = [queue.get(timeout=60) for _ in workers]
-    for worker in workers:
-        worker.join(timeout=60)
-        assert worker.exitcode == 0
+    outputs = run_gloo_workers(_ddp_worker, world, batch_size)
     single, _, _ = _micro_batch_forms(batch_size, world, _batch(20, seed=7))
     _, single_reports = run(
         settings(curvature_every=2, max_steps=10, micro_batches=world), batch_size, 0.1

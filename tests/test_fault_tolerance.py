@@ -29,6 +29,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
+from _helpers import run_noisetune
 
 from trainables import keys
 from trainables.loop import load_state, run_trial, save_state
@@ -177,18 +178,8 @@ def cli_env(*paths: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": pythonpath}
 
 
-def noisetune(
-    *args: str, cwd: Path, timeout: float = 180, **popen: Any
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tuner", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=cli_env(cwd),
-        **popen,
-    )
+def noisetune(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return run_noisetune(*args, cwd=cwd, env=cli_env(cwd), timeout=timeout)
 
 
 def write_spec(path: Path, **overrides: Any) -> Path:

@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from _helpers import run_noisetune
 
 from tuner import jobs
 
@@ -220,14 +221,7 @@ def head() -> Iterator[Head]:
 def noisetune(
     *args: str, cwd: Path, env: dict[str, str], timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tuner", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
+    return run_noisetune(*args, cwd=cwd, env=env, timeout=timeout)
 
 
 def client_env(token: str | None, home: Path) -> dict[str, str]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
+from typing import Any
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from _helpers import run_gloo_workers
 from torch.nn.parallel import DistributedDataParallel
 
 from trainables.loop import split_batch
@@ -80,13 +80,7 @@ def test_grad_sq_norm_sums_all_parameters() -> None:
     assert float(grad_sq_norm(list(model.parameters()))) == pytest.approx(expected, rel=1e-6)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _ddp_worker(rank: int, world: int, port: int, batch_size: int, queue: mp.Queue) -> None:
+def _ddp_worker(rank: int, world: int, port: int, batch_size: int, queue: Any) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -110,19 +104,7 @@ def _ddp_worker(rank: int, world: int, port: int, batch_size: int, queue: mp.Que
 def test_two_gloo_workers_agree_with_single_process_micro_batches() -> None:
     """The DDP comm hook and the micro-batch hooks see the same two batch sizes."""
     batch_size, world = 16, 2
-    context = mp.get_context("spawn")
-    queue = context.Queue()
-    port = _free_port()
-    workers = [
-        context.Process(target=_ddp_worker, args=(rank, world, port, batch_size, queue))
-        for rank in range(world)
-    ]
-    for worker in workers:
-        worker.start()
-    outputs = [queue.get(timeout=60) for _ in workers]
-    for worker in workers:
-        worker.join(timeout=60)
-        assert worker.exitcode == 0
+    outputs = run_gloo_workers(_ddp_worker, world, batch_size)
     single, _, _ = micro_batch_pair(batch_size, world)
     for _, pair, _ in outputs:
         assert pair.b_small == single.b_small

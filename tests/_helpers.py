@@ -1,0 +1,54 @@
+"""Helpers shared by test modules: gloo worker processes and `noisetune` subprocesses."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch.multiprocessing as mp
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_gloo_workers(target: Callable[..., None], world: int, *args: Any) -> list[Any]:
+    """Start `world` spawned processes running target(rank, world, port, *args, queue),
+    collect what each puts on the queue, and check they all exit cleanly."""
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    port = free_port()
+    workers = [
+        context.Process(target=target, args=(rank, world, port, *args, queue))
+        for rank in range(world)
+    ]
+    for worker in workers:
+        worker.start()
+    outputs = [queue.get(timeout=60) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    return outputs
+
+
+def run_noisetune(
+    *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """`python -m tuner ARGS` as a user runs it, the project importable."""
+    return subprocess.run(
+        [sys.executable, "-m", "tuner", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env if env is not None else {**os.environ, "PYTHONPATH": str(ROOT)},
+    )
