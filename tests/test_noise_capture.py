@@ -9,6 +9,9 @@ import pytest
 import torch
 import torch.distributed as dist
 from _helpers import run_gloo_workers
+from _helpers import tiny_batch as _batch
+from _helpers import tiny_loss as _loss
+from _helpers import tiny_model as _model
 from torch.nn.parallel import DistributedDataParallel
 
 from trainables.loop import split_batch
@@ -19,25 +22,6 @@ from trainables.noise_capture import (
     allreduce_with_norms,
     grad_sq_norm,
 )
-
-
-def _model(seed: int = 0) -> torch.nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=generator) * 0.5)
-    return model
-
-
-def _batch(size: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(size, 6, generator=generator), torch.randn(size, 3, generator=generator)
-
-
-def _loss(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    x, y = batch
-    return ((model(x) - y) ** 2).mean()
 
 
 def _sq(grads: tuple[torch.Tensor, ...]) -> float:
