@@ -382,7 +382,9 @@ class Trial:
         self.model.eval()
         try:
             eval_data = self.workload.eval_data
-            if eval_data is None:
+            if self.workload.eval_loss is not None:
+                loss = float(self.workload.eval_loss(self.model))
+            elif eval_data is None:
                 loss = self.train_loss.take(self.world)
             else:
                 n = len(eval_data)  # type: ignore[arg-type]
