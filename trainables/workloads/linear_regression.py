@@ -12,6 +12,7 @@ in float64, at O(d²) per call; the reported loss is exact the same way (`eval_l
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from functools import partial
@@ -78,9 +79,11 @@ class _Quadratic:
     """mean_i s_i·(x_iᵀw − y_i)² as wᵀAw − 2wᵀb + c, with A = Xᵀdiag(s)X/n, b = Xᵀ(s∘y)/n,
     c = mean s_i y_i²: exact, and O(d²) per call instead of O(n·d)."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, s: np.ndarray) -> None:
+    def __init__(
+        self, x: np.ndarray, y: np.ndarray, s: np.ndarray, a: np.ndarray | None = None
+    ) -> None:
         n = x.shape[0]
-        self.a = (x * s[:, None]).T @ x / n
+        self.a = (x * s[:, None]).T @ x / n if a is None else a
         self.b = x.T @ (s * y) / n
         self.c = float(s @ (y * y)) / n
 
@@ -101,7 +104,7 @@ class _ExactStats:
         n = x.shape[0]
         self.h = x.T @ x / n
         self.xty = x.T @ y / n
-        self.mean_r2 = _Quadratic(x, y, np.ones(n))
+        self.mean_r2 = _Quadratic(x, y, np.ones(n), a=self.h)
         self.mean_r2_sq_norm = _Quadratic(x, y, np.einsum("ij,ij->i", x, x))
         self.mean_r2_q = _Quadratic(x, y, np.einsum("ij,ij->i", x @ self.h, x))
 
@@ -132,6 +135,25 @@ class _ExactStats:
         }
 
 
+@functools.lru_cache(maxsize=2)
+def _pool(
+    dim: int, noise: float, power: float, n_train: int, seed: int
+) -> tuple[TensorDataset, _ExactStats]:
+    """The example pool and its exact statistics: built once per process and arguments
+    (read-only afterwards), since trials in a reused actor share them."""
+    eigenvalues = np.arange(1, dim + 1, dtype=np.float64) ** -power
+    w_star = np.random.default_rng(seed).standard_normal(dim)
+    data_rng = np.random.default_rng([seed, 1])
+    x64 = data_rng.standard_normal((n_train, dim)) * np.sqrt(eigenvalues)
+    y64 = x64 @ w_star + noise * data_rng.standard_normal(n_train)
+
+    # The model trains on float32; the exact statistics use the same float32 values.
+    x = torch.from_numpy(x64.astype(np.float32))
+    y = torch.from_numpy(y64.astype(np.float32))
+    stats = _ExactStats(x.numpy().astype(np.float64), y.numpy().astype(np.float64))
+    return TensorDataset(x, y), stats
+
+
 def build(args: Mapping[str, Any]) -> Workload:
     """Build the noisy linear-regression workload (DESIGN.md §1).
 
@@ -146,23 +168,12 @@ def build(args: Mapping[str, Any]) -> Workload:
     n_train = _int_arg("n_train", a["n_train"], 1)
     seed = _int_arg("seed", a["seed"], 0)
 
-    eigenvalues = np.arange(1, dim + 1, dtype=np.float64) ** -power
-    w_star = np.random.default_rng(seed).standard_normal(dim)
-    data_rng = np.random.default_rng([seed, 1])
-    x64 = data_rng.standard_normal((n_train, dim)) * np.sqrt(eigenvalues)
-    y64 = x64 @ w_star + noise * data_rng.standard_normal(n_train)
-
-    # The model trains on float32; the exact statistics use the same float32 values.
-    x = torch.from_numpy(x64.astype(np.float32))
-    y = torch.from_numpy(y64.astype(np.float32))
-    data = TensorDataset(x, y)
-
+    data, stats = _pool(dim, noise, power, n_train, seed)
     # Created on the meta device so that nn.Linear's own init draws nothing from the global RNG.
     model = torch.nn.Linear(dim, 1, bias=False, device="meta").to_empty(device="cpu")
     with torch.no_grad():
         model.weight.zero_()
 
-    stats = _ExactStats(x.numpy().astype(np.float64), y.numpy().astype(np.float64))
     return Workload(
         model=model,
         train_data=data,
