@@ -16,17 +16,23 @@ from trainables import keys
 from tuner import theory
 from tuner.schedulers import (
     EpsOptScheduler,
+    PerBatchSize,
     PruneRule,
+    Started,
+    SweepState,
     TrialRecord,
     best_per_batch,
     decide,
     fit_model,
+    make_scheduler,
     middle_lrs,
+    rate_key,
     start_priority,
 )
+from tuner.spec import parse_spec
 
 MODEL = theory.EpsOptFit(eps_max=1.0, b_noise=64.0, rms_log=0.0)  # eps_opt(64) = 0.5
-RULE = PruneRule(mode="fitted", tolerance=4.0, grace_steps=100)
+RULE = PruneRule(mode="fitted", tolerance=4.0)
 
 
 def reached(
@@ -45,7 +51,7 @@ def reached(
         (0.5, 0.0, 500, None),  # at the prediction
         (1.9, 0.0, 500, None),  # inside x4
         (0.13, 0.0, 500, None),  # inside /4
-        (4.0, 0.0, 99, None),  # before grace_steps
+        (4.0, 0.0, 0, "pruned: lr 8.0x above eps_opt(B=64)=0.5"),  # judged at the start
         (4.0, 0.0, 100, "pruned: lr 8.0x above eps_opt(B=64)=0.5"),
         (0.05, 0.0, 100, "pruned: lr 10.0x below eps_opt(B=64)=0.5"),
         (0.4, 0.9, 100, "pruned: lr/(1-m) 8.0x above eps_opt(B=64)=0.5"),  # effective 4.0
@@ -138,13 +144,33 @@ def test_measured_model_needs_curvature() -> None:
 
 def test_start_priority_nearest_prediction_first_and_spread_before() -> None:
     near, far = TrialRecord(64, 0.55, 0.0), TrialRecord(64, 5.0, 0.0)
-    assert start_priority(near, {}, {}, MODEL) < start_priority(far, {}, {}, MODEL)
+    none = Started()
+    assert start_priority(near, none, {}, MODEL) < start_priority(far, none, {}, MODEL)
     fresh, busy = TrialRecord(16, 0.1, 0.0), TrialRecord(64, 0.1, 0.0)
-    assert start_priority(fresh, {64: 3}, {}, None) < start_priority(busy, {64: 3}, {}, None)
+    three_at_64 = Started()
+    for lr in (1.0, 2.0, 4.0):
+        three_at_64.add(TrialRecord(64, lr, 0.0))
+    assert start_priority(fresh, three_at_64, {}, None) < start_priority(
+        busy, three_at_64, {}, None
+    )
     grid = [TrialRecord(64, lr, 0.0) for lr in (0.01, 0.1, 1.0)]
     middle = middle_lrs(grid)
     assert middle[64] == pytest.approx(0.1)
-    assert min(grid, key=lambda r: start_priority(r, {}, middle, None)).lr == 0.1
+    assert min(grid, key=lambda r: start_priority(r, none, middle, None)).lr == 0.1
+
+
+def test_a_started_rate_waits_behind_new_rates() -> None:
+    """At the prediction's rate, another momentum (same ε/(1 − m)) or warmup ranks
+    behind the next untried rate, and behind nothing further than an octave."""
+    started = Started()
+    started.add(TrialRecord(64, 0.5, 0.0))  # the predicted rate, eps_opt(64) = 0.5
+    same_rate = TrialRecord(64, 0.05, 0.9)  # ε/(1 − m) = 0.5
+    assert rate_key(same_rate) == rate_key(TrialRecord(64, 0.5, 0.0))
+    next_rate, two_octaves = TrialRecord(64, 0.7, 0.0), TrialRecord(64, 2.0, 0.0)
+    priority = {
+        r.lr: start_priority(r, started, {}, MODEL)[0] for r in (same_rate, next_rate, two_octaves)
+    }
+    assert priority[0.7] < priority[0.05] < priority[2.0]
 
 
 def fake_trial(trial_id: str, batch_size: int, lr: float, status: str = Trial.PENDING) -> Any:
@@ -183,3 +209,51 @@ def test_choose_trial_respects_concurrency_and_prefers_the_prediction() -> None:
     assert scheduler.choose_trial_to_run(controller).trial_id == "near"
     trials[1].status = Trial.RUNNING
     assert scheduler.choose_trial_to_run(controller) is None  # one at a time
+
+
+def test_state_keeps_the_best_per_batch_size_and_refits_only_on_reaching() -> None:
+    state = SweepState()
+    records = {
+        name: TrialRecord(b, lr, 0.0)
+        for name, b, lr in [("a", 16, 0.1), ("b", 16, 0.2), ("c", 256, 0.8)]
+    }
+    state.records.update(records)
+    state.observe(records["a"], result(400, keys.REACHED, **{keys.STEPS_TO_TARGET: 400}), "fitted")
+    assert state.best == {16: records["a"]} and state.model is None  # one batch size
+    state.observe(records["b"], result(300, keys.REACHED, **{keys.STEPS_TO_TARGET: 300}), "fitted")
+    state.observe(records["c"], result(50, keys.REACHED, **{keys.STEPS_TO_TARGET: 50}), "fitted")
+    assert state.best == {16: records["b"], 256: records["c"]}
+    assert state.model is not None
+    model = state.model
+    state.observe(records["c"], result(50, keys.REACHED, **{keys.STEPS_TO_TARGET: 50}), "fitted")
+    assert state.model is model and len(state.reached) == 3  # a repeated final report
+    assert state.best == best_per_batch(records.values())
+
+
+def test_asha_brackets_each_batch_size_on_its_own() -> None:
+    """One ASHA across batch sizes stops the small-batch trials (their loss at step t is
+    higher); per batch size, a small-batch trial is only compared with its peers."""
+    spec = parse_spec(
+        {
+            "name": "asha",
+            "workload": "linear_regression",
+            "target": {"metric": "loss", "value": 0.5},
+            "budget": {"max_steps": 400},
+            "space": {"batch_size": [16, 1024], "lr": [0.1]},
+            "pruning": {"kind": "asha", "grace_steps": 10},
+        }
+    )
+    scheduler = make_scheduler(spec, Path("unused"))
+    assert isinstance(scheduler, PerBatchSize)
+    scheduler.set_search_properties(keys.TARGET_VALUE, "min")
+    large = [fake_trial(f"L{i}", 1024, 0.1) for i in range(4)]
+    small = fake_trial("S", 16, 0.1)
+    controller = SimpleNamespace(get_trials=lambda: [*large, small])
+    for trial in [*large, small]:
+        scheduler.on_trial_add(controller, trial)
+    for i, trial in enumerate(large):  # lower losses than the small batch will ever see
+        row = result(10, **{keys.TARGET_VALUE: 0.6 + 0.01 * i})
+        scheduler.on_trial_result(controller, trial, row)
+    row = result(10, **{keys.TARGET_VALUE: 2.0})
+    assert scheduler.on_trial_result(controller, small, row) == TrialScheduler.CONTINUE
+    assert set(scheduler.by_batch_size) == {16, 1024}

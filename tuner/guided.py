@@ -22,9 +22,9 @@ from ray.tune.search import Searcher
 from trainables import keys
 from tuner import theory
 from tuner.schedulers import (
+    Started,
     SweepState,
     TrialRecord,
-    best_per_batch,
     middle_lrs,
     start_priority,
 )
@@ -86,7 +86,7 @@ class GuidedCandidates(Searcher):
         self.remaining = list(configs)
         self.state = state
         self.middle = middle_lrs(_record(c) for c in configs)
-        self.suggested: dict[int, int] = {}
+        self.suggested = Started()
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if not self.remaining:
@@ -99,8 +99,7 @@ class GuidedCandidates(Searcher):
             ),
         )
         config = self.remaining.pop(ranked)
-        batch_size = int(config[keys.BATCH_SIZE])
-        self.suggested[batch_size] = self.suggested.get(batch_size, 0) + 1
+        self.suggested.add(_record(config))
         return config
 
     def on_trial_complete(
@@ -174,7 +173,7 @@ class EpsGuidedSearcher(Searcher):
 
     def _b_crit(self) -> float:
         """The critical batch size as known so far (inf-safe: 0 while unknown)."""
-        best = best_per_batch(self.state.records.values())
+        best = self.state.best
         if len(best) >= 2:
             fit = theory.fit_tradeoff(
                 [float(b) for b in best], [r.steps_to_target for r in best.values()]

@@ -10,10 +10,11 @@ that reached the target, 4 by refusing Adam-style optimisers in the spec, 9 by a
 tolerance near 4, 10 by judging only against the sweep's own target):
 1. a trial that has taken as many steps as the best trial at its batch size took to
    reach the target can no longer improve the front there: stop it;
-2. after `grace_steps`, a trial whose effective rate ε/(1 − m) lies outside
-   [ε_opt(B)/tolerance, tolerance·ε_opt(B)] of the pooled model is stopped, at batch
-   sizes inside the span where trials have reached the target (the model interpolates;
-   it does not extrapolate);
+2. a trial whose effective rate ε/(1 − m) lies outside
+   [ε_opt(B)/tolerance, tolerance·ε_opt(B)] of the pooled model is stopped at its first
+   report once the model exists (the rule reads only the trial's configuration, so
+   training it longer teaches nothing), at batch sizes inside the span where trials
+   have reached the target (the model interpolates; it does not extrapolate);
 3. everything else goes to the wrapped scheduler.
 Cold start: until the model exists only rule 1 applies.
 """
@@ -22,7 +23,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,11 +37,6 @@ from tuner import theory
 from tuner.spec import Spec
 
 DECISIONS_FILE = "decisions.jsonl"  # results/decisions.jsonl: why each trial was pruned
-
-
-def smallest_batch_size(spec: Spec) -> int:
-    dim = spec.space.dimensions()[keys.BATCH_SIZE]
-    return int(min(dim.points()))  # a range's points() are its bounds
 
 
 # --- plain data and pure decisions -------------------------------------------------------
@@ -80,7 +77,6 @@ class PruneRule:
 
     mode: str = "calibrated"
     tolerance: float = 4.0
-    grace_steps: int = 100
 
 
 def best_per_batch(records: Iterable[TrialRecord]) -> dict[int, TrialRecord]:
@@ -131,7 +127,7 @@ def _lr_reason(
     model: theory.EpsOptFit | None,
     rule: PruneRule,
 ) -> str | None:
-    if model is None or record.step < rule.grace_steps or not best:
+    if model is None or not best:
         return None
     if not min(best) <= record.batch_size <= max(best):
         return None
@@ -156,22 +152,47 @@ def decide(
     return _front_reason(record, best) or _lr_reason(record, best, model, rule)
 
 
+RATE_RESOLUTION = 2**0.25  # effective lrs closer than this are one rate
+REPEAT_PENALTY = math.log(2.0)  # a repeated rate ranks like one an octave further away
+
+
+def rate_key(record: TrialRecord) -> tuple[int, int]:
+    """(B, effective lr to RATE_RESOLUTION): configurations that differ only in momentum
+    at equal ε/(1 − m), or in warmup, share it and mostly train alike (Smith et al. 2017)."""
+    return (record.batch_size, round(math.log(record.effective_lr) / math.log(RATE_RESOLUTION)))
+
+
+@dataclass
+class Started:
+    """How many trials have started per batch size and per rate (`rate_key`)."""
+
+    per_batch: Counter[int] = field(default_factory=Counter)
+    per_rate: Counter[tuple[int, int]] = field(default_factory=Counter)
+
+    def add(self, record: TrialRecord) -> None:
+        self.per_batch[record.batch_size] += 1
+        self.per_rate[rate_key(record)] += 1
+
+
 def start_priority(
     record: TrialRecord,
-    started_per_batch: Mapping[int, int],
+    started: Started,
     middle_lr: Mapping[int, float],
     model: theory.EpsOptFit | None,
 ) -> tuple[float, float]:
     """Lower starts first. With a model: nearest the prediction. Before one: spread
     over batch sizes, the middle of each batch size's (log) lr range first, so that
-    trials reach the target early and the model appears soon."""
+    trials reach the target early and the model appears soon. A rate already started at
+    this batch size (another momentum or warmup at the same ε/(1 − m)) waits behind
+    new rates, which tell more about where ε_opt(B) lies."""
+    repeats = REPEAT_PENALTY * started.per_rate[rate_key(record)]
     if model is not None:
         predicted = float(theory.eps_opt(record.batch_size, model.eps_max, model.b_noise))
-        return (abs(math.log(record.effective_lr / predicted)), 0.0)
+        return (abs(math.log(record.effective_lr / predicted)) + repeats, 0.0)
     middle = middle_lr.get(record.batch_size, record.effective_lr)
     return (
-        float(started_per_batch.get(record.batch_size, 0)),
-        abs(math.log(record.effective_lr / middle)),
+        float(started.per_batch[record.batch_size]),
+        abs(math.log(record.effective_lr / middle)) + repeats,
     )
 
 
@@ -188,10 +209,29 @@ def middle_lrs(records: Iterable[TrialRecord]) -> dict[int, float]:
 
 @dataclass
 class SweepState:
-    """What the scheduler has learnt, shared with the searcher that orders the trials."""
+    """What the scheduler has learnt, shared with the searcher that orders the trials.
+
+    `best` (per batch size, the trial that reached the target in the fewest steps) is
+    kept up to date as trials reach it, so a decision per result costs the same
+    whatever the number of trials; the model is refitted only when a trial reaches it.
+    """
 
     records: dict[str, TrialRecord] = field(default_factory=dict)
     model: theory.EpsOptFit | None = None
+    best: dict[int, TrialRecord] = field(default_factory=dict)
+    reached: list[TrialRecord] = field(default_factory=list)
+
+    def observe(self, record: TrialRecord, result: Mapping[str, Any], mode: str) -> None:
+        """Take in a trial's report; on reaching the target, update the best and refit."""
+        was_reached = record.status == keys.REACHED
+        record.observe(result)
+        if record.status != keys.REACHED or was_reached:
+            return
+        self.reached.append(record)
+        leader = self.best.get(record.batch_size)
+        if leader is None or record.steps_to_target < leader.steps_to_target:
+            self.best[record.batch_size] = record
+        self.model = fit_model(self.reached, mode)
 
 
 class EpsOptScheduler(TrialScheduler):
@@ -229,18 +269,13 @@ class EpsOptScheduler(TrialScheduler):
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
         record = self._record(trial)
         if trial.last_result:  # a trial of a resumed sweep: what it had reported
-            record.observe(trial.last_result)
-            if record.status == keys.REACHED:
-                self.state.model = fit_model(self.state.records.values(), self.rule.mode)
+            self.state.observe(record, trial.last_result, self.rule.mode)
         self.base.on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
         record = self._record(trial)
-        record.observe(result)
-        if record.status == keys.REACHED:
-            self.state.model = fit_model(self.state.records.values(), self.rule.mode)
-        best = best_per_batch(self.state.records.values())
-        reason = decide(record, best, self.state.model, self.rule)
+        self.state.observe(record, result, self.rule.mode)
+        reason = decide(record, self.state.best, self.state.model, self.rule)
         if reason is not None:
             self._log(trial.trial_id, record.step, reason)
             return str(TrialScheduler.STOP)
@@ -248,7 +283,7 @@ class EpsOptScheduler(TrialScheduler):
 
     def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> None:
         if result:
-            self._record(trial).observe(result)
+            self.state.observe(self._record(trial), result, self.rule.mode)
         self.base.on_trial_complete(tune_controller, trial, result)
 
     def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
@@ -269,10 +304,10 @@ class EpsOptScheduler(TrialScheduler):
         pending = [t for t in trials if t.status == Trial.PENDING]
         if not pending:
             return None
-        started: dict[int, int] = {}
+        started = Started()
         for record in self.state.records.values():
             if record.started:
-                started[record.batch_size] = started.get(record.batch_size, 0) + 1
+                started.add(record)
         model = self.state.model
         middle = middle_lrs(self.state.records.values())
         return min(pending, key=lambda t: start_priority(self._record(t), started, middle, model))
@@ -291,15 +326,57 @@ class EpsOptScheduler(TrialScheduler):
         return f"eps_opt pruning: eps_max={model.eps_max:.3g} B_noise={model.b_noise:.3g}"
 
 
-def _asha(spec: Spec) -> ASHAScheduler:
-    # ASHA on our own monotonic step counter, not training_iteration (DESIGN.md §4).
-    return ASHAScheduler(
-        time_attr=keys.STEP,
-        metric=keys.TARGET_VALUE,
-        mode="min",
-        max_t=spec.budget.max_steps_for(smallest_batch_size(spec)),
-        grace_period=max(1, spec.pruning.grace_steps),
-        reduction_factor=4,
+class PerBatchSize(FIFOScheduler):
+    """One scheduler per batch size, each seeing only that batch size's trials.
+
+    Generic pruners compare trials at equal steps; across batch sizes that compares
+    unlike things (at step t a larger batch has seen more examples and sits lower), so a
+    single ASHA stops the small-batch trials the front needs. Trials start in FIFO order.
+    """
+
+    def __init__(self, make: Callable[[int], TrialScheduler]) -> None:
+        super().__init__()
+        self.make = make
+        self.by_batch_size: dict[int, TrialScheduler] = {}
+
+    def _for(self, trial: Trial) -> TrialScheduler:
+        batch_size = int(trial.config[keys.BATCH_SIZE])
+        if batch_size not in self.by_batch_size:
+            self.by_batch_size[batch_size] = self.make(batch_size)
+        return self.by_batch_size[batch_size]
+
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        self._for(trial).on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
+        return str(self._for(trial).on_trial_result(tune_controller, trial, result))
+
+    def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> None:
+        self._for(trial).on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
+        self._for(trial).on_trial_error(tune_controller, trial)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
+        self._for(trial).on_trial_remove(tune_controller, trial)
+
+    def debug_string(self) -> str:
+        return f"{len(self.by_batch_size)} batch sizes, each its own scheduler"
+
+
+def _asha(spec: Spec) -> PerBatchSize:
+    """ASHA per batch size, on our own monotonic step counter, not training_iteration
+    (DESIGN.md §4): grace `pruning.grace_steps`, reduction factor 4, each batch size's
+    own step budget."""
+    return PerBatchSize(
+        lambda batch_size: ASHAScheduler(
+            time_attr=keys.STEP,
+            metric=keys.TARGET_VALUE,
+            mode="min",
+            max_t=max(spec.budget.max_steps_for(batch_size), spec.pruning.grace_steps, 1),
+            grace_period=max(1, spec.pruning.grace_steps),
+            reduction_factor=4,
+        )
     )
 
 
@@ -317,7 +394,7 @@ def make_scheduler(
     base = _asha(spec) if spec.pruning.base == "asha" else FIFOScheduler()
     return EpsOptScheduler(
         base,
-        PruneRule(spec.pruning.mode, spec.pruning.tolerance, spec.pruning.grace_steps),
+        PruneRule(spec.pruning.mode, spec.pruning.tolerance),
         max_concurrent=spec.search.max_concurrent,
         decisions_path=run_dir / "results" / DECISIONS_FILE,
         state=state,
