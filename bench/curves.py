@@ -1,0 +1,109 @@
+"""Record a spec's full grid of learning curves once, for tabular replay.
+
+    python bench/curves.py --spec bench/specs/linear_regression.yaml
+
+Every configuration of the spec's (categorical) grid is trained with the real loop
+(`trainables.loop.run_trial`, the code a Tune trial runs, same seed, same reports) in a
+pool of plain processes, until it reaches the target, exhausts its budget or diverges.
+Every report is kept, with its wall time. The curves land in
+`bench/curves/<spec name>.parquet`, one row per report; `bench/search_efficiency.py`
+replays search strategies on them (the tabular-benchmark method of HPO research).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from trainables import keys
+from tuner.guided import candidates
+from tuner.runner import trial_settings
+from tuner.spec import Spec, load_spec
+
+CURVES_DIR = Path(__file__).resolve().parent / "curves"
+CONFIG_COLUMNS = list(keys.HYPERPARAMETERS)
+# What the strategies and the prediction table read of each report.
+REPORT_COLUMNS = [
+    keys.STEP,
+    keys.EXAMPLES,
+    keys.LOSS,
+    keys.TARGET_VALUE,
+    keys.TRIAL_STATUS,
+    keys.STEPS_TO_TARGET,
+    keys.EXAMPLES_TO_TARGET,
+    keys.B_SIMPLE,
+    keys.B_NOISE,
+    keys.EPS_MAX,
+    keys.WALL_S,
+    "true_b_simple",  # linear_regression's exact statistics
+    "true_b_noise",
+    "true_eps_max",
+]
+
+
+def curves_path(spec: Spec) -> Path:
+    return CURVES_DIR / f"{spec.name}.parquet"
+
+
+def _train(job: tuple[Spec, dict[str, Any]]) -> list[dict[str, Any]]:
+    import torch
+
+    from trainables.loop import run_trial
+    from trainables.settings import Hyperparameters
+
+    torch.set_num_threads(1)
+    spec, config = job
+    rows: list[dict[str, Any]] = []
+    run_trial(trial_settings(spec, Path(".")), Hyperparameters.from_config(config), rows.append)
+    return [{**row, **config} for row in rows]  # the config lr, not the warmup lr
+
+
+def record(spec: Spec, processes: int) -> pd.DataFrame:
+    """Every grid configuration's reports, in grid order."""
+    configs = candidates(spec)
+    started = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(processes) as pool:
+        for done, trial_rows in enumerate(pool.imap(_train, [(spec, c) for c in configs]), start=1):
+            rows.extend(trial_rows)
+            if done % 20 == 0 or done == len(configs):
+                elapsed = time.perf_counter() - started
+                print(f"  {done}/{len(configs)} configurations, {elapsed:.0f} s", flush=True)
+    frame = pd.DataFrame(rows)
+    return frame[[c for c in CONFIG_COLUMNS + REPORT_COLUMNS if c in frame.columns]]
+
+
+def load_or_record(spec: Spec, processes: int, rerecord: bool = False) -> pd.DataFrame:
+    path = curves_path(spec)
+    if path.exists() and not rerecord:
+        return pd.read_parquet(path)
+    print(f"recording {len(candidates(spec))} configurations of {spec.name} -> {path}")
+    frame = record(spec, processes)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(path.with_suffix(".tmp"), index=False)
+    os.replace(path.with_suffix(".tmp"), path)
+    return frame
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", required=True)
+    parser.add_argument("--processes", type=int, default=2)
+    args = parser.parse_args()
+    frame = load_or_record(load_spec(args.spec), args.processes, rerecord=True)
+    last = frame.groupby(CONFIG_COLUMNS).tail(1)
+    print(last[keys.TRIAL_STATUS].value_counts().to_string())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""Search efficiency: examples each strategy spends until its front matches the grid's.
+
+    python bench/search_efficiency.py --spec bench/specs/linear_regression.yaml
+    python bench/search_efficiency.py --spec bench/specs/teacher_mlp.yaml
+    python bench/search_efficiency.py --spec my_spec.yaml --seeds 20   # any workload
+
+The reference is the spec's exhaustive grid over batch size x lr x momentum x warmup (the
+Shallue et al. protocol), trained once with the real loop and recorded
+(`bench/curves.py`; reused from bench/curves/ if already there). Every strategy is then
+replayed on those curves (`bench/replay.py`) with its real searcher and scheduler, two
+trials at a time, once per seed:
+
+- grid: every configuration, in a seeded random order, no pruning;
+- grid+asha: the same under noisetune's `pruning: asha` (Tune's ASHAScheduler, one per
+  batch size: grace `pruning.grace_steps`, reduction factor 4);
+- random: uniform draws from the grid (with replacement), no pruning;
+- random+asha: the same draws under `pruning: asha`;
+- tpe+median: noisetune's Optuna TPE searcher with Tune's MedianStoppingRule (grace
+  `pruning.grace_steps`, hard stop);
+- eps_opt: the grid in noisetune's guided order with `pruning: eps_opt`;
+- eps-guided: `search.algorithm: eps-guided` with `pruning: eps_opt`.
+
+Random and eps-guided draw twice the grid's number of trials, TPE as many (its
+suggestions cost O(n) each). "To front" is the examples
+spent (interpolated over running trials) until the per-batch-size best steps to the
+target first come within 10% of the grid's at every batch size; "total" is everything the
+strategy ran. Ratios are the grid's total examples over the strategy's median. With
+--live, the eps_opt strategy also runs for real through `noisetune`'s runner on an
+embedded Ray (the ground truth for the replay).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from ray.tune.schedulers import FIFOScheduler, MedianStoppingRule, TrialScheduler
+from ray.tune.search import Searcher
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from curves import load_or_record
+from replay import Curves, Outcome, replay
+
+from trainables import keys
+from tuner import guided, schedulers, search
+from tuner.runner import search_plan
+from tuner.spec import Spec, parse_spec
+
+STRATEGIES = (
+    "grid",
+    "grid+asha",
+    "random",
+    "random+asha",
+    "tpe+median",
+    "eps_opt",
+    "eps-guided",
+)
+
+
+def variant(base: dict[str, Any], algorithm: str, pruning: str, seed: int, samples: int) -> Spec:
+    data = {**base, "search": {**base["search"], "algorithm": algorithm, "seed": seed}}
+    if algorithm != "grid":
+        data["search"]["num_samples"] = samples
+    data["pruning"] = {**base.get("pruning", {}), "kind": pruning}
+    return parse_spec(data)
+
+
+def _searcher_suggest(searcher: Searcher) -> Callable[[str], dict[str, Any] | None]:
+    def suggest(trial_id: str) -> dict[str, Any] | None:
+        config = searcher.suggest(trial_id)
+        return None if config is None or config == Searcher.FINISHED else config
+
+    return suggest
+
+
+def _list_suggest(configs: list[dict[str, Any]]) -> Callable[[str], dict[str, Any] | None]:
+    queue = list(configs)
+    return lambda _trial_id: queue.pop(0) if queue else None
+
+
+def run_strategy(
+    name: str, base: dict[str, Any], curves: Curves, seed: int, run_dir: Path
+) -> Outcome:
+    grid = parse_spec(base)
+    n_grid = len(guided.candidates(grid))
+    concurrency = grid.search.max_concurrent
+    shuffled = guided.candidates(grid)
+    random.Random(seed).shuffle(shuffled)
+    if name == "grid":
+        return replay(curves, _list_suggest(shuffled), FIFOScheduler(), concurrency)
+    if name == "grid+asha":
+        spec = variant(base, "grid", "asha", seed, n_grid)
+        scheduler = schedulers.make_scheduler(spec, run_dir) or FIFOScheduler()
+        return replay(curves, _list_suggest(shuffled), scheduler, concurrency)
+    if name in ("random", "random+asha"):
+        spec = variant(
+            base, "random", "asha" if name == "random+asha" else "none", seed, 2 * n_grid
+        )
+        scheduler = schedulers.make_scheduler(spec, run_dir) or FIFOScheduler()
+        return replay(curves, _list_suggest(guided.candidates(spec)), scheduler, concurrency)
+    if name == "tpe+median":
+        spec = variant(base, "optuna-tpe", "none", seed, n_grid)
+        searcher = search.optuna_search(spec)
+        median = MedianStoppingRule(
+            time_attr=keys.STEP,
+            metric=keys.TARGET_VALUE,
+            mode="min",
+            grace_period=spec.pruning.grace_steps,
+            min_time_slice=math.inf,  # never pause (the replay, like Tune here, stops)
+            hard_stop=True,
+        )
+        return replay(
+            curves,
+            _searcher_suggest(searcher),
+            median,
+            concurrency,
+            on_result=searcher.on_trial_result,
+            on_complete=lambda tid, row: searcher.on_trial_complete(tid, row),
+        )
+    if name == "eps_opt":
+        spec = variant(base, "grid", "eps_opt", seed, n_grid)
+        state = schedulers.SweepState()
+        searcher = guided.GuidedCandidates(shuffled, state)
+        scheduler = schedulers.make_scheduler(spec, run_dir, state)
+    elif name == "eps-guided":
+        spec = variant(base, "eps-guided", "eps_opt", seed, 2 * n_grid)
+        plan = search_plan(spec, run_dir)
+        searcher, scheduler = plan.search_alg, plan.scheduler
+    else:
+        raise ValueError(f"unknown strategy {name!r}")
+    assert isinstance(scheduler, TrialScheduler)
+    return replay(
+        curves,
+        _searcher_suggest(searcher),
+        scheduler,
+        concurrency,
+        on_complete=lambda tid, row: searcher.on_trial_complete(tid, row),
+    )
+
+
+def _fmt(value: float) -> str:
+    return "never" if math.isinf(value) else f"{value / 1e6:.2f}M"
+
+
+def worst_gap(front: dict[int, float], reference: dict[int, float]) -> float:
+    """The largest relative excess of the found best steps over the grid's (inf: a
+    batch size never reached)."""
+    return max(front.get(b, math.inf) / steps - 1 for b, steps in reference.items())
+
+
+def summarize(
+    name: str, outcomes: list[Outcome], grid_total: float, reference: dict[int, float]
+) -> dict[str, Any]:
+    to_front = [o.examples_to_front for o in outcomes]
+    gaps = sorted(worst_gap(o.front, reference) for o in outcomes)
+    totals = [o.total_examples for o in outcomes]
+    found = [x for x in to_front if math.isfinite(x)]
+    median = statistics.median(to_front) if len(found) * 2 > len(to_front) else math.inf
+    return {
+        "strategy": name,
+        "seeds": len(outcomes),
+        "front found": f"{len(found)}/{len(outcomes)}",
+        "to front: median": _fmt(median),
+        "min…max": f"{_fmt(min(to_front))}…{_fmt(max(to_front))}",
+        "grid total / median": "-" if math.isinf(median) else f"{grid_total / median:.1f}x",
+        "total: median": _fmt(statistics.median(totals)),
+        "grid total / total": f"{grid_total / statistics.median(totals):.1f}x",
+        "worst front gap at the end": f"{statistics.median(gaps):+.0%} (max {gaps[-1]:+.0%})",
+        "trials: median": int(statistics.median(o.trials for o in outcomes)),
+        "wall to front: median s": (
+            "never"
+            if math.isinf(median)
+            else f"{statistics.median(o.wall_to_front_s for o in outcomes):.0f}"
+        ),
+    }
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(r[h]) for h in header) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def live_eps_opt(base: dict[str, Any]) -> None:
+    """The eps_opt strategy run for real (embedded Ray, 2 trials at a time)."""
+    from tuner.ray_runtime import apply_loopback_environment, init_ray
+    from tuner.runner import run_sweep
+
+    apply_loopback_environment()
+    init_ray(num_cpus=2)
+    storage = tempfile.mkdtemp(prefix="noisetune-se-")
+    spec = variant({**base, "storage": storage}, "grid", "eps_opt", 0, 0)
+    started = time.perf_counter()
+    tables = run_sweep(spec, progress=False).tables
+    elapsed = time.perf_counter() - started
+    print(
+        f"live eps_opt: {tables.summary['total_examples']:,} examples, {len(tables.trials)} "
+        f"trials, {elapsed:.0f} s; front {tables.front.set_index('batch_size')['steps'].to_dict()}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", required=True)
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument("--processes", type=int, default=2, help="for recording the grid")
+    parser.add_argument("--live", action="store_true", help="also run eps_opt for real")
+    args = parser.parse_args()
+    base = yaml.safe_load(Path(args.spec).read_text())
+    base.setdefault("search", {})["algorithm"] = "grid"
+    grid = parse_spec(base)
+    curves = Curves(load_or_record(grid, args.processes))
+    grid_total = curves.total_examples()
+    best = curves.best_steps()
+    print(f"{grid.name}: {len(curves.reports)} configurations, grid total {grid_total:,} examples")
+    print("grid best steps per B: " + ", ".join(f"{b}: {s:.0f}" for b, s in sorted(best.items())))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="noisetune-se-") as tmp:
+        for name in args.strategies.split(","):
+            started = time.perf_counter()
+            outcomes = [
+                run_strategy(name, base, curves, seed, Path(tmp) / f"{name}-{seed}")
+                for seed in range(args.seeds)
+            ]
+            rows.append(summarize(name, outcomes, grid_total, best))
+            print(f"  {name}: {time.perf_counter() - started:.1f} s to replay", flush=True)
+    print(markdown(rows))
+    if args.live:
+        live_eps_opt(base)
+
+
+if __name__ == "__main__":
+    main()

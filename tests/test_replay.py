@@ -1,0 +1,93 @@
+"""The tabular replay behind bench/search_efficiency.py, on hand-made curves."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+from replay import Curves, replay
+
+from trainables import keys
+
+
+def curve(batch_size: int, lr: float, reached_at: int | None, last: int = 100) -> list[dict]:
+    """Reports every 10 steps, 1 s apart, reaching the target at `reached_at`."""
+    rows = []
+    for step in range(0, last + 1, 10):
+        done = reached_at is not None and step >= reached_at
+        rows.append(
+            {
+                keys.BATCH_SIZE: batch_size,
+                keys.LR: lr,
+                keys.MOMENTUM: 0.0,
+                keys.WARMUP_STEPS: 0,
+                keys.STEP: step,
+                keys.TARGET_VALUE: 1.0 / (1 + step),
+                keys.TRIAL_STATUS: keys.REACHED if done else keys.RUNNING,
+                keys.STEPS_TO_TARGET: step if done else math.nan,
+                keys.WALL_S: step / 10,
+            }
+        )
+        if done:
+            break
+    if rows[-1][keys.TRIAL_STATUS] != keys.REACHED:
+        rows[-1][keys.TRIAL_STATUS] = keys.EXHAUSTED
+    return rows
+
+
+CURVES = Curves(
+    pd.DataFrame(
+        curve(16, 0.1, 60) + curve(16, 1.0, None) + curve(64, 0.1, 30) + curve(64, 1.0, 50)
+    )
+)
+CONFIGS = [
+    {keys.BATCH_SIZE: b, keys.LR: lr, keys.MOMENTUM: 0.0, keys.WARMUP_STEPS: 0}
+    for b, lr in [(16, 1.0), (64, 1.0), (16, 0.1), (64, 0.1)]
+]
+
+
+def suggest_in_order(configs: list[dict[str, Any]]) -> Any:
+    queue = list(configs)
+    return lambda _trial_id: queue.pop(0) if queue else None
+
+
+def test_the_grid_spends_every_recorded_step_and_finds_the_front() -> None:
+    assert CURVES.best_steps() == {16: 60.0, 64: 30.0}
+    assert CURVES.total_examples() == 16 * (60 + 100) + 64 * (30 + 50)
+    outcome = replay(CURVES, suggest_in_order(CONFIGS), FIFOScheduler(), concurrency=1)
+    assert outcome.trials == 4
+    assert outcome.total_examples == CURVES.total_examples()
+    assert outcome.front == {16: 60.0, 64: 30.0}
+    # One at a time, the front is complete when the last trial reports its target.
+    assert outcome.examples_to_front == CURVES.total_examples()
+    assert outcome.makespan_s == pytest.approx(10 + 5 + 6 + 3)
+
+
+def test_a_stop_ends_the_trial_at_that_report_and_frees_the_slot() -> None:
+    class StopAtStep20(FIFOScheduler):
+        def on_trial_result(self, controller: Any, trial: Any, result: dict) -> str:
+            return TrialScheduler.STOP if result[keys.STEP] >= 20 else TrialScheduler.CONTINUE
+
+    outcome = replay(CURVES, suggest_in_order(CONFIGS), StopAtStep20(), concurrency=2)
+    assert outcome.total_examples == 20 * (16 + 64 + 16 + 64)
+    assert outcome.front == {}
+    assert math.isinf(outcome.examples_to_front)
+
+
+def test_running_trials_count_their_progress_when_the_front_is_found() -> None:
+    """Two at a time: (64, 0.1) reaches at step 30 (t = 3 s) and completes the front
+    with (16, 0.1), which reached earlier; the trial beside it has run 3 s as well."""
+    order = [CONFIGS[2], CONFIGS[0], CONFIGS[3], CONFIGS[1]]
+    outcome = replay(CURVES, suggest_in_order(order), FIFOScheduler(), concurrency=2)
+    # t=6: (16, 0.1) reached (960 examples); (16, 1.0) ran to step 60 (960).
+    # (64, 0.1) starts at t=6, reaches at t=9: 30*64; (16, 1.0) by then at step 90.
+    assert outcome.wall_to_front_s == pytest.approx(9.0)
+    assert outcome.examples_to_front == pytest.approx(16 * 60 + 16 * 90 + 64 * 30)
