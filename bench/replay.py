@@ -50,15 +50,22 @@ class Curves:
         except KeyError:
             raise KeyError(f"no recorded curve for {config_key(config)}") from None
 
+    def best_configs(self) -> dict[int, tuple[tuple[int, float, float, int], float]]:
+        """Per batch size the configuration that reached the target in the fewest steps
+        over the whole grid, with those steps."""
+        best: dict[int, tuple[tuple[int, float, float, int], float]] = {}
+        for key, rows in self.reports.items():
+            last = rows[-1]
+            if last[keys.TRIAL_STATUS] != keys.REACHED:
+                continue
+            steps = float(last[keys.STEPS_TO_TARGET])
+            if key[0] not in best or steps < best[key[0]][1]:
+                best[key[0]] = (key, steps)
+        return best
+
     def best_steps(self) -> dict[int, float]:
         """Per batch size the fewest steps to the target over the whole grid."""
-        best: dict[int, float] = {}
-        for (batch_size, *_), rows in self.reports.items():
-            last = rows[-1]
-            if last[keys.TRIAL_STATUS] == keys.REACHED:
-                steps = float(last[keys.STEPS_TO_TARGET])
-                best[batch_size] = min(best.get(batch_size, math.inf), steps)
-        return best
+        return {b: steps for b, (_, steps) in self.best_configs().items()}
 
     def total_examples(self) -> int:
         return sum(int(rows[-1][keys.STEP]) * key[0] for key, rows in self.reports.items())

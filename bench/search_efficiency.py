@@ -18,6 +18,8 @@ trials at a time, once per seed:
 - tpe+median: noisetune's Optuna TPE searcher with Tune's MedianStoppingRule (grace
   `pruning.grace_steps`, hard stop);
 - eps_opt: the grid in noisetune's guided order with `pruning: eps_opt`;
+- eps_opt-oracle: the same, but the ε_opt(B) model is known from the start (fitted to
+  the grid's best lr per batch size): what eps_opt could save if it knew ε_opt;
 - eps-guided: `search.algorithm: eps-guided` with `pruning: eps_opt`.
 
 Random and eps-guided draw twice the grid's number of trials, TPE as many (its
@@ -53,7 +55,7 @@ from curves import load_or_record
 from replay import Curves, Outcome, replay
 
 from trainables import keys
-from tuner import guided, schedulers, search
+from tuner import guided, schedulers, search, theory
 from tuner.runner import search_plan
 from tuner.spec import Spec, parse_spec
 
@@ -64,6 +66,7 @@ STRATEGIES = (
     "random+asha",
     "tpe+median",
     "eps_opt",
+    "eps_opt-oracle",
     "eps-guided",
 )
 
@@ -128,9 +131,11 @@ def run_strategy(
             on_result=searcher.on_trial_result,
             on_complete=lambda tid, row: searcher.on_trial_complete(tid, row),
         )
-    if name == "eps_opt":
+    if name in ("eps_opt", "eps_opt-oracle"):
         spec = variant(base, "grid", "eps_opt", seed, n_grid)
         state = schedulers.SweepState()
+        if name == "eps_opt-oracle":
+            state.model = oracle_model(curves)
         searcher = guided.GuidedCandidates(shuffled, state)
         scheduler = schedulers.make_scheduler(spec, run_dir, state)
     elif name == "eps-guided":
@@ -147,6 +152,14 @@ def run_strategy(
         concurrency,
         on_complete=lambda tid, row: searcher.on_trial_complete(tid, row),
     )
+
+
+def oracle_model(curves: Curves) -> theory.EpsOptFit:
+    """ε_opt(B) fitted to the grid's best effective lr at every batch size."""
+    best = curves.best_configs()
+    sizes = [float(b) for b in best]
+    rates = [float(theory.effective_lr(key[1], key[2])) for key, _ in best.values()]
+    return theory.fit_eps_opt(sizes, rates)
 
 
 def _fmt(value: float) -> str:
@@ -222,6 +235,9 @@ def main() -> None:
     base = yaml.safe_load(Path(args.spec).read_text())
     base.setdefault("search", {})["algorithm"] = "grid"
     grid = parse_spec(base)
+    ranges = [name for name, dim in grid.space.dimensions().items() if not dim.categorical]
+    if ranges:
+        sys.exit(f"{args.spec}: space.{ranges[0]} must be a list of values (a grid) here")
     curves = Curves(load_or_record(grid, args.processes))
     grid_total = curves.total_examples()
     best = curves.best_steps()
