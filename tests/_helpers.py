@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,19 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """A moto S3 server on 127.0.0.1 with one bucket, and what a client needs for it."""
+
+    endpoint: str  # 127.0.0.1:PORT
+    bucket: str
+    env: dict[str, str]  # dummy credentials; a process that talks to the server needs them
+
+    def uri(self, path: str) -> str:
+        """s3://BUCKET/PATH with the query parameters that point pyarrow at the server."""
+        return f"s3://{self.bucket}/{path}?endpoint_override={self.endpoint}&scheme=http"
 
 
 def run_gloo_workers(target: Callable[..., None], world: int, *args: Any) -> list[Any]:
