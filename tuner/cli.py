@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shlex
 import sys
 import tempfile
 import traceback
@@ -96,7 +97,7 @@ def _print_outcome(outcome: Any) -> None:
     if outcome.interrupted:
         click.echo(
             f"Sweep interrupted; finished trials are kept. Resume with: "
-            f"noisetune resume {outcome.location}",
+            f"noisetune resume {shlex.quote(str(outcome.location))}",
             err=True,
         )
 
@@ -164,7 +165,7 @@ def run(
         if holds_sweep(location):
             raise BadInput(
                 [f"{location} already holds a sweep: resume it with `noisetune resume "
-                 f"{location}` or choose another --name"]
+                 f"{shlex.quote(str(location))}` or choose another --name"]
             )  # fmt: skip
     _start_ray(address, num_cpus, verbose)
     try:

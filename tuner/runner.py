@@ -12,6 +12,7 @@ experiment state and each trial's result.json are downloaded there first.
 
 from __future__ import annotations
 
+import shlex
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -230,7 +231,8 @@ def run_sweep(
     location.check()
     if holds_sweep(location):
         raise RunDirError(
-            f"{location} already holds a sweep: resume it with `noisetune resume {location}` "
+            f"{location} already holds a sweep: resume it with "
+            f"`noisetune resume {shlex.quote(str(location))}` "
             "or choose another --name"
         )
     run_dir = _workdir(location)
