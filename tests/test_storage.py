@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ from trainables.executors import train_storage_path
 from tuner import storage
 from tuner.runner import resume_sweep, run_sweep
 from tuner.spec import SpecError, parse_spec
+from tuner.tune_state import read_trials
 
 SPEC: dict[str, Any] = {
     "name": "uri",
@@ -228,6 +232,7 @@ def test_unusable_storage_exits_2_with_one_line(s3_server: S3Server, s3_run: Any
     env = s3_server.env
     existing = noisetune("run", "spec.yaml", "--storage", s3_server.uri("runs"), cwd=cwd, env=env)
     one_line_error(existing, f"{storage.resolve(uri)} already holds a sweep")
+    assert f"`noisetune resume '{uri}'`" in existing.stderr  # quoted: the query has a &
 
     unknown = noisetune("run", "spec.yaml", "--storage", "foo://bucket/runs", cwd=cwd, env=env)
     one_line_error(unknown, "unknown storage scheme 'foo'")
@@ -242,6 +247,52 @@ def test_unusable_storage_exits_2_with_one_line(s3_server: S3Server, s3_run: Any
 
     not_a_run = noisetune("resume", s3_server.uri("nothing"), cwd=cwd, env=env)
     one_line_error(not_a_run, "not a noisetune run directory")
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ctrl_c_at_an_s3_uri_then_resume_from_it(s3_server: S3Server, tmp_path: Path) -> None:
+    """What an interrupted sweep leaves at the URI is enough to resume it: the spec copy
+    (uploaded at the start), Tune's state and the tables of what finished."""
+    spec = {
+        **SPEC, "name": "stopped", "pruning": {"kind": "none"},
+        "space": {"batch_size": [16], "lr": [0.01, 0.011, 0.012, 0.013, 0.014, 0.015]},
+        "target": {"metric": "loss", "value": 0.0}, "budget": {"max_steps": 1500},
+        "search": {"algorithm": "grid", "max_concurrent": 1},
+    }  # fmt: skip
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **s3_server.env}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tuner", "run", "spec.yaml", "--storage", s3_server.uri("ctrl-c")],
+        cwd=tmp_path, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,
+    )  # fmt: skip
+    assert process.stderr is not None
+    for line in process.stderr:  # the progress line
+        if "trials done 2" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1, stderr[-3000:]
+    uri = s3_server.uri("ctrl-c/stopped")
+    assert f"noisetune resume '{uri}'" in stderr
+    run = storage.resolve(uri)
+    trials = pd.read_parquet(f"{run.path}/results/trials.parquet", filesystem=run.filesystem)
+    assert 2 <= (trials["status"] == "exhausted").sum() < 6
+    with tempfile.TemporaryDirectory() as tmp:  # Tune's snapshot at the URI
+        run.download(Path(tmp), lambda rel: "/" not in rel)
+        terminated = [t.trial_id for t in read_trials(Path(tmp)) if t.status == "TERMINATED"]
+    # A trial that had sent its last report, but that Tune had not yet marked
+    # TERMINATED when Ctrl-C came, runs again from its checkpoint; the others do not.
+    assert terminated
+    finished = trials.set_index("trial_id")["wall_s"].reindex(terminated)
+
+    resumed = noisetune("resume", uri, cwd=tmp_path, env=s3_server.env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    trials = pd.read_parquet(f"{run.path}/results/trials.parquet", filesystem=run.filesystem)
+    assert len(trials) == 6 and (trials["status"] == "exhausted").all()
+    kept = trials.set_index("trial_id")["wall_s"].reindex(finished.index)
+    pd.testing.assert_series_equal(kept, finished)  # the finished ones did not run again
+    assert not storage.staging_dir(run).exists()
 
 
 @pytest.mark.ray
