@@ -1,40 +1,30 @@
 """`noisetune submit/status/logs/stop/list` against a real Ray head on 127.0.0.1.
 
-The head is started by this module with `ray start --head --block`, its own free ports,
-a private temp dir, the dashboard on 127.0.0.1 and token auth with a throwaway token
-(DESIGN.md §4, research/ray.md §3). It is torn down by signalling exactly the processes
-it started: the `ray start` process and its descendants, and anything whose command
-line names the private temp dir (never `ray stop`).
+The head is started by this module (tests/_helpers.py `ray_head`) with `ray start
+--head --block`, its own free ports, a private temp dir, the dashboard on 127.0.0.1 and
+token auth with a throwaway token (DESIGN.md §4, research/ray.md §3). It is torn down by
+signalling exactly the processes it started: the `ray start` process and its
+descendants, and anything whose command line names the private temp dir (never
+`ray stop`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
-import secrets
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-from _helpers import run_noisetune
+from _helpers import LOOPBACK, Head, free_port, proc_table, ray_head, run_noisetune
 
 from tuner import jobs
 
 ROOT = Path(__file__).resolve().parents[1]
-LOOPBACK = "127.0.0.1"
 
 WORKLOAD = '''\
 """A tiny regression that exists only in the submitted directory."""
@@ -62,160 +52,12 @@ def build(args):
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
-def free_port_range(count: int) -> int:
-    """The first port of `count` consecutive free loopback ports below the ephemeral range."""
-    rng = secrets.SystemRandom()
-    for _ in range(200):
-        base = rng.randrange(20000, 32000 - count)
-        try:
-            socks = []
-            for port in range(base, base + count):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                socks.append(sock)
-                sock.bind((LOOPBACK, port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise RuntimeError("no free port range")
-
-
-def _proc_table() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, command line) of this user's processes."""
-    table: dict[int, tuple[int, str]] = {}
-    uid = os.getuid()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if entry.stat().st_uid != uid:
-                continue
-            stat = (entry / "stat").read_text()
-            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, ValueError):
-            continue
-        table[int(entry.name)] = (ppid, cmdline)
-    return table
-
-
-def processes_of(root_pid: int, marker: str) -> set[int]:
-    """`root_pid`, its descendants, and every process naming `marker`, with descendants."""
-    table = _proc_table()
-    found = {pid for pid, (_, cmd) in table.items() if marker in cmd}
-    if root_pid in table:
-        found.add(root_pid)
-    grew = True
-    while grew:
-        children = {pid for pid, (ppid, _) in table.items() if ppid in found} - found
-        grew = bool(children)
-        found |= children
-    found.discard(os.getpid())
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return state[state.rindex(")") + 2] != "Z"
-
-
-def terminate(pids: set[int], grace_s: float = 5.0) -> None:
-    """SIGTERM, then SIGKILL whatever is still alive after `grace_s`."""
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
-        time.sleep(0.2)
-    for pid in pids:
-        if _alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-
-@dataclass(frozen=True)
-class Head:
-    url: str  # the dashboard, http://127.0.0.1:<port>
-    token: str
-    temp_dir: Path
-
-
-def _head_env(temp_dir: Path, token: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "PYTHONPATH"))}
-    env.update(
-        RAY_TMPDIR=str(temp_dir),
-        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",  # every listener on 127.0.0.1
-        RAY_AUTH_MODE="token",
-        RAY_AUTH_TOKEN=token,
-        RAY_USAGE_STATS_ENABLED="0",
-    )
-    return env
-
-
-def _wait_for_dashboard(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"ray start exited with {proc.returncode}")
-        try:
-            urllib.request.urlopen(f"{url}/api/version", timeout=2).close()
-            return
-        except urllib.error.HTTPError:
-            return  # it answers (401 without a token): up
-        except OSError:
-            time.sleep(0.25)
-    raise RuntimeError(f"the dashboard at {url} did not come up in {timeout_s:g} s")
-
-
 @pytest.fixture(scope="module")
 def head() -> Iterator[Head]:
-    """A real Ray head (2 CPUs) bound to 127.0.0.1 with token auth, stopped at the end."""
-    temp_dir = Path(tempfile.mkdtemp(prefix="nt-jobs-"))  # short: Ray's socket paths
-    token = secrets.token_hex(16)
-    dashboard = free_port()
-    worker_base = free_port_range(100)
-    ray_bin = Path(sys.executable).with_name("ray")
-    command = [
-        str(ray_bin), "start", "--head", "--block", "--disable-usage-stats",
-        f"--node-ip-address={LOOPBACK}", f"--port={free_port()}",
-        "--include-dashboard=true", f"--dashboard-host={LOOPBACK}",
-        f"--dashboard-port={dashboard}",
-        f"--dashboard-agent-grpc-port={free_port()}",
-        f"--dashboard-agent-listen-port={free_port()}",
-        f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
-        f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
-        f"--ray-client-server-port={free_port()}",
-        f"--min-worker-port={worker_base}", f"--max-worker-port={worker_base + 99}",
-        f"--temp-dir={temp_dir / 'ray'}", "--num-cpus=2", "--num-gpus=0",
-        "--object-store-memory=100000000",
-    ]  # fmt: skip
-    log = (temp_dir / "ray_start.log").open("wb")
-    proc = subprocess.Popen(
-        command, env=_head_env(temp_dir, token), stdout=log, stderr=subprocess.STDOUT
-    )
-    url = f"http://{LOOPBACK}:{dashboard}"
-    try:
-        _wait_for_dashboard(url, proc, timeout_s=60)
-        yield Head(url, token, temp_dir)
-    finally:
-        pids = processes_of(proc.pid, str(temp_dir))
-        terminate(pids)
-        proc.wait(timeout=10)
-        leftovers = processes_of(proc.pid, str(temp_dir)) - {proc.pid}
-        terminate(leftovers)
-        log.close()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    """A real Ray head (2 CPUs) bound to 127.0.0.1 with token auth, stopped at the end.
+    Its jobs import this checkout's code, not an installed copy."""
+    with ray_head(num_cpus=2, env={"PYTHONPATH": str(ROOT)}) as started:
+        yield started
 
 
 def noisetune(
@@ -372,7 +214,7 @@ def test_submit_status_logs_list_stop_against_a_real_head(head: Head, tmp_path: 
     stopped = noisetune("stop", long_job, *addr, cwd=proj, env=env)
     assert stopped.returncode == 0, stopped.stderr
     assert stopped.stdout.strip() == "STOPPED"
-    assert not [cmd for _, cmd in _proc_table().values() if "long.yaml" in cmd]  # driver gone
+    assert not [cmd for _, cmd in proc_table().values() if "long.yaml" in cmd]  # driver gone
 
     # Without the token: refused with a clear message, nothing submitted (see list).
     refused = noisetune("submit", "spec.yaml", *addr, "--python", python, cwd=proj,

@@ -120,6 +120,15 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     )
 
 
+def train_storage_path(run_dir: str) -> str:
+    """`<run_dir>/train`, where Ray Train keeps a multi-worker trial's own state; for a
+    URI (s3://bucket/runs/name?endpoint_override=...) the query stays at the end."""
+    if "://" not in run_dir:
+        return os.path.join(run_dir, "train")
+    base, sep, query = run_dir.partition("?")
+    return f"{base.rstrip('/')}/train{sep}{query}"
+
+
 def multi_worker_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     """Tune function trainable that drives a Ray Train TorchTrainer of N workers."""
     import ray.train
@@ -142,7 +151,7 @@ def multi_worker_trial(config: dict[str, Any], settings: TrialSettings) -> None:
         run_config=ray.train.RunConfig(
             # Deterministic per trial: a restarted trial finds its own Train state again.
             name=f"train-{trial_id}",
-            storage_path=os.path.join(settings.run_dir, "train"),
+            storage_path=train_storage_path(settings.run_dir),
             callbacks=[TuneReportCallback()],  # type: ignore[list-item]
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=TRAIN_CHECKPOINTS_KEPT),
             failure_config=ray.train.FailureConfig(  # type: ignore[call-arg]

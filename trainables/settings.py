@@ -37,7 +37,9 @@ class TrialSettings:
     # Evaluations between checkpoints of the trial's state (0 = none): a trial restarted
     # after a failure (max_failures, or `noisetune resume`) continues from the latest.
     checkpoint_every: int = 5
-    run_dir: str = ""  # where multi-worker (Ray Train) trials keep their own state
+    # The run's directory or URI; multi-worker (Ray Train) trials keep their own state
+    # under <run_dir>/train.
+    run_dir: str = ""
 
     def max_steps_for(self, batch_size: int) -> int:
         """The step budget of a trial at this batch size (max_steps and max_examples)."""

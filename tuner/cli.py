@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shlex
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -91,13 +93,32 @@ def _print_outcome(outcome: Any) -> None:
         f"E_min {_fmt(summary.get('e_min'), 3)}  B_simple {_fmt(summary.get('b_simple'), 3)}  "
         f"examples spent {summary['total_examples']:,}"
     )
-    click.echo(f"Results: {outcome.run_dir / 'results'}")
+    click.echo(f"Results: {outcome.location.join('results')}")
     if outcome.interrupted:
         click.echo(
             f"Sweep interrupted; finished trials are kept. Resume with: "
-            f"noisetune resume {outcome.run_dir}",
+            f"noisetune resume {shlex.quote(str(outcome.location))}",
             err=True,
         )
+
+
+@contextlib.contextmanager
+def _storage_errors() -> Iterator[None]:
+    """A storage location that cannot be used -> exit 2, one line."""
+    from tuner.storage import StorageError
+
+    try:
+        yield
+    except StorageError as exc:
+        raise BadInput([str(exc)]) from exc
+
+
+def _location(run_dir: str) -> Any:
+    """RUN_DIR (a directory or a URI) -> tuner.storage.Location; exit 2 if unusable."""
+    from tuner.storage import resolve
+
+    with _storage_errors():
+        return resolve(run_dir)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -117,7 +138,11 @@ def validate(spec: str) -> None:
 
 @cli.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
-@click.option("--storage", help="Directory the run goes under (default: the spec's storage).")
+@click.option(
+    "--storage",
+    help="Directory or URI (s3://, gs://, file://) the run goes under "
+    "(default: the spec's storage).",
+)
 @click.option("--name", help="Run name (default: the spec's name).")
 @click.option("--address", help="Ray cluster to use instead of an embedded local one.")
 @click.option("--num-cpus", type=click.IntRange(min=1), help="CPUs of the embedded Ray.")
@@ -131,19 +156,21 @@ def run(
     verbose: bool,
 ) -> None:
     """Run the sweep SPEC.yaml and write <storage>/<name>/results/."""
-    from tuner.runner import RunDirError, run_dir_for, run_sweep
-    from tuner.tune_state import is_experiment
+    from tuner.runner import RunDirError, holds_sweep, run_location, run_sweep
 
     parsed = _load_spec(spec)
-    run_dir = run_dir_for(parsed, storage, name)
-    if is_experiment(run_dir):  # checked before Ray starts: bad input writes nothing
-        raise BadInput(
-            [f"{run_dir} already holds a sweep: resume it with `noisetune resume {run_dir}`"
-             " or choose another --name"]
-        )  # fmt: skip
+    with _storage_errors():  # checked before Ray starts: bad input writes nothing
+        location = run_location(parsed, storage, name)
+        location.check()
+        if holds_sweep(location):
+            raise BadInput(
+                [f"{location} already holds a sweep: resume it with `noisetune resume "
+                 f"{shlex.quote(str(location))}` or choose another --name"]
+            )  # fmt: skip
     _start_ray(address, num_cpus, verbose)
     try:
-        outcome = run_sweep(parsed, storage=storage, name=name, verbose=verbose)
+        with _storage_errors():
+            outcome = run_sweep(parsed, storage=storage, name=name, verbose=verbose)
     except RunDirError as exc:
         raise BadInput([str(exc)]) from exc
     _print_outcome(outcome)
@@ -152,41 +179,56 @@ def run(
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("run_dir")
 @click.option("--address", help="Ray cluster to use instead of an embedded local one.")
 @click.option("--num-cpus", type=click.IntRange(min=1), help="CPUs of the embedded Ray.")
 @click.option("-v", "--verbose", is_flag=True, help="Ray Tune's own tables and logs.")
 def resume(run_dir: str, address: str | None, num_cpus: int | None, verbose: bool) -> None:
-    """Continue an interrupted sweep in RUN_DIR without rerunning finished trials."""
-    from tuner.runner import RunDirError, load_run_spec, resume_sweep
-    from tuner.tune_state import restore_problems
+    """Continue an interrupted sweep in RUN_DIR (a directory or a URI) without rerunning
+    finished trials."""
+    from tuner.runner import RunDirError, load_run_spec, resume_problems, resume_sweep
 
-    path = Path(run_dir)
-    try:
-        load_run_spec(path)
-    except RunDirError as exc:
-        raise BadInput([str(exc)]) from exc
-    problems = restore_problems(path)
+    location = _location(run_dir)
+    with _storage_errors():
+        location.check()
+        try:
+            load_run_spec(location)
+        except RunDirError as exc:
+            raise BadInput([str(exc)]) from exc
+        problems = resume_problems(location)
     if problems:  # checked before Ray starts: bad input writes nothing
         raise BadInput(problems)
     _start_ray(address, num_cpus, verbose)
-    outcome = resume_sweep(path, verbose=verbose)
+    with _storage_errors():
+        outcome = resume_sweep(location, verbose=verbose)
     _print_outcome(outcome)
     if outcome.interrupted:
         sys.exit(EXIT_FAILURE)
 
 
-def _read_tables(run_dir: str) -> Any:
-    from tuner.results import read_tables
+def _read_tables(location: Any) -> Any:
+    """The results tables of the run at `location`; a run at a URI is read through a
+    local copy of its results/ (figures left out)."""
+    from tuner.results import RESULTS_DIR, read_tables
 
-    try:
-        return read_tables(Path(run_dir))
-    except FileNotFoundError as exc:
-        raise BadInput([str(exc)]) from exc
+    if location.is_local:
+        try:
+            return read_tables(location.local_path)
+        except FileNotFoundError as exc:
+            raise BadInput([str(exc)]) from exc
+    with _storage_errors():
+        if not location.exists(f"{RESULTS_DIR}/trials.parquet"):
+            raise BadInput([f"{location}: no results/ tables (is this a noisetune run?)"])
+        with tempfile.TemporaryDirectory(prefix="noisetune-") as tmp:
+            local = Path(tmp) / location.name
+            location.download(
+                local, lambda rel: rel.startswith(f"{RESULTS_DIR}/") and "/plots/" not in rel
+            )
+            return read_tables(local)
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("run_dir")
 @click.option(
     "--format", "fmt", type=click.Choice(["csv", "parquet", "json", "markdown"]), default="csv"
 )
@@ -198,10 +240,11 @@ def _read_tables(run_dir: str) -> Any:
 )
 @click.option("--out", type=click.Path(dir_okay=False), help="File to write (default: stdout).")
 def export(run_dir: str, fmt: str, table: str | None, out: str | None) -> None:
-    """Export a results table of RUN_DIR as csv, parquet, json or markdown."""
+    """Export a results table of RUN_DIR (a directory or a URI) as csv, parquet, json or
+    markdown."""
     from tuner.results import export as export_table
 
-    tables = _read_tables(run_dir)
+    tables = _read_tables(_location(run_dir))
     chosen = table or ("summary" if fmt == "markdown" else "trials")
     if fmt == "parquet" and out is None:
         raise BadInput(["--format parquet writes a binary file: give --out PATH"])
@@ -213,17 +256,25 @@ def export(run_dir: str, fmt: str, table: str | None, out: str | None) -> None:
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("run_dir")
 def report(run_dir: str) -> None:
-    """Print the summary of RUN_DIR and (re)draw its figures into results/plots/."""
+    """Print the summary of RUN_DIR (a directory or a URI) and (re)draw its figures into
+    results/plots/."""
     from tuner.plots import write_plots
-    from tuner.results import results_dir, summary_markdown
+    from tuner.results import RESULTS_DIR, results_dir, summary_markdown
 
-    tables = _read_tables(run_dir)
-    written = write_plots(tables, results_dir(Path(run_dir)) / "plots")
+    location = _location(run_dir)
+    tables = _read_tables(location)
+    if location.is_local:
+        figures = [str(p) for p in write_plots(tables, results_dir(location.local_path) / "plots")]
+    else:
+        with tempfile.TemporaryDirectory(prefix="noisetune-") as tmp, _storage_errors():
+            write_plots(tables, Path(tmp))
+            rel = f"{RESULTS_DIR}/plots"
+            figures = [str(location.join(path)) for path in location.upload(Path(tmp), rel)]
     click.echo(summary_markdown(tables))
-    for path in written:
-        click.echo(f"figure: {path}", err=True)
+    for figure in figures:
+        click.echo(f"figure: {figure}", err=True)
 
 
 # --- cluster jobs (Ray Jobs) ------------------------------------------------------------------

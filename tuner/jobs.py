@@ -234,6 +234,8 @@ def _excludes(working_dir: Path, spec: Any, storage: str | None) -> list[str]:
         if child.is_dir() and (child / "pyvenv.cfg").is_file():
             excludes.append(f"/{child.name}/")
     chosen = storage or spec.storage
+    if chosen.startswith("file://"):
+        chosen = urlsplit(chosen).path
     if "://" not in chosen:
         local = Path(chosen).expanduser()
         local = (working_dir / local if not local.is_absolute() else local).resolve()
@@ -297,6 +299,12 @@ def prepare(
         ) from exc
     if name is not None and not NAME_PATTERN.match(name):
         raise JobsInputError(f"--name {name!r}: use letters, digits, '.', '_' and '-' only")
+    from tuner.storage import uri_problem
+
+    if storage is not None:
+        problem = uri_problem(storage)
+        if problem:
+            raise JobsInputError(f"--storage {problem}")
     interpreter = shlex.split(python)
     if not interpreter:
         raise JobsInputError("--python must name an interpreter (default: python)")

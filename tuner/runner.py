@@ -1,13 +1,23 @@
 """run_sweep(spec): the Tuner, its executor, its storage; then the results tables.
 
 Ray must already be running (tuner.cli starts it, or the caller does).
+
+A run lives at a `tuner.storage.Location`: a local directory, or a URI (s3://, gs://)
+that Ray Tune syncs its experiment state and checkpoints to. For a URI, noisetune's own
+files (the spec copy, results/, decisions.jsonl, plots) are written into a local
+staging directory (`tuner.storage.staging_dir`) and uploaded: the spec copy when the
+sweep starts, the rest when it ends (or is interrupted). To build the tables, the
+experiment state and each trial's result.json are downloaded there first.
 """
 
 from __future__ import annotations
 
+import shlex
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from ray import tune
@@ -18,8 +28,10 @@ from trainables.settings import TrialSettings
 from tuner import guided, plots, results, schedulers, search
 from tuner.progress import ProgressLine
 from tuner.spec import Spec, load_spec
+from tuner.storage import Location, clear, resolve, staging_dir
 from tuner.tune_state import is_experiment, restore_problems
 
+T = TypeVar("T")
 SPEC_FILE = "noisetune_spec.yaml"
 # A Train driver trial must hold no CPU its workers need: even 0.01 CPU leaves a
 # 2-CPU machine unable to place 2 one-CPU workers. Every node has `memory`.
@@ -37,16 +49,64 @@ class RunDirError(ValueError):
 
 @dataclass(frozen=True)
 class SweepOutcome:
-    run_dir: Path
+    location: Location
     tables: results.Tables
     interrupted: bool
 
+    @property
+    def run_dir(self) -> Path:
+        """The run directory of a local run (a run at a URI has only `location`)."""
+        return self.location.local_path
 
-def run_dir_for(spec: Spec, storage: str | None = None, name: str | None = None) -> Path:
-    return Path(storage or spec.storage).expanduser().resolve() / (name or spec.name)
+
+def run_location(spec: Spec, storage_uri: str | None = None, name: str | None = None) -> Location:
+    """`<storage>/<name>`: a local directory or a URI. StorageError for a bad URI."""
+    return resolve(storage_uri or spec.storage).join(name or spec.name)
 
 
-def trial_settings(spec: Spec, run_dir: Path) -> TrialSettings:
+def _workdir(location: Location) -> Path:
+    """Where this driver writes the run's own files: a local run's directory itself, or
+    the local staging directory of a run at a URI."""
+    return location.local_path if location.is_local else staging_dir(location)
+
+
+_TRIAL_FILES = ("result.json", "error.txt")
+
+
+def _tune_files(rel: str) -> bool:
+    """What tune_state reads: the experiment state and each trial's result.json and
+    error.txt (not checkpoints, not Ray Train's own state)."""
+    parts = rel.split("/")
+    return len(parts) == 1 or (
+        len(parts) == 2 and parts[0] != results.RESULTS_DIR and parts[1] in _TRIAL_FILES
+    )
+
+
+def _on_top_level(location: Location, check: Callable[[Path], T]) -> T:
+    """check(the run directory), for a run at a URI on a local copy of its top-level
+    files (Tune's experiment state among them)."""
+    if location.is_local:
+        return check(location.local_path)
+    with tempfile.TemporaryDirectory(prefix="noisetune-") as tmp:
+        local = Path(tmp) / location.name
+        location.download(local, lambda rel: "/" not in rel)
+        return check(local)
+
+
+def holds_sweep(location: Location) -> bool:
+    """Whether `location` (a directory or a URI) already holds a Ray Tune experiment."""
+    return _on_top_level(location, is_experiment)
+
+
+def resume_problems(location: Location) -> list[str]:
+    """Why the sweep at `location` cannot be resumed (empty: it can)."""
+    return _on_top_level(
+        location,
+        lambda local: [p.replace(str(local), str(location)) for p in restore_problems(local)],
+    )
+
+
+def trial_settings(spec: Spec, run_dir: Path | str) -> TrialSettings:
     """The plain data every trial of this sweep needs (the workers never see the spec)."""
     return TrialSettings(
         workload=spec.workload,
@@ -83,11 +143,11 @@ def make_trainable(settings: TrialSettings) -> Any:
     )
 
 
-def _run_config(spec: Spec, run_dir: Path, verbose: bool, progress: bool) -> tune.RunConfig:
+def _run_config(spec: Spec, location: Location, verbose: bool, progress: bool) -> tune.RunConfig:
     callbacks: list[tune.Callback] = [ProgressLine()] if progress and not verbose else []
     return tune.RunConfig(
-        name=run_dir.name,
-        storage_path=str(run_dir.parent),
+        name=location.name,
+        storage_path=location.parent_uri(),
         verbose=2 if verbose else 0,
         callbacks=callbacks,
         failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
@@ -136,8 +196,11 @@ def _target(spec: Spec) -> dict[str, Any]:
     return {"metric": spec.target.metric, "value": spec.target.value}
 
 
-def _finish(tuner: tune.Tuner, spec: Spec, run_dir: Path) -> SweepOutcome:
+def _finish(tuner: tune.Tuner, spec: Spec, location: Location) -> SweepOutcome:
     tuner.fit()
+    run_dir = _workdir(location)
+    if not location.is_local:
+        location.download(run_dir, _tune_files)
     tables = results.build_tables(run_dir, _target(spec))
     out = results.write_tables(run_dir, tables)
     plots.write_plots(tables, out / "plots")
@@ -145,7 +208,11 @@ def _finish(tuner: tune.Tuner, spec: Spec, run_dir: Path) -> SweepOutcome:
     interrupted = tables.summary["n_unfinished"] > 0 or (
         expected is not None and len(tables.trials) < expected
     )
-    return SweepOutcome(run_dir, tables, interrupted)
+    if not location.is_local:
+        location.upload(out, results.RESULTS_DIR)
+        if not interrupted:  # what a resume would need is at the URI now
+            clear(run_dir)
+    return SweepOutcome(location, tables, interrupted)
 
 
 def run_sweep(
@@ -156,16 +223,26 @@ def run_sweep(
     verbose: bool = False,
     progress: bool = True,
 ) -> SweepOutcome:
-    """Run every trial of `spec` and write `<storage>/<name>/results/`."""
-    run_dir = run_dir_for(spec, storage, name)
-    if is_experiment(run_dir):
+    """Run every trial of `spec` and write `<storage>/<name>/results/`.
+
+    `storage` (default: the spec's) is a directory or a URI; StorageError if it cannot
+    be used."""
+    location = run_location(spec, storage, name)
+    location.check()
+    if holds_sweep(location):
         raise RunDirError(
-            f"{run_dir} already holds a sweep: resume it with `noisetune resume {run_dir}` "
+            f"{location} already holds a sweep: resume it with "
+            f"`noisetune resume {shlex.quote(str(location))}` "
             "or choose another --name"
         )
+    run_dir = _workdir(location)
+    if not location.is_local:
+        clear(run_dir)  # left by an earlier run at this URI, which is gone
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / SPEC_FILE).write_text(yaml.safe_dump(spec.to_yaml_dict(), sort_keys=False))
-    settings = trial_settings(spec, run_dir)
+    if not location.is_local:  # a killed sweep is resumed from what is at the URI
+        location.write_bytes(SPEC_FILE, (run_dir / SPEC_FILE).read_bytes())
+    settings = trial_settings(spec, location.uri)
     plan = search_plan(spec, run_dir)
     tuner = tune.Tuner(
         make_trainable(settings),
@@ -176,19 +253,48 @@ def run_sweep(
             num_samples=plan.num_samples,
             reuse_actors=True,
         ),
-        run_config=_run_config(spec, run_dir, verbose, progress),
+        run_config=_run_config(spec, location, verbose, progress),
     )
-    return _finish(tuner, spec, run_dir)
+    return _finish(tuner, spec, location)
 
 
-def load_run_spec(run_dir: Path) -> Spec:
-    spec_file = run_dir / SPEC_FILE
-    if not spec_file.exists():
-        raise RunDirError(f"{run_dir}: not a noisetune run directory (no {SPEC_FILE})")
-    return load_spec(spec_file)
+def _as_location(run_dir: Path | str | Location) -> Location:
+    return run_dir if isinstance(run_dir, Location) else resolve(run_dir)
 
 
-def resume_sweep(run_dir: Path, *, verbose: bool = False, progress: bool = True) -> SweepOutcome:
+def load_run_spec(run_dir: Path | str | Location) -> Spec:
+    """The spec copy of the run at `run_dir` (a directory or a URI)."""
+    location = _as_location(run_dir)
+    if location.is_local:
+        spec_file = location.local_path / SPEC_FILE
+        if not spec_file.exists():
+            raise RunDirError(f"{location}: not a noisetune run directory (no {SPEC_FILE})")
+        return load_spec(spec_file)
+    if not location.exists(SPEC_FILE):
+        raise RunDirError(f"{location}: not a noisetune run directory (no {SPEC_FILE})")
+    with tempfile.TemporaryDirectory(prefix="noisetune-") as tmp:
+        spec_file = Path(tmp) / SPEC_FILE
+        spec_file.write_bytes(location.read_bytes(SPEC_FILE))
+        return load_spec(spec_file)
+
+
+def _stage_for_resume(location: Location) -> None:
+    """Bring the remote run's decisions.jsonl into its staging directory, where the
+    restored scheduler appends to it; a longer local copy (left by a killed driver on
+    this machine) is newer and stays."""
+    rel = f"{results.RESULTS_DIR}/{schedulers.DECISIONS_FILE}"
+    local = _workdir(location) / rel
+    if not location.exists(rel):
+        return
+    remote = location.read_bytes(rel)
+    if not local.exists() or local.stat().st_size < len(remote):
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(remote)
+
+
+def resume_sweep(
+    run_dir: Path | str | Location, *, verbose: bool = False, progress: bool = True
+) -> SweepOutcome:
     """Continue an interrupted (Ctrl-C) or killed sweep from its last experiment snapshot.
 
     Trials finished in the snapshot stay as they are; the others run again, from their
@@ -196,16 +302,19 @@ def resume_sweep(run_dir: Path, *, verbose: bool = False, progress: bool = True)
     the searcher had not proposed by then are proposed now. A trial's reports after its
     checkpoint come again and replace the earlier ones (results.last_run).
     """
-    run_dir = run_dir.expanduser().resolve()
-    spec = load_run_spec(run_dir)
-    problems = restore_problems(run_dir)
+    location = _as_location(run_dir)
+    location.check()
+    spec = load_run_spec(location)
+    problems = resume_problems(location)
     if problems:
         raise RunDirError("; ".join(problems))
-    settings = trial_settings(spec, run_dir)
+    if not location.is_local:
+        _stage_for_resume(location)
+    settings = trial_settings(spec, location.uri)
     tuner = tune.Tuner.restore(
-        str(run_dir),
+        location.uri,
         trainable=make_trainable(settings),
         resume_unfinished=True,
         resume_errored=True,
     )
-    return _finish(tuner, spec, run_dir)
+    return _finish(tuner, spec, location)

@@ -400,13 +400,23 @@ class Spec(_Model):
     pruning: Pruning = Field(default_factory=Pruning)
     resources: Resources = Field(default_factory=Resources)
     measure: Measure = Field(default_factory=Measure)
-    storage: NonEmptyStr = "./runs"
+    storage: NonEmptyStr = "./runs"  # a directory, or a URI (s3://, gs://, file://)
 
     @field_validator("name")
     @classmethod
     def _not_dots(cls, value: str) -> str:
         if set(value) == {"."}:
             raise ValueError(f"{value!r} is not a usable directory name")
+        return value
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_form(cls, value: str) -> str:
+        from tuner.storage import uri_problem
+
+        problem = uri_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("workload")
