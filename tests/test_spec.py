@@ -135,6 +135,7 @@ def test_defaults() -> None:
         "cpus_per_worker": 1.0,
         "gpus_per_worker": 0.0,
         "max_failures": 0,
+        "checkpoint_every": 5,
     }
     assert spec.measure.model_dump() == {
         "noise_every": 4,
@@ -663,3 +664,11 @@ def test_dimension_helpers() -> None:
     assert [d.categorical for d in dims.values()] == [True, False, False, False]
     assert dims["batch_size"].is_integer() and not dims["lr"].is_integer()
     assert spec.to_yaml_dict()["space"]["batch_size"] == [16, 32, 64, 128]
+
+
+def test_checkpoint_every_reaches_the_trials(tmp_path: Path) -> None:
+    from tuner.runner import trial_settings
+
+    every_two = with_(("resources.checkpoint_every", 2))
+    assert trial_settings(parse_spec(every_two), tmp_path).checkpoint_every == 2
+    assert trial_settings(parse_spec(with_()), tmp_path).checkpoint_every == 5

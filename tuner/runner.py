@@ -126,6 +126,7 @@ def trial_settings(spec: Spec, run_dir: Path | str) -> TrialSettings:
         cpus_per_worker=spec.resources.cpus_per_worker,
         gpus_per_worker=spec.resources.gpus_per_worker,
         max_failures=spec.resources.max_failures,
+        checkpoint_every=spec.resources.checkpoint_every,
         seed=spec.search.seed,
         run_dir=str(run_dir),
     )

@@ -373,6 +373,7 @@ class Resources(_Model):
     cpus_per_worker: Annotated[Real, Field(gt=0)] = 1.0
     gpus_per_worker: Annotated[Real, Field(ge=0)] = 0.0
     max_failures: NonNegInt = 0
+    checkpoint_every: NonNegInt = 5  # evaluations between a trial's checkpoints; 0 = none
 
 
 class Measure(_Model):
