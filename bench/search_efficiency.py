@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import random
 import statistics
 import sys
@@ -212,6 +213,7 @@ def live_eps_opt(base: dict[str, Any]) -> None:
     from tuner.runner import run_sweep
 
     apply_loopback_environment()
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no Tune tables between our lines
     init_ray(num_cpus=2)
     storage = tempfile.mkdtemp(prefix="noisetune-se-")
     spec = variant({**base, "storage": storage}, "grid", "eps_opt", 0, 0)
