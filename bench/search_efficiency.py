@@ -243,7 +243,10 @@ def main() -> None:
     curves = Curves(load_or_record(grid, args.processes))
     grid_total = curves.total_examples()
     best = curves.best_steps()
-    print(f"{grid.name}: {len(curves.reports)} configurations, grid total {grid_total:,} examples")
+    print(
+        f"{grid.name}: {len(curves.reports)} configurations, grid total {grid_total:,} examples",
+        flush=True,
+    )
     print("grid best steps per B: " + ", ".join(f"{b}: {s:.0f}" for b, s in sorted(best.items())))
     rows = []
     with tempfile.TemporaryDirectory(prefix="noisetune-se-") as tmp:
@@ -254,7 +257,8 @@ def main() -> None:
                 for seed in range(args.seeds)
             ]
             rows.append(summarize(name, outcomes, grid_total, best))
-            print(f"  {name}: {time.perf_counter() - started:.1f} s to replay", flush=True)
+            elapsed = time.perf_counter() - started
+            print(f"  {name}: {elapsed:.1f} s to replay; {rows[-1]}", flush=True)
     print(markdown(rows))
     if args.live:
         live_eps_opt(base)
