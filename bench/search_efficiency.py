@@ -252,10 +252,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="noisetune-se-") as tmp:
         for name in args.strategies.split(","):
             started = time.perf_counter()
-            outcomes = [
-                run_strategy(name, base, curves, seed, Path(tmp) / f"{name}-{seed}")
-                for seed in range(args.seeds)
-            ]
+            outcomes = []
+            for seed in range(args.seeds):
+                outcome = run_strategy(name, base, curves, seed, Path(tmp) / f"{name}-{seed}")
+                outcomes.append(outcome)
+                print(
+                    f"    {name} seed {seed}: to front {_fmt(outcome.examples_to_front)}, "
+                    f"total {_fmt(outcome.total_examples)}, {outcome.trials} trials, "
+                    f"{time.perf_counter() - started:.0f} s",
+                    flush=True,
+                )
             rows.append(summarize(name, outcomes, grid_total, best))
             elapsed = time.perf_counter() - started
             print(f"  {name}: {elapsed:.1f} s to replay; {rows[-1]}", flush=True)
