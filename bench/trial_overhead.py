@@ -1,0 +1,378 @@
+"""Seconds per tiny trial through `run_sweep`, per executor, against the plain loop.
+
+    python bench/trial_overhead.py                          # ~6 min on 2 cores
+    python bench/trial_overhead.py --executors loop,single --workloads teacher_mlp
+    python bench/trial_overhead.py --against HEAD~1         # A/B: this checkout vs a commit
+
+Runs the same tiny trials (a grid of `--trials` learning rates at B = 16, `--steps` steps,
+an evaluation every `--eval-every` steps, a target no trial reaches, so every trial runs
+all its steps) three ways, interleaved in rotating order within each repeat:
+
+- `loop`: `trainables.loop.run_trial` in this process, one trial after the other, the
+  workload built for each trial as a bare loop does (`build` and `train` timed apart),
+  after one untimed trial;
+- `single`: `tuner.runner.run_sweep` on an embedded Ray (`tuner.ray_runtime.init_ray`),
+  one worker per trial: the loop runs in the Tune function actor, with actor reuse;
+- `multi`: `run_sweep` with `workers_per_trial: 2`, a Ray Train V2 TorchTrainer per trial.
+
+Sweeps run `--max-concurrent` trials at a time (1 by default, so a trial's cost is its
+latency). A Tune callback (installed through RAY_TUNE_CALLBACKS) stamps every trial's
+completion, which splits a sweep into
+- `first`: run_sweep's start to the first trial's end (Tune setup, actor start, imports,
+  the first trial);
+- `steady`: seconds per further trial, (last end - first end) / (n - 1): the per-trial
+  cost of a warm sweep;
+- `tail`: the last trial's end to run_sweep's return (Tune teardown, tables, figures);
+- `per trial`: run_sweep's wall time / n, everything included.
+
+With `--against REF`, REF is exported with `git archive` and every repeat runs twice in
+fresh subprocesses (one Ray each), once on REF and once on this checkout, in alternating
+order; the table then gives each side's medians and the median of the per-repeat ratios
+(this checkout / REF), with their min…max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+WORKLOAD_ARGS: dict[str, dict[str, Any]] = {
+    "linear_regression": {"dim": 10, "noise": 0.5, "n_train": 1024},
+    "teacher_mlp": {},
+}
+EXECUTORS = ("loop", "single", "multi")
+BATCH_SIZE = 16
+LR_RANGE = (0.01, 0.1)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Timeline(tune.Callback):
+    """Stamps trial ends on the driver (installed through RAY_TUNE_CALLBACKS)."""
+
+    ends: list[float] = []  # noqa: RUF012  (shared by the instance Tune creates)
+
+    def on_trial_complete(self, iteration: int, trials: Any, trial: Any, **info: Any) -> None:
+        Timeline.ends.append(time.perf_counter())
+
+    def on_trial_error(self, iteration: int, trials: Any, trial: Any, **info: Any) -> None:
+        Timeline.ends.append(time.perf_counter())
+
+
+def lrs(n: int) -> list[float]:
+    """n learning rates log-spaced over LR_RANGE (all stable for both workloads)."""
+    lo, hi = LR_RANGE
+    return [lo * (hi / lo) ** (i / max(n - 1, 1)) for i in range(n)]
+
+
+def make_spec(workload: str, executor: str, n: int, args: argparse.Namespace, storage: str) -> Any:
+    from tuner.spec import parse_spec
+
+    return parse_spec(
+        {
+            "name": f"{workload}-{executor}",
+            "workload": workload,
+            "workload_args": WORKLOAD_ARGS[workload],
+            "target": {"metric": "loss", "value": 0.0},  # never reached: every trial runs out
+            "budget": {"max_steps": args.steps},
+            "eval_every": args.eval_every,
+            "space": {"batch_size": [BATCH_SIZE], "lr": lrs(n), "momentum": [0.0]},
+            "search": {"algorithm": "grid", "max_concurrent": args.max_concurrent},
+            "resources": {"workers_per_trial": 2 if executor == "multi" else 1},
+            "storage": storage,
+        }
+    )
+
+
+def time_loop(workload: str, args: argparse.Namespace, storage: str) -> dict[str, float]:
+    """The same trials as the single-worker sweep, run by `run_trial` in this process."""
+    import torch
+
+    from trainables.loop import run_trial
+    from trainables.settings import Hyperparameters
+    from trainables.workload import build_workload
+    from tuner.runner import run_dir_for, trial_settings
+
+    torch.set_num_threads(1)  # as in the Tune actor (cpus_per_worker = 1)
+    spec = make_spec(workload, "loop", args.trials, args, storage)
+    settings = trial_settings(spec, run_dir_for(spec))
+    warm = Hyperparameters(batch_size=BATCH_SIZE, lr=LR_RANGE[0], momentum=0.0, warmup_steps=0)
+    # One untimed trial first: a process's first trial pays one-off imports (torch._dynamo
+    # on the first optimiser), which the sweeps pay in `first`.
+    run_trial(settings, warm, lambda metrics: None)
+    build = train = 0.0
+    for lr in lrs(args.trials):
+        started = time.perf_counter()
+        built = build_workload(settings.workload, settings.workload_args)
+        built_at = time.perf_counter()
+        hp = Hyperparameters(batch_size=BATCH_SIZE, lr=lr, momentum=0.0, warmup_steps=0)
+        last = run_trial(settings, hp, lambda metrics: None, workload=built)
+        assert last["trial_status"] == "exhausted", last["reason"]
+        build += built_at - started
+        train += time.perf_counter() - built_at
+    n = args.trials
+    return {"per_trial": (build + train) / n, "build": build / n, "train": train / n}
+
+
+def time_sweep(workload: str, executor: str, args: argparse.Namespace, storage: str) -> dict:
+    from tuner.runner import run_sweep
+
+    n = args.multi_trials if executor == "multi" else args.trials
+    spec = make_spec(workload, executor, n, args, storage)
+    Timeline.ends.clear()
+    started = time.perf_counter()
+    outcome = run_sweep(spec, progress=False)
+    done = time.perf_counter()
+    ends = sorted(Timeline.ends)
+    statuses = outcome.tables.trials["status"].value_counts().to_dict()
+    if len(ends) != n or statuses != {"exhausted": n}:
+        raise RuntimeError(f"{workload}/{executor}: {len(ends)} trial ends, statuses {statuses}")
+    return {
+        "per_trial": (done - started) / n,
+        "first": ends[0] - started,
+        "steady": (ends[-1] - ends[0]) / (n - 1) if n > 1 else float("nan"),
+        "tail": done - ends[-1],
+        "wall": done - started,
+    }
+
+
+def run_repeat(args: argparse.Namespace, turn: int) -> dict[str, dict[str, float]]:
+    """One repeat: every (workload, executor) once, in an order rotated by `turn`."""
+    cells = [(w, e) for w in args.workloads for e in args.executors]
+    shift = turn % len(cells)
+    out: dict[str, dict[str, float]] = {}
+    for workload, executor in cells[shift:] + cells[:shift]:
+        storage = tempfile.mkdtemp(prefix="noisetune-bench-")
+        if executor == "loop":
+            timings = time_loop(workload, args, storage)
+        else:
+            timings = time_sweep(workload, executor, args, storage)
+        out[f"{workload}/{executor}"] = timings
+        print(
+            f"  {workload}/{executor}: " + ", ".join(f"{k} {v:.3f}" for k, v in timings.items()),
+            file=sys.stderr,
+            flush=True,
+        )
+    return out
+
+
+def start_ray(args: argparse.Namespace) -> None:
+    from tuner.ray_runtime import apply_loopback_environment, init_ray
+
+    apply_loopback_environment()
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no Tune tables between our lines
+    os.environ["RAY_TUNE_CALLBACKS"] = "__main__.Timeline"
+    init_ray(num_cpus=2)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def git(*argv: str) -> str:
+    return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+
+def machine() -> dict[str, Any]:
+    import ray
+    import torch
+
+    dirty = git("status", "--porcelain", "--", "trainables", "tuner")
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ray": ray.__version__,
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "code": git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else ""),
+    }
+
+
+# --- summaries ---------------------------------------------------------------------------
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.3f} ({min(values):.3f}…{max(values):.3f})"
+
+
+def table(repeats: list[dict[str, dict[str, float]]], args: argparse.Namespace) -> str:
+    """One row per workload and executor: median (min…max) over repeats, and the ratio
+    of the sweep's steady seconds per trial to the loop's (build + train)."""
+    head = ["workload", "executor", "trials × repeats", "per trial, s", "first, s"]
+    head += ["steady, s/trial", "tail, s", "steady / loop"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for workload in args.workloads:
+        loop_key = f"{workload}/loop"
+        for executor in args.executors:
+            key = f"{workload}/{executor}"
+            runs = [r[key] for r in repeats]
+            n = args.multi_trials if executor == "multi" else args.trials
+            row = [workload, executor, f"{n} × {len(runs)}", spread([r["per_trial"] for r in runs])]
+            if executor == "loop":
+                build = statistics.median(r["build"] for r in runs)
+                train = statistics.median(r["train"] for r in runs)
+                row += [f"build {build:.3f} + train {train:.3f}", "", "", ""]
+            else:
+                row += [spread([r[k] for r in runs]) for k in ("first", "steady", "tail")]
+                if loop_key in repeats[0]:
+                    ratios = [r[key]["steady"] / r[loop_key]["per_trial"] for r in repeats]
+                    row.append(spread(ratios) + "×")
+                else:
+                    row.append("")
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def ab_table(
+    base: list[dict[str, dict[str, float]]],
+    new: list[dict[str, dict[str, float]]],
+    args: argparse.Namespace,
+) -> str:
+    """Per cell and measure: REF's median, this checkout's, and their per-repeat ratio."""
+    head = ["workload", "executor", "measure", str(args.against), "this checkout"]
+    head.append("ratio (min…max)")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key in base[0]:
+        workload, executor = key.split("/")
+        measures = ["per_trial", "build", "train"] if executor == "loop" else ["per_trial"]
+        if executor != "loop":
+            measures += ["first", "steady", "tail"]
+        for measure in measures:
+            a = [r[key][measure] for r in base]
+            b = [r[key][measure] for r in new]
+            ratios = [y / x for x, y in zip(a, b, strict=True) if x > 0]
+            cell = spread(ratios) + "×" if ratios else ""
+            row = [workload, executor, measure, spread(a), spread(b), cell]
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+# --- A/B against a commit ----------------------------------------------------------------
+
+
+def export_ref(ref: str) -> Path:
+    """The tracked files of `ref` in a fresh temporary directory."""
+    target = Path(tempfile.mkdtemp(prefix="noisetune-ref-"))
+    archive = subprocess.run(["git", "archive", ref], cwd=ROOT, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target
+
+
+def child_repeat(code: Path, turn: int, argv: list[str]) -> dict[str, dict[str, float]]:
+    """One repeat in a fresh process whose `tuner` and `trainables` come from `code`."""
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
+        out = Path(handle.name)
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    cmd = [sys.executable, str(Path(__file__).resolve()), *argv]
+    cmd += ["--child-turn", str(turn), "--child-out", str(out)]
+    subprocess.run(cmd, cwd=code, env=env, check=True)
+    result: dict[str, dict[str, float]] = json.loads(out.read_text())
+    out.unlink()
+    return result
+
+
+def strip_against(argv: list[str]) -> list[str]:
+    """The command line without --against/--out (for the child processes)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--against", "--out"):
+            skip = True
+            continue
+        if arg.startswith(("--against=", "--out=")):
+            continue
+        kept.append(arg)
+    return kept
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workloads", default="linear_regression,teacher_mlp")
+    parser.add_argument("--executors", default=",".join(EXECUTORS))
+    parser.add_argument("--trials", type=int, default=16, help="trials per loop/single run")
+    parser.add_argument("--multi-trials", type=int, default=3, help="trials per multi run")
+    parser.add_argument("--steps", type=int, default=20, help="steps per trial")
+    parser.add_argument("--eval-every", type=int, default=5)
+    parser.add_argument("--max-concurrent", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--against", help="a git ref to compare this checkout with (A/B)")
+    parser.add_argument("--out", type=Path, help="write the raw timings (.json)")
+    parser.add_argument("--child-turn", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.workloads = [w for w in args.workloads.split(",") if w]
+    args.executors = [e for e in args.executors.split(",") if e]
+    unknown = sorted(set(args.workloads) - set(WORKLOAD_ARGS)) + sorted(
+        set(args.executors) - set(EXECUTORS)
+    )
+    if unknown or args.trials < 2 or args.repeats < 1:
+        parser.error(f"unknown {unknown}" if unknown else "need --trials >= 2, --repeats >= 1")
+
+    if args.child_out is not None:  # one repeat of an A/B run
+        start_ray(args)
+        args.child_out.write_text(json.dumps(run_repeat(args, args.child_turn)))
+        return 0
+
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    info = machine()
+    payload: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
+    if args.against:
+        ref_code = export_ref(args.against)
+        info["against"] = git("rev-parse", "--short", args.against)
+        child_argv = strip_against(argv)
+        base: list[dict[str, dict[str, float]]] = []
+        new: list[dict[str, dict[str, float]]] = []
+        for turn in range(args.repeats):
+            sides = [("ref", ref_code), ("new", ROOT)]
+            for side, code in sides if turn % 2 == 0 else sides[::-1]:
+                print(f"repeat {turn + 1}/{args.repeats}, {side}", file=sys.stderr, flush=True)
+                (base if side == "ref" else new).append(child_repeat(code, turn, child_argv))
+        text = ab_table(base, new, args)
+        payload.update(ref=base, new=new)
+    else:
+        start_ray(args)
+        repeats = []
+        for turn in range(args.repeats):
+            print(f"repeat {turn + 1}/{args.repeats}", file=sys.stderr, flush=True)
+            repeats.append(run_repeat(args, turn))
+        text = table(repeats, args)
+        payload["repeats"] = repeats
+    wall = time.perf_counter() - started
+    load = f"{load_before[0]:.1f} → {os.getloadavg()[0]:.1f}"
+    header = (
+        f"{info['cpu_model']}, nproc {info['nproc']}, python {info['python']}, "
+        f"torch {info['torch']}, ray {info['ray']}, code {info['code']}"
+        + (f" vs {info['against']}" if args.against else "")
+        + f"; {args.steps} steps, eval every {args.eval_every}, B={BATCH_SIZE}, "
+        f"max_concurrent {args.max_concurrent}; wall {wall:.0f} s, "
+        f"1-min load average {load}"
+    )
+    print(header + "\n\n" + text)
+    if args.out is not None:
+        payload.update(machine=info, wall_s=wall, load_average=load, table=text)
+        args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
