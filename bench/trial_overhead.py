@@ -25,10 +25,11 @@ completion, which splits a sweep into
 - `tail`: the last trial's end to run_sweep's return (Tune teardown, tables, figures);
 - `per trial`: run_sweep's wall time / n, everything included.
 
-With `--against REF`, REF is exported with `git archive` and every repeat runs twice in
-fresh subprocesses (one Ray each), once on REF and once on this checkout, in alternating
-order; the table then gives each side's medians and the median of the per-repeat ratios
-(this checkout / REF), with their min…max.
+The code runs from a copy of this checkout taken at the start. With `--against REF`,
+REF is exported with `git archive` and every repeat runs twice in fresh subprocesses (one
+Ray each), once on REF and once on this checkout, in alternating order; the table then
+gives each side's medians and the median of the per-repeat ratios (this checkout / REF),
+with their min…max.
 """
 
 from __future__ import annotations
@@ -212,10 +213,11 @@ def spread(values: list[float]) -> str:
 
 
 def table(repeats: list[dict[str, dict[str, float]]], args: argparse.Namespace) -> str:
-    """One row per workload and executor: median (min…max) over repeats, and the ratio
-    of the sweep's steady seconds per trial to the loop's (build + train)."""
+    """One row per workload and executor: median (min…max) over repeats, the ratio of
+    the sweep's steady seconds per trial to the loop's (build + train), and what a sweep's
+    trial costs beyond the loop's training alone."""
     head = ["workload", "executor", "trials × repeats", "per trial, s", "first, s"]
-    head += ["steady, s/trial", "tail, s", "steady / loop"]
+    head += ["steady, s/trial", "tail, s", "steady / loop", "steady − loop train, s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for workload in args.workloads:
         loop_key = f"{workload}/loop"
@@ -227,14 +229,15 @@ def table(repeats: list[dict[str, dict[str, float]]], args: argparse.Namespace) 
             if executor == "loop":
                 build = statistics.median(r["build"] for r in runs)
                 train = statistics.median(r["train"] for r in runs)
-                row += [f"build {build:.3f} + train {train:.3f}", "", "", ""]
+                row += [f"build {build:.3f} + train {train:.3f}", "", "", "", ""]
             else:
                 row += [spread([r[k] for r in runs]) for k in ("first", "steady", "tail")]
                 if loop_key in repeats[0]:
                     ratios = [r[key]["steady"] / r[loop_key]["per_trial"] for r in repeats]
-                    row.append(spread(ratios) + "×")
+                    extra = [r[key]["steady"] - r[loop_key]["train"] for r in repeats]
+                    row += [spread(ratios) + "×", spread(extra)]
                 else:
-                    row.append("")
+                    row += ["", ""]
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -274,12 +277,35 @@ def export_ref(ref: str) -> Path:
     return target
 
 
-def child_repeat(code: Path, turn: int, argv: list[str]) -> dict[str, dict[str, float]]:
+def snapshot_checkout() -> Path:
+    """This checkout's files (tracked and untracked, not ignored) copied as they are now,
+    so that editing the checkout while the benchmark runs changes nothing it imports (Ray
+    workers import the code when they start)."""
+    target = Path(tempfile.mkdtemp(prefix="noisetune-code-"))
+    files = git("ls-files", "-z", "-c", "-o", "--exclude-standard").split("\0")
+    listing = "\0".join(f for f in files if f and (ROOT / f).is_file()).encode()
+    archive = subprocess.run(
+        ["tar", "-c", "--null", "-T", "-"], cwd=ROOT, input=listing, capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target
+
+
+def use_code(code: Path) -> None:
+    """Import `tuner` and `trainables` from `code`, here and in the Ray workers."""
+    sys.path.insert(0, str(code))
+    os.environ["PYTHONPATH"] = str(code)
+    os.chdir(code)
+
+
+def child_repeat(
+    script: Path, code: Path, turn: int, argv: list[str]
+) -> dict[str, dict[str, float]]:
     """One repeat in a fresh process whose `tuner` and `trainables` come from `code`."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
         out = Path(handle.name)
     env = {**os.environ, "PYTHONPATH": str(code)}
-    cmd = [sys.executable, str(Path(__file__).resolve()), *argv]
+    cmd = [sys.executable, str(script), *argv]
     cmd += ["--child-turn", str(turn), "--child-out", str(out)]
     subprocess.run(cmd, cwd=code, env=env, check=True)
     result: dict[str, dict[str, float]] = json.loads(out.read_text())
@@ -328,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown {unknown}" if unknown else "need --trials >= 2, --repeats >= 1")
 
     if args.child_out is not None:  # one repeat of an A/B run
+        use_code(Path.cwd())
         start_ray(args)
         args.child_out.write_text(json.dumps(run_repeat(args, args.child_turn)))
         return 0
@@ -339,17 +366,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.against:
         ref_code = export_ref(args.against)
         info["against"] = git("rev-parse", "--short", args.against)
+        new_code = snapshot_checkout()
         child_argv = strip_against(argv)
         base: list[dict[str, dict[str, float]]] = []
         new: list[dict[str, dict[str, float]]] = []
         for turn in range(args.repeats):
-            sides = [("ref", ref_code), ("new", ROOT)]
+            sides = [("ref", ref_code), ("new", new_code)]
             for side, code in sides if turn % 2 == 0 else sides[::-1]:
                 print(f"repeat {turn + 1}/{args.repeats}, {side}", file=sys.stderr, flush=True)
-                (base if side == "ref" else new).append(child_repeat(code, turn, child_argv))
+                script = new_code / "bench" / Path(__file__).name
+                result = child_repeat(script, code, turn, child_argv)
+                (base if side == "ref" else new).append(result)
         text = ab_table(base, new, args)
         payload.update(ref=base, new=new)
     else:
+        use_code(snapshot_checkout())
         start_ray(args)
         repeats = []
         for turn in range(args.repeats):
