@@ -25,11 +25,11 @@ completion, which splits a sweep into
 - `tail`: the last trial's end to run_sweep's return (Tune teardown, tables, figures);
 - `per trial`: run_sweep's wall time / n, everything included.
 
-The code runs from a copy of this checkout taken at the start. With `--against REF`,
-REF is exported with `git archive` and every repeat runs twice in fresh subprocesses (one
-Ray each), once on REF and once on this checkout, in alternating order; the table then
-gives each side's medians and the median of the per-repeat ratios (this checkout / REF),
-with their min…max.
+The code runs from a copy of this checkout taken at the start (or of `--code REF`). With
+`--against REF`, REF is exported with `git archive` and every repeat runs twice in fresh
+subprocesses (one Ray each), once on REF and once on this checkout (or `--code`), in
+alternating order; the table then gives each side's medians and the median of the
+per-repeat ratios (this checkout / REF), with their min…max.
 """
 
 from __future__ import annotations
@@ -314,16 +314,16 @@ def child_repeat(
 
 
 def strip_against(argv: list[str]) -> list[str]:
-    """The command line without --against/--out (for the child processes)."""
+    """The command line without --against/--code/--out (for the child processes)."""
     kept, skip = [], False
     for arg in argv:
         if skip:
             skip = False
             continue
-        if arg in ("--against", "--out"):
+        if arg in ("--against", "--out", "--code"):
             skip = True
             continue
-        if arg.startswith(("--against=", "--out=")):
+        if arg.startswith(("--against=", "--out=", "--code=")):
             continue
         kept.append(arg)
     return kept
@@ -341,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-concurrent", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--against", help="a git ref to compare this checkout with (A/B)")
+    parser.add_argument("--code", help="a git ref to run instead of this checkout")
     parser.add_argument("--out", type=Path, help="write the raw timings (.json)")
     parser.add_argument("--child-turn", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
@@ -359,14 +360,18 @@ def main(argv: list[str] | None = None) -> int:
         args.child_out.write_text(json.dumps(run_repeat(args, args.child_turn)))
         return 0
 
+    # The code is copied before anything else, so that the checkout may change meanwhile.
+    new_code = export_ref(args.code) if args.code else snapshot_checkout()
+    ref_code = export_ref(args.against) if args.against else None
+    print(f"code copied to {new_code}", file=sys.stderr, flush=True)
     load_before = os.getloadavg()
     started = time.perf_counter()
     info = machine()
+    if args.code:
+        info["code"] = git("rev-parse", "--short", args.code)
     payload: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
-    if args.against:
-        ref_code = export_ref(args.against)
+    if ref_code is not None:
         info["against"] = git("rev-parse", "--short", args.against)
-        new_code = snapshot_checkout()
         child_argv = strip_against(argv)
         base: list[dict[str, dict[str, float]]] = []
         new: list[dict[str, dict[str, float]]] = []
@@ -375,12 +380,14 @@ def main(argv: list[str] | None = None) -> int:
             for side, code in sides if turn % 2 == 0 else sides[::-1]:
                 print(f"repeat {turn + 1}/{args.repeats}, {side}", file=sys.stderr, flush=True)
                 script = new_code / "bench" / Path(__file__).name
+                if not script.exists():  # --code REF older than this benchmark
+                    script = Path(__file__).resolve()
                 result = child_repeat(script, code, turn, child_argv)
                 (base if side == "ref" else new).append(result)
         text = ab_table(base, new, args)
         payload.update(ref=base, new=new)
     else:
-        use_code(snapshot_checkout())
+        use_code(new_code)
         start_ray(args)
         repeats = []
         for turn in range(args.repeats):
