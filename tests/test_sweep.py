@@ -61,6 +61,12 @@ def test_single_worker_grid_sweep_writes_every_table(grid_run: Any) -> None:
     ).all()
 
 
+def test_trial_directories_hold_tunes_json_and_csv_logs_only(grid_run: Any) -> None:
+    trial_dirs = [p.parent for p in grid_run.run_dir.glob("*/result.json")]
+    assert len(trial_dirs) == 9 and all((d / "progress.csv").is_file() for d in trial_dirs)
+    assert not list(grid_run.run_dir.rglob("events.out.tfevents*"))  # no TensorBoard files
+
+
 def test_curves_hold_every_report_with_workload_metrics(grid_run: Any) -> None:
     out = grid_run.run_dir / "results"
     curves = pd.read_parquet(out / "curves.parquet")

@@ -18,6 +18,7 @@ from trainables.settings import TrialSettings
 from tuner import guided, plots, results, schedulers, search
 from tuner.progress import ProgressLine
 from tuner.spec import Spec, load_spec
+from tuner.tune_loggers import NoTensorBoard
 from tuner.tune_state import is_experiment, restore_problems
 
 SPEC_FILE = "noisetune_spec.yaml"
@@ -84,7 +85,9 @@ def make_trainable(settings: TrialSettings) -> Any:
 
 
 def _run_config(spec: Spec, run_dir: Path, verbose: bool, progress: bool) -> tune.RunConfig:
-    callbacks: list[tune.Callback] = [ProgressLine()] if progress and not verbose else []
+    callbacks: list[tune.Callback] = [NoTensorBoard()]  # result.json and progress.csv only
+    if progress and not verbose:
+        callbacks.append(ProgressLine())
     return tune.RunConfig(
         name=run_dir.name,
         storage_path=str(run_dir.parent),
