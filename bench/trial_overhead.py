@@ -3,6 +3,7 @@
     python bench/trial_overhead.py                          # ~6 min on 2 cores
     python bench/trial_overhead.py --executors loop,single --workloads teacher_mlp
     python bench/trial_overhead.py --against HEAD~1         # A/B: this checkout vs a commit
+    python bench/trial_overhead.py --loggers                # driver cost of Tune's loggers
 
 Runs the same tiny trials (a grid of `--trials` learning rates at B = 16, `--steps` steps,
 an evaluation every `--eval-every` steps, a target no trial reaches, so every trial runs
@@ -205,6 +206,75 @@ def machine() -> dict[str, Any]:
     }
 
 
+# --- Tune's per-trial loggers on the driver ---------------------------------------------
+
+
+class _LoggedTrial:
+    """What Tune's logger callbacks read of a trial."""
+
+    checkpoint = None
+
+    def __init__(self, index: int, root: Path, config: dict[str, Any]) -> None:
+        self.trial_id = f"t{index:05d}"
+        self.local_path = str(root / self.trial_id)
+        self.config = self.evaluated_params = config
+        Path(self.local_path).mkdir(parents=True)
+
+    def init_local_path(self) -> None:
+        pass
+
+
+def logger_costs(args: argparse.Namespace, trials: int = 100) -> dict[str, list[float]]:
+    """Driver CPU seconds per trial of each of Tune's default loggers (TensorBoard, JSON,
+    CSV), fed the reports of one of this benchmark's linear_regression trials with the
+    keys Tune adds, `trials` trials per repeat: what a sweep's driver spends on them."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+
+    from trainables.loop import run_trial
+    from trainables.settings import Hyperparameters
+    from tuner.runner import run_dir_for, trial_settings
+
+    spec = make_spec("linear_regression", "loop", 2, args, tempfile.mkdtemp())
+    settings = trial_settings(spec, run_dir_for(spec))
+    reports: list[dict[str, Any]] = []
+    hp = Hyperparameters(batch_size=BATCH_SIZE, lr=LR_RANGE[0], momentum=0.0, warmup_steps=0)
+    run_trial(settings, hp, reports.append)
+    config = {"batch_size": BATCH_SIZE, "lr": LR_RANGE[0], "momentum": 0.0, "warmup_steps": 0}
+    tune_keys = {
+        "timestamp": 1795350000, "checkpoint_dir_name": None, "done": False, "trial_id": "t",
+        "date": "2026-11-22_12-00-00", "time_this_iter_s": 0.003, "time_total_s": 1.1,
+        "pid": 11024, "hostname": "vm", "node_ip": "127.0.0.1", "config": config,
+        "time_since_restore": 1.1,
+    }  # fmt: skip
+    results = [
+        {**r, **tune_keys, "training_iteration": i + 1, "iterations_since_restore": i + 1}
+        for i, r in enumerate(reports)
+    ]
+    loggers = {"tensorboard": TBXLoggerCallback, "json": JsonLoggerCallback}
+    loggers["csv"] = CSVLoggerCallback
+    costs: dict[str, list[float]] = {name: [] for name in loggers}
+    for _ in range(args.repeats):
+        for name, make in loggers.items():
+            logger, root = make(), Path(tempfile.mkdtemp(prefix="noisetune-loggers-"))
+            started = time.process_time()
+            for index in range(trials):
+                trial = _LoggedTrial(index, root, config)
+                logger.log_trial_start(trial)
+                for i, result in enumerate(results):
+                    logger.log_trial_result(i, trial, dict(result))
+                logger.log_trial_end(trial)
+            costs[name].append((time.process_time() - started) / trials)
+    return costs
+
+
+def loggers_table(costs: dict[str, list[float]], reports: int) -> str:
+    lines = [f"| Tune logger | driver CPU ms per trial of {reports} reports, median (min…max) |"]
+    lines.append("|---|---|")
+    for name, values in costs.items():
+        lines.append(f"| {name} | {spread([1e3 * v for v in values])} |")
+    return "\n".join(lines)
+
+
 # --- summaries ---------------------------------------------------------------------------
 
 
@@ -343,6 +413,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--against", help="a git ref to compare this checkout with (A/B)")
     parser.add_argument("--code", help="a git ref to run instead of this checkout")
     parser.add_argument("--out", type=Path, help="write the raw timings (.json)")
+    parser.add_argument(
+        "--loggers", action="store_true", help="only the driver cost of Tune's loggers"
+    )
     parser.add_argument("--child-turn", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -353,6 +426,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     if unknown or args.trials < 2 or args.repeats < 1:
         parser.error(f"unknown {unknown}" if unknown else "need --trials >= 2, --repeats >= 1")
+
+    if args.loggers:
+        costs = logger_costs(args)
+        reports = args.steps // args.eval_every + 1
+        load = f"1-min load average {os.getloadavg()[0]:.1f}"
+        print(f"{cpu_model()}, nproc {os.cpu_count()}, {load}\n\n" + loggers_table(costs, reports))
+        return 0
 
     if args.child_out is not None:  # one repeat of an A/B run
         use_code(Path.cwd())
