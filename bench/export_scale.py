@@ -24,7 +24,8 @@
 With `--against REF` the build/write/export steps run for REF (exported with `git
 archive`) and for this checkout, alternating, `--repeats` times; the table gives both and
 the per-repeat ratio. Sizes above `--max-old-rows` reports are skipped for REF (the
-row-by-row reader needs about 2.5 kB per report).
+row-by-row reader needs about 2.5 kB per report), and the curves are not exported as CSV
+above `--max-csv-rows` (minutes).
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def report_values(plan: dict[str, Any], n_reports: int, seed: int) -> dict[str, 
     b = plan["config"]["batch_size"]
     loss = 0.5 + 0.95 * np.exp(-step / (200.0 + 5 * rng.random())) + 0.01 * rng.random(n_reports)
     noise = 1.0 + 0.1 * rng.standard_normal((9, n_reports))
-    g2 = 0.2 * np.exp(-step / 300.0) * noise[0]
+    g2 = 0.2 * np.exp(-step / 2000.0) * noise[0]
     trace_sigma = 2.0 * noise[1]
     values = {
         "step": step,
@@ -123,7 +124,7 @@ def report_values(plan: dict[str, Any], n_reports: int, seed: int) -> dict[str, 
         "b_simple": trace_sigma / g2,
         "g2": g2,
         "trace_sigma": trace_sigma,
-        "true_g2": 0.2 * np.exp(-step / 300.0),
+        "true_g2": 0.2 * np.exp(-step / 2000.0),
         "true_trace_sigma": 2.0 * noise[2],
         "true_g_h_g": 0.03 * noise[3],
         "true_trace_h_sigma": 1.4 * noise[4],
@@ -149,6 +150,17 @@ def report_values(plan: dict[str, Any], n_reports: int, seed: int) -> dict[str, 
     return values
 
 
+SPECIAL_FLOATS = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _tokens(array: np.ndarray) -> list[str]:
+    """json.dumps of every value (repr of floats, NaN/Infinity literals), vectorised."""
+    tokens = list(map(repr, array.tolist()))
+    if array.dtype.kind == "f":
+        tokens = [SPECIAL_FLOATS.get(t, t) for t in tokens]
+    return tokens
+
+
 def report_lines(plan: dict[str, Any], n_reports: int, seed: int) -> tuple[list[str], dict]:
     """The trial's result.json lines and its last report (as a dict)."""
     values = report_values(plan, n_reports, seed)
@@ -166,56 +178,68 @@ def report_lines(plan: dict[str, Any], n_reports: int, seed: int) -> tuple[list[
     }
     if status == "diverged":
         values["loss"][-1] = math.nan
-    columns = {name: [_token(v) for v in array.tolist()] for name, array in values.items()}
-    config = json.dumps(plan["config"])
-    lr = _token(plan["config"]["lr"])
-    lines = []
-    last: dict[str, Any] = {}
+    columns = {name: _tokens(array) for name, array in values.items()}
+    # Tune's key order; %s slots for what changes from report to report.
+    head = (
+        '{"step": %s, "examples": %s, "loss": %s, "lr": '
+        + _token(plan["config"]["lr"])
+        + ', "b_simple": %s, "g2": %s, "trace_sigma": %s, "b_noise": %s, "g_h_g": %s, '
+        '"trace_h_sigma": %s, "eps_max": %s, "target_value": %s, "trial_status": %s, '
+        '"steps_to_target": %s, "examples_to_target": %s, "reason": %s, "wall_s": %s, '
+        + ", ".join(f'"{name}": %s' for name in TRUE_METRICS)
+        + ', "timestamp": %s, "checkpoint_dir_name": %s, "done": %s, '
+        '"training_iteration": %s, "trial_id": '
+        + json.dumps(plan["trial_id"])
+        + ', "date": "2026-11-22_12-00-00", "time_this_iter_s": %s, "time_total_s": %s, '
+        '"pid": 11024, "hostname": "vm", "node_ip": "127.0.0.1", "config": '
+        + json.dumps(plan["config"])
+        + ', "time_since_restore": %s, "iterations_since_restore": %s}\n'
+    )
     order = list(range(n_reports))
     if plan["restarted"]:  # reports again from the checkpoint before the last 7
         restart = ((n_reports - 8) // 5) * 5
         order = order[: n_reports - 3] + list(range(restart + 1, n_reports))
+    c = columns
+    true = [c[name] for name in TRUE_METRICS]
+    lines = []
+    final_position = len(order) - 1
     for position, k in enumerate(order):
-        final = position == len(order) - 1
+        final = position == final_position
         st = status if final else "running"
         reached = final and st == "reached"
         step = int(values["step"][k])
-        iteration = position + 1
-        checkpoint = f'"checkpoint_{k // 5:06d}"' if k % 5 == 4 and not final else "null"
-        fields = [
-            ("step", columns["step"][k]),
-            ("examples", columns["examples"][k]),
-            ("loss", columns["loss"][k]),
-            ("lr", lr),
-            *[(n, columns[n][k]) for n in ("b_simple", "g2", "trace_sigma", "b_noise")],
-            *[(n, columns[n][k]) for n in ("g_h_g", "trace_h_sigma", "eps_max")],
-            ("target_value", columns["loss"][k]),
-            ("trial_status", json.dumps(st)),
-            ("steps_to_target", str(step) if reached else "NaN"),
-            ("examples_to_target", str(step * b) if reached else "NaN"),
-            ("reason", json.dumps(reasons[st] if final else "")),
-            ("wall_s", columns["wall_s"][k]),
-            *[(n, columns[n][k]) for n in TRUE_METRICS],
-            ("timestamp", str(1795350000 + step)),
-            ("checkpoint_dir_name", checkpoint),
-            ("done", "true" if final else "false"),
-            ("training_iteration", str(iteration)),
-            ("trial_id", json.dumps(plan["trial_id"])),
-            ("date", '"2026-11-22_12-00-00"'),
-            ("time_this_iter_s", columns["time_this_iter_s"][k]),
-            ("time_total_s", columns["time_total_s"][k]),
-            ("pid", "11024"),
-            ("hostname", '"vm"'),
-            ("node_ip", '"127.0.0.1"'),
-            ("config", config),
-            ("time_since_restore", columns["time_total_s"][k]),
-            ("iterations_since_restore", str(iteration)),
-        ]
-        line = "{" + ", ".join(f'"{name}": {token}' for name, token in fields) + "}\n"
-        lines.append(line)
-        if final:
-            last = json.loads(line)
-    return lines, last
+        iteration = str(position + 1)
+        lines.append(
+            head
+            % (
+                c["step"][k],
+                c["examples"][k],
+                c["loss"][k],
+                c["b_simple"][k],
+                c["g2"][k],
+                c["trace_sigma"][k],
+                c["b_noise"][k],
+                c["g_h_g"][k],
+                c["trace_h_sigma"][k],
+                c["eps_max"][k],
+                c["loss"][k],
+                f'"{st}"',
+                str(step) if reached else "NaN",
+                str(step * b) if reached else "NaN",
+                json.dumps(reasons[st]) if final else '""',
+                c["wall_s"][k],
+                *[t[k] for t in true],
+                1795350000 + step,
+                f'"checkpoint_{k // 5:06d}"' if k % 5 == 4 and not final else "null",
+                "true" if final else "false",
+                iteration,
+                c["time_this_iter_s"][k],
+                c["time_total_s"][k],
+                c["time_total_s"][k],
+                iteration,
+            )
+        )
+    return lines, json.loads(lines[-1])
 
 
 def trial_state(plan: dict[str, Any], last: dict[str, Any], seed: int) -> list[str]:
@@ -317,7 +341,14 @@ def synthesize(run_dir: Path, n_trials: int, n_reports: int, seed: int) -> None:
         "_stopper": {"_type": "CLOUDPICKLE_FALLBACK", "value": "8005952c"}, "_resumed": False,
     }  # fmt: skip
     state = {"trial_data": trial_data, "runner_data": runner_data, "stats": {"start_time": 0}}
-    (partial / f"experiment_state-{SESSION}.json").write_text(json.dumps(state))
+    # What Tune does for a snapshot of the experiment state, once the trial states are
+    # serialised (Tune caches each trial's JSON): one json.dumps, one file written.
+    started = time.perf_counter()
+    state_file = partial / f"experiment_state-{SESSION}.json"
+    state_file.write_text(json.dumps(state))
+    snapshot_s = time.perf_counter() - started
+    meta = {"snapshot_s": snapshot_s, "state_mib": state_file.stat().st_size / 2**20}
+    run_dir.with_name(run_dir.name + ".meta.json").write_text(json.dumps(meta))
     (partial / "noisetune_spec.yaml").write_text(SPEC_YAML % n_trials)
     decisions = partial / "results" / "decisions.jsonl"
     decisions.parent.mkdir()
@@ -384,7 +415,9 @@ def measured(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, flo
         return wall, usage.ru_maxrss / 1024, out.read().decode()
 
 
-def measure_code(code: Path, run_dir: Path, script: Path) -> dict[str, dict[str, float]]:
+def measure_code(
+    code: Path, run_dir: Path, script: Path, max_csv_rows: int
+) -> dict[str, dict[str, float]]:
     """Every piece once on `code`: build+write in one child, each export in its own."""
     env = {**os.environ, "PYTHONPATH": str(code)}
     scratch = Path(tempfile.mkdtemp(prefix="noisetune-export-"))
@@ -399,6 +432,8 @@ def measure_code(code: Path, run_dir: Path, script: Path) -> dict[str, dict[str,
         written = scratch / "run"
         # The exports read results/ as written by this code's write_tables.
         for table, fmt in EXPORTS:
+            if (table, fmt) == ("curves", "csv") and timings["curve_rows"] > max_csv_rows:
+                continue  # pandas writes ~50k rows/s of curves as CSV here: minutes
             target = scratch / f"{table}.{fmt}"
             cmd = [sys.executable, "-m", "tuner", "export", str(written), "--format", fmt]
             cmd += ["--table", table, "--out", str(target)]
@@ -531,6 +566,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--against", help="a git ref to compare this checkout with")
     parser.add_argument("--max-old-rows", type=int, default=2_000_000)
+    parser.add_argument("--max-csv-rows", type=int, default=2_000_000, help="curves as csv")
     parser.add_argument("--only", choices=["tables", "scheduler"])
     parser.add_argument("--scheduler-trials", default="100,1000,10000")
     parser.add_argument("--out", type=Path, help="write the raw numbers (.json)")
@@ -570,11 +606,21 @@ def main(argv: list[str] | None = None) -> int:
                 for side, code in sides if turn % 2 == 0 else sides[::-1]:
                     print(f"{size} repeat {turn + 1} {side}", file=sys.stderr, flush=True)
                     script = new_code / "bench" / Path(__file__).name
-                    runs[side].append(measure_code(code, run_dir, script))
+                    runs[side].append(measure_code(code, run_dir, script, args.max_csv_rows))
             payload["tables"][size] = runs
+            meta_file = run_dir.with_name(run_dir.name + ".meta.json")
+            if meta_file.exists():
+                meta = json.loads(meta_file.read_text())
+                payload["tables"][size + " snapshot"] = meta
+                lines.append(
+                    f"| {size} | | {meta['state_mib']:,.0f} (state file) | experiment-state "
+                    f"snapshot (json.dumps + write, at synthesis) | {meta['snapshot_s']:.2f} |"
+                    + " |"
+                    * (1 + (3 if ref_code is not None else 0))
+                )
             rows = int(runs["new"][0]["rows"]["s"])
             for piece in runs["new"][0]:
-                if piece == "rows":
+                if piece == "rows" or any(piece not in r for side in runs.values() for r in side):
                     continue
                 new_s = [r[piece]["s"] for r in runs["new"]]
                 new_rss = [r[piece]["rss_mib"] for r in runs["new"]]
