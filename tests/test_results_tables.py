@@ -193,3 +193,32 @@ def test_read_result_file_matches_read_trials(tmp_path: Path) -> None:
     assert file.table is not None and file.table.num_rows == 2
     assert json.dumps(file.last) == json.dumps(trial.results[-1])
     assert read_result_file(None).table is None
+
+
+def test_pooled_at_target_is_the_merge_it_replaces(tmp_path: Path) -> None:
+    run = write_run(
+        tmp_path,
+        {
+            f"t{i}": [
+                *steps(0, 10, 20, b_noise=40.0 + i, eps_max=0.5 + i / 10),
+                finished(30 + 10 * (i % 3), b_noise=50.0 + i, eps_max=1.0 + i / 10),
+                *([] if i % 4 else steps(0, 10)),  # some restarted and still running
+            ]
+            for i in range(12)
+        },
+    )
+    tables = results.build_tables(run, TARGET)
+    trials, curves = tables.trials, tables.curves
+    reached = trials[trials["status"] == keys.REACHED]
+    assert len(reached) >= 3
+    merged = curves.merge(
+        reached[["trial_id", keys.BATCH_SIZE, keys.STEPS_TO_TARGET]], on="trial_id"
+    )  # the former implementation
+    merged = merged[merged[keys.STEP] == merged[keys.STEPS_TO_TARGET]]
+    for column, reference in [(keys.B_SIMPLE, None), (keys.B_NOISE, None), (keys.EPS_MAX, 50.0)]:
+        expected = results.theory.pooled_noise_scale(
+            merged[column], merged[keys.BATCH_SIZE], reference
+        )
+        assert results.pooled_at_target(trials, curves, column, reference) == expected
+    assert math.isnan(results.pooled_at_target(trials, curves, "not_a_column"))
+    assert math.isnan(results.pooled_at_target(trials.iloc[:0], curves, keys.B_SIMPLE))

@@ -281,13 +281,28 @@ def pooled_at_target(
     All of them are then at the same loss, which makes them comparable (DESIGN.md §1,
     pitfalls 1-2), pooled by `theory.pooled_noise_scale`.
     """
+    return _pooled(_rows_at_target(trials, curves), column, reference)
+
+
+def _rows_at_target(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame | None:
+    """The curve rows of the trials that reached the target, at their steps_to_target, in
+    curves order, with their batch_size (None: no such trial or no curves).
+
+    A lookup per row instead of a merge, which copied every curve row of those trials.
+    """
     reached = trials[trials["status"] == keys.REACHED]
-    if reached.empty or curves.empty or column not in curves:
+    if reached.empty or curves.empty:
+        return None
+    by_id = reached.set_index("trial_id")
+    ids = curves["trial_id"]
+    target_steps = ids.map(by_id[keys.STEPS_TO_TARGET]).to_numpy(dtype=float)
+    at_target = curves[curves[keys.STEP].to_numpy() == target_steps]
+    return at_target.assign(**{keys.BATCH_SIZE: at_target["trial_id"].map(by_id[keys.BATCH_SIZE])})
+
+
+def _pooled(at_target: pd.DataFrame | None, column: str, reference: float | None = None) -> float:
+    if at_target is None or column not in at_target:
         return math.nan
-    at_target = curves.merge(
-        reached[["trial_id", keys.BATCH_SIZE, keys.STEPS_TO_TARGET]], on="trial_id"
-    )
-    at_target = at_target[at_target[keys.STEP] == at_target[keys.STEPS_TO_TARGET]]
     return theory.pooled_noise_scale(at_target[column], at_target[keys.BATCH_SIZE], reference)
 
 
@@ -309,10 +324,11 @@ def summarize(
         "n_unfinished": int((trials["status"] == UNFINISHED).sum()),
         "total_examples": int(trials["examples"].sum()),
     }  # fmt: skip
-    b_simple = pooled_at_target(trials, curves, keys.B_SIMPLE)
+    at_target = _rows_at_target(trials, curves)
+    b_simple = _pooled(at_target, keys.B_SIMPLE)
     summary["b_simple"] = b_simple if math.isfinite(b_simple) else None
-    b_noise = pooled_at_target(trials, curves, keys.B_NOISE)
-    eps_max = pooled_at_target(trials, curves, keys.EPS_MAX, reference=b_noise)
+    b_noise = _pooled(at_target, keys.B_NOISE)
+    eps_max = _pooled(at_target, keys.EPS_MAX, reference=b_noise)
     if math.isfinite(b_noise) and math.isfinite(eps_max):
         summary.update(
             b_noise=b_noise, eps_max=eps_max,
