@@ -222,3 +222,14 @@ def test_pooled_at_target_is_the_merge_it_replaces(tmp_path: Path) -> None:
         assert results.pooled_at_target(trials, curves, column, reference) == expected
     assert math.isnan(results.pooled_at_target(trials, curves, "not_a_column"))
     assert math.isnan(results.pooled_at_target(trials.iloc[:0], curves, keys.B_SIMPLE))
+
+
+def test_tables_read_back_without_the_curves(tmp_path: Path) -> None:
+    run = write_run(tmp_path, {"a": [*steps(0, 10), finished(20)], "b": steps(0, 10)})
+    results.write_tables(run, results.build_tables(run, TARGET))
+    full, light = results.read_tables(run), results.read_tables(run, curves=False)
+    assert len(full.curves) == 5 and light.curves.empty
+    assert list(light.curves.columns) == results.CURVE_COLUMNS
+    pd.testing.assert_frame_equal(light.trials, full.trials)
+    for fmt, table in [("csv", "trials"), ("json", "front"), ("markdown", "summary")]:
+        assert results.export(light, fmt, table, None) == results.export(full, fmt, table, None)

@@ -176,11 +176,11 @@ def resume(run_dir: str, address: str | None, num_cpus: int | None, verbose: boo
         sys.exit(EXIT_FAILURE)
 
 
-def _read_tables(run_dir: str) -> Any:
+def _read_tables(run_dir: str, curves: bool = True) -> Any:
     from tuner.results import read_tables
 
     try:
-        return read_tables(Path(run_dir))
+        return read_tables(Path(run_dir), curves=curves)
     except FileNotFoundError as exc:
         raise BadInput([str(exc)]) from exc
 
@@ -201,8 +201,8 @@ def export(run_dir: str, fmt: str, table: str | None, out: str | None) -> None:
     """Export a results table of RUN_DIR as csv, parquet, json or markdown."""
     from tuner.results import export as export_table
 
-    tables = _read_tables(run_dir)
     chosen = table or ("summary" if fmt == "markdown" else "trials")
+    tables = _read_tables(run_dir, curves=chosen == "curves")
     if fmt == "parquet" and out is None:
         raise BadInput(["--format parquet writes a binary file: give --out PATH"])
     text = export_table(tables, fmt, chosen, Path(out) if out else None)

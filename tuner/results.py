@@ -460,14 +460,18 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def read_tables(run_dir: Path) -> Tables:
-    """Read back what write_tables wrote."""
+def read_tables(run_dir: Path, *, curves: bool = True) -> Tables:
+    """Read back what write_tables wrote; without `curves`, the curves table is left
+    empty (its columns only) for callers that do not use it: it holds a row per report,
+    millions in a large sweep."""
     out = results_dir(run_dir)
     if not (out / "trials.parquet").exists():
         raise FileNotFoundError(f"{run_dir}: no results/ tables (is this a noisetune run?)")
     return Tables(
         trials=pd.read_parquet(out / "trials.parquet"),
-        curves=pd.read_parquet(out / "curves.parquet"),
+        curves=pd.read_parquet(out / "curves.parquet")
+        if curves
+        else pd.DataFrame(columns=CURVE_COLUMNS),
         front=pd.read_csv(out / "front.csv"),
         summary=json.loads((out / "summary.json").read_text()),
     )
