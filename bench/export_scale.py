@@ -531,6 +531,11 @@ def scheduler_cost(n_trials: int, calls: int, seed: int = 0) -> dict[str, float]
 # --- tables ------------------------------------------------------------------------------
 
 
+def spread3(values: list[float]) -> str:
+    """Median (min…max) to 3 significant digits."""
+    return f"{statistics.median(values):.3g} ({min(values):.3g}…{max(values):.3g})"
+
+
 def spread(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} ({min(values):.2f}…{max(values):.2f})"
 
@@ -645,14 +650,15 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.only != "tables":
         sys.path.insert(0, str(new_code))
-        lines = ["| trials | s per result (running) | s per result (reached: refit) |"]
+        lines = ["| trials | per result of a running trial | per result reaching the target |"]
         lines.append("|---|---|---|")
         for n in [int(x) for x in args.scheduler_trials.split(",")]:
-            results = [scheduler_cost(n, calls=max(3, 20_000 // n)) for _ in range(args.repeats)]
+            calls = max(10, 200_000 // n)
+            results = [scheduler_cost(n, calls=calls) for _ in range(args.repeats)]
             payload["scheduler"][n] = results
             running = [r["running"] * 1e3 for r in results]
             reached = [r["reached"] * 1e3 for r in results]
-            lines.append(f"| {n:,} | {spread(running)} ms | {spread(reached)} ms |")
+            lines.append(f"| {n:,} | {spread3(running)} ms | {spread3(reached)} ms |")
         sections.append("\n".join(lines))
 
     wall = time.perf_counter() - started
