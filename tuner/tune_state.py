@@ -80,7 +80,8 @@ def read_result_file(path: Path | None) -> ResultFile:
     if not data.strip():
         return ResultFile(None, {})
     try:
-        options = pa_json.ReadOptions(use_threads=False, block_size=len(data) + 1)
+        block = min(len(data) + 1, 2**31 - 1)  # one block below 2 GiB
+        options = pa_json.ReadOptions(use_threads=False, block_size=block)
         table = pa_json.read_json(pa.BufferReader(data), read_options=options)
         last: dict[str, Any] = json.loads(data.rstrip().rsplit(b"\n", 1)[-1])
     except (pa.ArrowInvalid, json.JSONDecodeError):
