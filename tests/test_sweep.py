@@ -12,6 +12,7 @@ from trainables import keys
 from tuner import results
 from tuner.runner import RunDirError, resume_sweep, run_sweep
 from tuner.spec import parse_spec
+from tuner.tune_state import read_trials
 
 pytestmark = pytest.mark.ray
 
@@ -59,6 +60,12 @@ def test_single_worker_grid_sweep_writes_every_table(grid_run: Any) -> None:
     assert (
         reached["examples_to_target"] == reached["steps_to_target"] * reached["batch_size"]
     ).all()
+
+
+def test_trial_directories_hold_tunes_json_and_csv_logs_only(grid_run: Any) -> None:
+    trial_dirs = [p.parent for p in grid_run.run_dir.glob("*/result.json")]
+    assert len(trial_dirs) == 9 and all((d / "progress.csv").is_file() for d in trial_dirs)
+    assert not list(grid_run.run_dir.rglob("events.out.tfevents*"))  # no TensorBoard files
 
 
 def test_curves_hold_every_report_with_workload_metrics(grid_run: Any) -> None:
@@ -129,6 +136,18 @@ def test_results_read_back_without_ray(grid_run: Any) -> None:
     tables = results.read_tables(grid_run.run_dir)
     rebuilt = results.build_tables(grid_run.run_dir, tables.summary["target"])
     pd.testing.assert_frame_equal(rebuilt.trials, tables.trials, check_dtype=False)
+
+
+def test_tables_read_column_wise_are_the_row_by_row_ones(grid_run: Any) -> None:
+    """build_tables reads result.json with pyarrow; read_trials with json, line by line."""
+    run_dir = grid_run.run_dir
+    reference = read_trials(run_dir)
+    assert all(len(t.results) > 1 for t in reference)
+    results._read_reports(read_trials(run_dir, with_results=False))  # no row-by-row fallback
+    built = results.build_tables(run_dir, {"metric": "loss", "value": 0.16})
+    trials = results.trials_table(reference, run_dir)
+    pd.testing.assert_frame_equal(built.trials, trials, check_exact=True)
+    pd.testing.assert_frame_equal(built.curves, results.curves_table(reference), check_exact=True)
 
 
 def test_eps_opt_pruning_spends_less_for_the_same_front(ray_session: None, tmp_path: Path) -> None:

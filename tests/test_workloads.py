@@ -12,7 +12,10 @@ import torch
 from torch.func import functional_call, grad, vmap
 from torch.utils.data import TensorDataset
 
-from trainables.workload import Workload, build_workload
+from trainables import keys
+from trainables.loop import run_trial
+from trainables.settings import Hyperparameters, TrialSettings
+from trainables.workload import Workload, build_workload, cached_workload
 from trainables.workloads import linear_regression, teacher_mlp
 
 
@@ -261,3 +264,39 @@ def test_bad_value_is_a_one_line_value_error(build: Any, args: dict[str, Any], n
     with pytest.raises(ValueError, match=name) as info:
         build(args)
     assert "\n" not in str(info.value)
+
+
+# --- the per-process cache of a reused Tune actor -----------------------------------------
+
+
+def test_cached_workload_shares_the_data_and_copies_the_model() -> None:
+    args = {"dim": 4, "n_train": 256}
+    first = cached_workload("linear_regression", args)
+    with torch.no_grad():
+        for p in first.model.parameters():
+            p.add_(1.0)  # a trial trains its copy
+    second = cached_workload("linear_regression", dict(reversed(list(args.items()))))
+    assert second.train_data is first.train_data and second.loss is first.loss
+    assert second.model is not first.model
+    fresh = build_workload("linear_regression", args)
+    for ours, built in zip(second.model.parameters(), fresh.model.parameters(), strict=True):
+        assert torch.equal(ours, built)  # as built, untouched by the first trial
+    other = cached_workload("linear_regression", {**args, "seed": 1})
+    assert other.train_data is not first.train_data
+
+
+def test_trials_on_the_cached_workload_report_what_fresh_builds_report() -> None:
+    s = TrialSettings(
+        workload="teacher_mlp", workload_args=SMALL_MLP, max_steps=30, eval_every=10,
+        target_value=0.0,
+    )  # fmt: skip
+
+    def reports(workload: Workload | None) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        run_trial(s, Hyperparameters(32, 0.1, 0.9, 0), out.append, workload=workload)
+        return [{k: v for k, v in r.items() if k != keys.WALL_S} for r in out]
+
+    fresh = reports(None)
+    for _ in range(2):  # the second trial of a process starts from the model as built too
+        cached = reports(cached_workload(s.workload, s.workload_args))
+        assert str(cached) == str(fresh)  # str: NaN == NaN

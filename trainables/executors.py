@@ -1,7 +1,7 @@
 """The two ways a trial runs under Ray Tune; both run `loop.run_trial`.
 
-- `single_worker_trial`: the loop runs directly in the Tune actor (about 0.5 s of
-  overhead per trial with actor reuse).
+- `single_worker_trial`: the loop runs directly in the Tune actor; with actor reuse
+  one process runs trial after trial, the workload built once (BENCHMARKS.md).
 - `multi_worker_trial`: the Tune trial is a Ray Train driver that starts a TorchTrainer
   with N workers (Train V2 inside Tune, DESIGN.md §4); rank 0's reports reach Tune
   through TuneReportCallback.
@@ -25,6 +25,7 @@ import torch
 
 from trainables.loop import World, load_state, run_trial, save_state
 from trainables.settings import Hyperparameters, TrialSettings
+from trainables.workload import cached_workload
 
 # A trial's Train run keeps this many of its latest checkpoints (a restart needs only
 # the latest; the one before is a margin).
@@ -86,7 +87,11 @@ class TrainCheckpoints:
 
 
 def single_worker_trial(config: dict[str, Any], settings: TrialSettings) -> None:
-    """Tune function trainable: one process trains, reporting through `tune.report`."""
+    """Tune function trainable: one process trains, reporting through `tune.report`.
+
+    With actor reuse one process runs many trials of the sweep: the workload is built
+    once per process (`cached_workload`), each trial gets its own copy of the model.
+    """
     from ray import tune
 
     torch.set_num_threads(_cpu_threads(settings))
@@ -96,6 +101,7 @@ def single_worker_trial(config: dict[str, Any], settings: TrialSettings) -> None
         Hyperparameters.from_config(config),
         tune.report,
         device=device,
+        workload=cached_workload(settings.workload, settings.workload_args),
         checkpoints=TuneCheckpoints(),
     )
 

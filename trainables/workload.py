@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import importlib
+import json
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -95,3 +98,25 @@ def build_workload(reference: str, args: Mapping[str, Any]) -> Workload:
             "expected trainables.Workload"
         )
     return workload
+
+
+# The workload a process built last, as built (its model never trained), by
+# (reference, canonical args). One entry: a sweep's trials share one workload.
+_BUILT: dict[tuple[str, str], Workload] = {}
+
+
+def cached_workload(reference: str, args: Mapping[str, Any]) -> Workload:
+    """`build_workload(reference, args)`, built once per process and reused.
+
+    A reused Tune actor runs trial after trial of one sweep, and building a workload can
+    cost more than a short trial (about 0.45 s for teacher_mlp). Each call returns a
+    fresh deep copy of the model as built; the data, `loss` and `metrics` are shared by
+    the trials of the process (read-only in the loop). A build that fails is not cached.
+    """
+    key = (reference, json.dumps(dict(args), sort_keys=True, default=repr))
+    built = _BUILT.get(key)
+    if built is None:
+        _BUILT.clear()  # release the previous workload before building the next
+        built = build_workload(reference, args)
+        _BUILT[key] = built
+    return dataclasses.replace(built, model=copy.deepcopy(built.model))

@@ -206,14 +206,14 @@ def resume(run_dir: str, address: str | None, num_cpus: int | None, verbose: boo
         sys.exit(EXIT_FAILURE)
 
 
-def _read_tables(location: Any) -> Any:
-    """The results tables of the run at `location`; a run at a URI is read through a
-    local copy of its results/ (figures left out)."""
+def _read_tables(location: Any, curves: bool = True) -> Any:
+    """The results tables of the run at `location` (the curves only if asked for); a run
+    at a URI is read through a local copy of its results/ (figures left out)."""
     from tuner.results import RESULTS_DIR, read_tables
 
     if location.is_local:
         try:
-            return read_tables(location.local_path)
+            return read_tables(location.local_path, curves=curves)
         except FileNotFoundError as exc:
             raise BadInput([str(exc)]) from exc
     with _storage_errors():
@@ -224,7 +224,7 @@ def _read_tables(location: Any) -> Any:
             location.download(
                 local, lambda rel: rel.startswith(f"{RESULTS_DIR}/") and "/plots/" not in rel
             )
-            return read_tables(local)
+            return read_tables(local, curves=curves)
 
 
 @cli.command()
@@ -244,8 +244,8 @@ def export(run_dir: str, fmt: str, table: str | None, out: str | None) -> None:
     markdown."""
     from tuner.results import export as export_table
 
-    tables = _read_tables(_location(run_dir))
     chosen = table or ("summary" if fmt == "markdown" else "trials")
+    tables = _read_tables(_location(run_dir), curves=chosen == "curves")
     if fmt == "parquet" and out is None:
         raise BadInput(["--format parquet writes a binary file: give --out PATH"])
     text = export_table(tables, fmt, chosen, Path(out) if out else None)

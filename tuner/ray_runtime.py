@@ -24,8 +24,14 @@ def loopback_environment() -> dict[str, str]:
     return {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
-def worker_env_vars() -> dict[str, str]:
-    return {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": TRAIN_HEALTH_CHECK_S}
+def worker_env_vars(local: bool = False) -> dict[str, str]:
+    """Environment of every Ray worker process: of a `local` embedded Ray, or a cluster's."""
+    env = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": TRAIN_HEALTH_CHECK_S}
+    if local:
+        # Nothing preempts one machine's processes: Ray Train's preemption watcher, an
+        # actor process started for every multi-worker trial, has nothing to watch there.
+        env["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
+    return env
 
 
 def free_loopback_port() -> int:
@@ -47,10 +53,9 @@ def init_ray(
     common: dict[str, Any] = {
         "logging_level": "INFO" if verbose else "ERROR",
         "log_to_driver": verbose,
-        "runtime_env": {"env_vars": worker_env_vars()},
     }
     if address:
-        return ray.init(address=address, **common)
+        return ray.init(address=address, runtime_env={"env_vars": worker_env_vars()}, **common)
     return ray.init(
         address="local",  # never attach to another cluster found under /tmp/ray
         num_cpus=num_cpus,
@@ -59,6 +64,7 @@ def init_ray(
         dashboard_host="127.0.0.1",
         dashboard_port=free_loopback_port(),
         _temp_dir=tempfile.mkdtemp(prefix="noisetune-ray-"),
+        runtime_env={"env_vars": worker_env_vars(local=True)},
         **common,
     )
 

@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from trainables import keys
 from tuner import theory
-from tuner.tune_state import TUNE_ERROR, TUNE_TERMINATED, TuneTrial, read_trials
+from tuner.tune_state import (
+    TUNE_ERROR,
+    TUNE_TERMINATED,
+    TuneTrial,
+    read_result_file,
+    read_trials,
+)
 
 RESULTS_DIR = "results"
 UNFINISHED = "unfinished"  # a trial an interrupted sweep has not finished yet
@@ -70,8 +80,11 @@ def _trial_status(trial: TuneTrial, last: dict[str, Any]) -> tuple[str, str]:
     return UNFINISHED, ""
 
 
-def _trial_row(trial: TuneTrial, reasons: dict[str, str]) -> dict[str, Any]:
-    last = trial.results[-1] if trial.results else {}
+def _trial_row(
+    trial: TuneTrial, reasons: dict[str, str], last: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    if last is None:
+        last = trial.results[-1] if trial.results else {}
     status, reason = _trial_status(trial, last)
     if status == keys.PRUNED and trial.trial_id in reasons:
         reason = reasons[trial.trial_id]
@@ -137,21 +150,103 @@ def _read_prune_reasons(run_dir: Path) -> dict[str, str]:
     return reasons
 
 
-def trials_table(trials: list[TuneTrial], run_dir: Path) -> pd.DataFrame:
+def trials_table(
+    trials: list[TuneTrial], run_dir: Path, last_reports: Sequence[dict[str, Any]] | None = None
+) -> pd.DataFrame:
+    """One row per trial, from its last report (`last_reports`, else `trial.results`)."""
     reasons = _read_prune_reasons(run_dir)
-    rows = [_trial_row(trial, reasons) for trial in trials]
+    lasts = last_reports if last_reports is not None else [None] * len(trials)
+    rows = [_trial_row(trial, reasons, last) for trial, last in zip(trials, lasts, strict=True)]
     table = pd.DataFrame(rows, columns=TRIAL_COLUMNS)
     return table.astype({keys.STEPS_TO_TARGET: float, keys.EXAMPLES_TO_TARGET: float})
 
 
 def curves_table(trials: list[TuneTrial]) -> pd.DataFrame:
+    """One row per report of each trial's last run, from `trial.results` (row by row)."""
     rows = [row for trial in trials for row in _curve_rows(trial)]
-    table = pd.DataFrame(rows)
+    return _curve_columns_in_order(pd.DataFrame(rows))
+
+
+def _curve_columns_in_order(table: pd.DataFrame) -> pd.DataFrame:
     for column in CURVE_COLUMNS:
         if column not in table:
             table[column] = pd.Series(dtype=float)
     extra = [c for c in table.columns if c not in CURVE_COLUMNS]
     return table[CURVE_COLUMNS + sorted(extra)]
+
+
+class _RowByRow(Exception):
+    """Reports the column-wise reader cannot take exactly as `curves_table` does."""
+
+
+def _last_run_mask(steps: np.ndarray) -> np.ndarray:
+    """`last_run` as a mask: a report is superseded by any later one at a step not after
+    its own (the stack `last_run` keeps is strictly increasing in step)."""
+    later_min = np.minimum.accumulate(steps[::-1])[::-1]
+    keep = np.ones(len(steps), dtype=bool)
+    keep[:-1] = steps[:-1] < later_min[1:]
+    return keep
+
+
+def _curve_part(table: pa.Table | None) -> pa.Table | None:
+    """A trial's curve rows (its last run) and columns (numbers, not bookkeeping)."""
+    if table is None:
+        return None
+    if keys.STEP not in table.column_names:
+        raise _RowByRow("a report without a step")
+    step = table.column(keys.STEP)
+    if not pa.types.is_integer(step.type) and not pa.types.is_floating(step.type):
+        raise _RowByRow("a step that is not a number")
+    steps = step.to_numpy()
+    if step.null_count or (steps.dtype.kind == "f" and np.isnan(steps).any()):
+        raise _RowByRow("a report without a step")
+    names = []
+    for column in table.schema:
+        if column.name in _NOT_CURVES:
+            continue
+        if pa.types.is_boolean(column.type):
+            raise _RowByRow(f"a boolean metric {column.name!r}")  # row by row: bool is int
+        if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+            names.append(column.name)
+    part = table.select(names)
+    keep = _last_run_mask(steps)
+    return part if keep.all() else part.filter(pa.array(keep))
+
+
+def _read_trial_reports(trial: TuneTrial) -> tuple[dict[str, Any], pa.Table | None]:
+    """(last report, curve rows) of one trial, column-wise."""
+    try:
+        result = read_result_file(trial.path)
+    except pa.ArrowException as exc:
+        raise _RowByRow(str(exc)) from exc
+    return result.last, _curve_part(result.table)
+
+
+def _read_reports(trials: list[TuneTrial]) -> tuple[list[dict[str, Any]], pd.DataFrame]:
+    """Every trial's last report and the curves table, read column-wise by pyarrow in a
+    thread pool: the same as `trials_table` and `curves_table` on `read_trials` (tested),
+    without a dict per report. Raises _RowByRow where that sameness is not guaranteed."""
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2)) as pool:
+        read = list(pool.map(_read_trial_reports, trials))
+    lasts = [last for last, _ in read]
+    ids: list[str] = []
+    counts: list[int] = []
+    parts: list[pa.Table] = []
+    for trial, (_, part) in zip(trials, read, strict=True):
+        if part is not None:
+            ids.append(trial.trial_id)
+            counts.append(part.num_rows)
+            parts.append(part)
+    del read
+    if not parts:
+        raise _RowByRow("no reports")  # the row-by-row table has no columns to infer
+    combined = pa.concat_tables(parts, promote_options="permissive")
+    del parts
+    values = combined.to_pandas()
+    del combined
+    # One str object per trial, shared by its rows (as the row-by-row table's dicts do).
+    values.insert(0, "trial_id", np.repeat(np.array(ids, dtype=object), counts))
+    return lasts, _curve_columns_in_order(values)
 
 
 def front_table(trials: pd.DataFrame) -> pd.DataFrame:
@@ -186,13 +281,28 @@ def pooled_at_target(
     All of them are then at the same loss, which makes them comparable (DESIGN.md §1,
     pitfalls 1-2), pooled by `theory.pooled_noise_scale`.
     """
+    return _pooled(_rows_at_target(trials, curves), column, reference)
+
+
+def _rows_at_target(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame | None:
+    """The curve rows of the trials that reached the target, at their steps_to_target, in
+    curves order, with their batch_size (None: no such trial or no curves).
+
+    A lookup per row instead of a merge, which copied every curve row of those trials.
+    """
     reached = trials[trials["status"] == keys.REACHED]
-    if reached.empty or curves.empty or column not in curves:
+    if reached.empty or curves.empty:
+        return None
+    by_id = reached.set_index("trial_id")
+    ids = curves["trial_id"]
+    target_steps = ids.map(by_id[keys.STEPS_TO_TARGET]).to_numpy(dtype=float)
+    at_target = curves[curves[keys.STEP].to_numpy() == target_steps]
+    return at_target.assign(**{keys.BATCH_SIZE: at_target["trial_id"].map(by_id[keys.BATCH_SIZE])})
+
+
+def _pooled(at_target: pd.DataFrame | None, column: str, reference: float | None = None) -> float:
+    if at_target is None or column not in at_target:
         return math.nan
-    at_target = curves.merge(
-        reached[["trial_id", keys.BATCH_SIZE, keys.STEPS_TO_TARGET]], on="trial_id"
-    )
-    at_target = at_target[at_target[keys.STEP] == at_target[keys.STEPS_TO_TARGET]]
     return theory.pooled_noise_scale(at_target[column], at_target[keys.BATCH_SIZE], reference)
 
 
@@ -214,10 +324,11 @@ def summarize(
         "n_unfinished": int((trials["status"] == UNFINISHED).sum()),
         "total_examples": int(trials["examples"].sum()),
     }  # fmt: skip
-    b_simple = pooled_at_target(trials, curves, keys.B_SIMPLE)
+    at_target = _rows_at_target(trials, curves)
+    b_simple = _pooled(at_target, keys.B_SIMPLE)
     summary["b_simple"] = b_simple if math.isfinite(b_simple) else None
-    b_noise = pooled_at_target(trials, curves, keys.B_NOISE)
-    eps_max = pooled_at_target(trials, curves, keys.EPS_MAX, reference=b_noise)
+    b_noise = _pooled(at_target, keys.B_NOISE)
+    eps_max = _pooled(at_target, keys.EPS_MAX, reference=b_noise)
     if math.isfinite(b_noise) and math.isfinite(eps_max):
         summary.update(
             b_noise=b_noise, eps_max=eps_max,
@@ -303,9 +414,14 @@ def summary_markdown(tables: Tables) -> str:
 
 def build_tables(run_dir: Path, target: dict[str, Any]) -> Tables:
     """Read the Tune experiment in `run_dir` into the results tables."""
-    tune_trials = read_trials(run_dir)
-    trials = trials_table(tune_trials, run_dir)
-    curves = curves_table(tune_trials)
+    tune_trials = read_trials(run_dir, with_results=False)
+    try:
+        last_reports, curves = _read_reports(tune_trials)
+        trials = trials_table(tune_trials, run_dir, last_reports)
+    except _RowByRow:
+        tune_trials = read_trials(run_dir)
+        trials = trials_table(tune_trials, run_dir)
+        curves = curves_table(tune_trials)
     front = front_table(trials)
     return Tables(trials, curves, front, summarize(trials, curves, front, target))
 
@@ -344,14 +460,18 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def read_tables(run_dir: Path) -> Tables:
-    """Read back what write_tables wrote."""
+def read_tables(run_dir: Path, *, curves: bool = True) -> Tables:
+    """Read back what write_tables wrote; without `curves`, the curves table is left
+    empty (its columns only) for callers that do not use it: it holds a row per report,
+    millions in a large sweep."""
     out = results_dir(run_dir)
     if not (out / "trials.parquet").exists():
         raise FileNotFoundError(f"{run_dir}: no results/ tables (is this a noisetune run?)")
     return Tables(
         trials=pd.read_parquet(out / "trials.parquet"),
-        curves=pd.read_parquet(out / "curves.parquet"),
+        curves=pd.read_parquet(out / "curves.parquet")
+        if curves
+        else pd.DataFrame(columns=CURVE_COLUMNS),
         front=pd.read_csv(out / "front.csv"),
         summary=json.loads((out / "summary.json").read_text()),
     )

@@ -29,6 +29,7 @@ from tuner import guided, plots, results, schedulers, search
 from tuner.progress import ProgressLine
 from tuner.spec import Spec, load_spec
 from tuner.storage import Location, clear, resolve, staging_dir
+from tuner.tune_loggers import NoTensorBoard
 from tuner.tune_state import is_experiment, restore_problems
 
 T = TypeVar("T")
@@ -145,7 +146,9 @@ def make_trainable(settings: TrialSettings) -> Any:
 
 
 def _run_config(spec: Spec, location: Location, verbose: bool, progress: bool) -> tune.RunConfig:
-    callbacks: list[tune.Callback] = [ProgressLine()] if progress and not verbose else []
+    callbacks: list[tune.Callback] = [NoTensorBoard()]  # result.json and progress.csv only
+    if progress and not verbose:
+        callbacks.append(ProgressLine())
     return tune.RunConfig(
         name=location.name,
         storage_path=location.parent_uri(),

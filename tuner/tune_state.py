@@ -2,7 +2,8 @@
 
 Tune's own `ExperimentAnalysis` needs a running Ray instance; `export` and `report` must
 work on a laptop holding only the run directory. The experiment-state JSON and the
-per-trial `result.json` (JSON lines) are all we read.
+per-trial `result.json` (JSON lines) are all we read: line by line into dicts
+(`read_trials`), or for many reports column-wise into an Arrow table (`read_result_file`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
+import pyarrow.json as pa_json
 
 # Tune's status names for a trial.
 TUNE_TERMINATED = "TERMINATED"
@@ -49,6 +53,45 @@ def _read_results(path: Path) -> list[dict[str, Any]]:
                     # A line cut short by a killed driver; a resumed sweep appends after it.
                     continue
     return rows
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    """A trial's result.json: every report as a row of one Arrow table, in order (None
+    without reports), and the last report as `read_trials` reads it ({} without)."""
+
+    table: pa.Table | None
+    last: dict[str, Any]
+
+
+def read_result_file(path: Path | None) -> ResultFile:
+    """A trial directory's result.json, column-wise: the same reports as `_read_results`.
+
+    pyarrow parses the whole file in one block, so each key gets one type (it accepts
+    NaN and Infinity as json does); the last line is parsed by json, as `_read_results`
+    would. A file pyarrow refuses (a line cut short by a killed driver) is read line by
+    line like `_read_results` and converted. Raises pyarrow.ArrowException where one
+    key's values cannot share a type (a number in one report, a string in another).
+    """
+    result_file = path / "result.json" if path is not None else None
+    if result_file is None or not result_file.exists():
+        return ResultFile(None, {})
+    data = result_file.read_bytes()
+    if not data.strip():
+        return ResultFile(None, {})
+    try:
+        block = min(len(data) + 1, 2**31 - 1)  # one block below 2 GiB
+        options = pa_json.ReadOptions(use_threads=False, block_size=block)
+        table = pa_json.read_json(pa.BufferReader(data), read_options=options)
+        last: dict[str, Any] = json.loads(data.rstrip().rsplit(b"\n", 1)[-1])
+    except (pa.ArrowInvalid, json.JSONDecodeError):
+        rows = _read_results(result_file.parent)
+        if not rows:
+            return ResultFile(None, {})
+        names = list(dict.fromkeys(name for row in rows for name in row))
+        table = pa.table({name: [row.get(name) for row in rows] for name in names})
+        last = rows[-1]
+    return ResultFile(table, last)
 
 
 def _first_line(path: Path | None) -> str:
@@ -90,8 +133,9 @@ def restore_problems(run_dir: Path) -> list[str]:
     return problems
 
 
-def read_trials(run_dir: Path) -> list[TuneTrial]:
-    """Every trial of the experiment in `run_dir`, in Tune's order."""
+def read_trials(run_dir: Path, *, with_results: bool = True) -> list[TuneTrial]:
+    """Every trial of the experiment in `run_dir`, in Tune's order (their `results` left
+    empty without `with_results`)."""
     state_file = _newest_state_file(run_dir)
     if state_file is None:
         raise FileNotFoundError(f"{run_dir}: no Ray Tune experiment state found")
@@ -101,7 +145,7 @@ def read_trials(run_dir: Path) -> list[TuneTrial]:
         trial = json.loads(trial_json)
         logdir = trial.get("relative_logdir")
         path = run_dir / logdir if logdir else None
-        results = _read_results(path) if path is not None else []
+        results = _read_results(path) if path is not None and with_results else []
         trials.append(
             TuneTrial(
                 trial_id=trial["trial_id"],

@@ -1,0 +1,235 @@
+"""The results tables read column-wise (pyarrow) are the tables read row by row (json).
+
+`build_tables` reads every result.json with pyarrow; `trials_table` and `curves_table` on
+`read_trials` are the row-by-row reference it must equal, dtypes included. Hand-made run
+directories here cover what real runs rarely show; tests/test_sweep.py compares the two
+on a real sweep.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from trainables import keys
+from tuner import results
+from tuner.tune_state import read_result_file, read_trials
+
+TARGET = {"metric": "loss", "value": 0.5}
+
+
+def report(step: int, **extra: Any) -> dict[str, Any]:
+    """A report with our keys and some of Tune's."""
+    row: dict[str, Any] = {
+        keys.STEP: step,
+        keys.EXAMPLES: 16 * step,
+        keys.LOSS: 1.0 / (1 + step),
+        keys.LR: 0.1,
+        keys.B_SIMPLE: math.nan if step == 0 else 10.0 + step / 3,
+        keys.G2: math.nan if step == 0 else 0.2,
+        keys.TRACE_SIGMA: 2.0,
+        keys.TRIAL_STATUS: keys.RUNNING,
+        keys.REASON: "",
+        keys.WALL_S: 0.01 * step,
+        "timestamp": 1795350000 + step,
+        "checkpoint_dir_name": None,
+        "done": False,
+        "training_iteration": step // 10 + 1,
+        "trial_id": "x",
+        "date": "2026-11-22_12-00-00",
+        "config": {keys.BATCH_SIZE: 16, keys.LR: 0.1},
+    }
+    row.update(extra)
+    return row
+
+
+def finished(step: int, status: str = keys.REACHED, **extra: Any) -> dict[str, Any]:
+    reached = status == keys.REACHED
+    return report(
+        step,
+        **{
+            keys.TRIAL_STATUS: status,
+            keys.REASON: f"{status} at step {step}",
+            keys.STEPS_TO_TARGET: step if reached else math.nan,
+            keys.EXAMPLES_TO_TARGET: 16 * step if reached else math.nan,
+            "done": True,
+            **extra,
+        },
+    )
+
+
+def write_run(run_dir: Path, trials: dict[str, list[dict[str, Any]] | str | None]) -> Path:
+    """A run directory: per trial id its reports (or raw result.json text, or None for
+    a trial without a result.json); every trial TERMINATED."""
+    trial_data = []
+    for i, (trial_id, reports) in enumerate(trials.items()):
+        logdir = f"trial_{trial_id}"
+        config = {keys.BATCH_SIZE: 16 * (1 + i % 3), keys.LR: 0.1 * (1 + i), keys.MOMENTUM: 0.0}
+        state = {"trial_id": trial_id, "status": "TERMINATED", "config": config}
+        state["relative_logdir"] = logdir
+        trial_data.append([json.dumps(state, indent=2), "{}"])
+        if reports is None:
+            continue
+        (run_dir / logdir).mkdir(parents=True)
+        text = (
+            reports if isinstance(reports, str) else "".join(json.dumps(r) + "\n" for r in reports)
+        )
+        (run_dir / logdir / "result.json").write_text(text)
+    (run_dir / "experiment_state-2026-11-22_12-00-00.json").write_text(
+        json.dumps({"trial_data": trial_data, "runner_data": {}, "stats": {}})
+    )
+    return run_dir
+
+
+def assert_same_tables(run_dir: Path, column_wise: bool = True) -> results.Tables:
+    """build_tables equals the row-by-row tables; `column_wise`: without falling back."""
+    try:
+        results._read_reports(read_trials(run_dir, with_results=False))
+        assert column_wise, "expected the row-by-row fallback"
+    except results._RowByRow:
+        assert not column_wise, "fell back to the row-by-row reader"
+    built = results.build_tables(run_dir, TARGET)
+    reference = read_trials(run_dir)
+    trials = results.trials_table(reference, run_dir)
+    curves = results.curves_table(reference)
+    pd.testing.assert_frame_equal(built.trials, trials, check_exact=True)
+    pd.testing.assert_frame_equal(built.curves, curves, check_exact=True)
+    assert list(built.curves.dtypes) == list(curves.dtypes)
+    expected = results.summarize(trials, curves, results.front_table(trials), TARGET)
+    assert json.dumps(built.summary, default=str) == json.dumps(expected, default=str)
+    return built
+
+
+def steps(*values: int, **extra: Any) -> list[dict[str, Any]]:
+    return [report(s, **extra) for s in values]
+
+
+def test_reports_of_several_trials(tmp_path: Path) -> None:
+    built = assert_same_tables(
+        write_run(
+            tmp_path,
+            {
+                "a": [*steps(0, 10, 20), finished(30)],
+                "b": [*steps(0, 10), finished(20, keys.EXHAUSTED)],
+                "c": steps(0, 10, 20),  # pruned: Tune stopped it while running
+                "d": [*steps(0), finished(10, keys.DIVERGED, loss=math.nan)],
+            },
+        )
+    )
+    assert len(built.curves) == 12 and set(built.trials["status"]) == {
+        keys.REACHED, keys.EXHAUSTED, keys.PRUNED, keys.DIVERGED,
+    }  # fmt: skip
+
+
+def test_a_restarted_trial_keeps_its_last_run(tmp_path: Path) -> None:
+    built = assert_same_tables(
+        write_run(
+            tmp_path,
+            {
+                "a": [*steps(0, 10, 20, 30, 40, 30), finished(40)],  # from a checkpoint
+                "b": [*steps(0, 10, 20, 0, 10), finished(20)],  # from scratch
+                "c": steps(0, 10, 10, 10),  # the same step again
+            },
+        )
+    )
+    by_trial = built.curves.groupby("trial_id")[keys.STEP].apply(list).to_dict()
+    assert by_trial == {"a": [0, 10, 20, 30, 40], "b": [0, 10, 20], "c": [0, 10]}
+
+
+def test_keys_that_come_and_go_and_change_type(tmp_path: Path) -> None:
+    assert_same_tables(
+        write_run(
+            tmp_path,
+            {
+                # a metric only some reports or trials have; an int in one trial and a
+                # float in another; nulls; infinities; a value past 2**53.
+                "a": [*steps(0, 10, accuracy=1), finished(20, accuracy=0.5, big=2**60 + 1)],
+                "b": [report(0, accuracy=None), report(10, accuracy=math.inf), finished(20)],
+                "c": [report(0, only_here=-math.inf), finished(10, only_here=3)],
+                "d": None,  # no result.json
+                "e": "",  # an empty one
+            },
+        )
+    )
+
+
+def test_a_line_cut_short_and_blank_lines(tmp_path: Path) -> None:
+    lines = [json.dumps(r) for r in steps(0, 10, 20)]
+    cut = json.dumps(report(30))[:25]
+    text = "\n".join([*lines, cut + json.dumps(report(30)), "", "  ", json.dumps(finished(40))])
+    built = assert_same_tables(write_run(tmp_path, {"a": text + "\n", "b": steps(0, 10)}))
+    assert list(built.curves[keys.STEP]) == [0, 10, 20, 40, 0, 10]
+
+
+@pytest.mark.parametrize(
+    "reports",
+    [
+        pytest.param([report(0, flag=True), report(10, flag=False)], id="boolean metric"),
+        pytest.param([report(0, note=1.0), report(10, note="text")], id="number then string"),
+        pytest.param([report(0), {keys.LOSS: 0.3}], id="report without a step"),
+        pytest.param([report(0), {**report(10), keys.STEP: math.nan}], id="NaN step"),
+    ],
+)
+def test_what_the_column_wise_reader_leaves_to_the_row_by_row_one(
+    tmp_path: Path, reports: list[dict[str, Any]]
+) -> None:
+    assert_same_tables(write_run(tmp_path, {"a": reports, "b": steps(0, 10)}), column_wise=False)
+
+
+def test_no_reports_at_all(tmp_path: Path) -> None:
+    built = assert_same_tables(write_run(tmp_path, {"a": None, "b": ""}), column_wise=False)
+    assert built.curves.empty and list(built.curves.columns) == results.CURVE_COLUMNS
+
+
+def test_read_result_file_matches_read_trials(tmp_path: Path) -> None:
+    run = write_run(tmp_path, {"a": [report(0, x=math.nan), finished(10, x=math.inf)]})
+    (trial,) = read_trials(run)
+    file = read_result_file(trial.path)
+    assert file.table is not None and file.table.num_rows == 2
+    assert json.dumps(file.last) == json.dumps(trial.results[-1])
+    assert read_result_file(None).table is None
+
+
+def test_pooled_at_target_is_the_merge_it_replaces(tmp_path: Path) -> None:
+    run = write_run(
+        tmp_path,
+        {
+            f"t{i}": [
+                *steps(0, 10, 20, b_noise=40.0 + i, eps_max=0.5 + i / 10),
+                finished(30 + 10 * (i % 3), b_noise=50.0 + i, eps_max=1.0 + i / 10),
+                *([] if i % 4 else steps(0, 10)),  # some restarted and still running
+            ]
+            for i in range(12)
+        },
+    )
+    tables = results.build_tables(run, TARGET)
+    trials, curves = tables.trials, tables.curves
+    reached = trials[trials["status"] == keys.REACHED]
+    assert len(reached) >= 3
+    merged = curves.merge(
+        reached[["trial_id", keys.BATCH_SIZE, keys.STEPS_TO_TARGET]], on="trial_id"
+    )  # the former implementation
+    merged = merged[merged[keys.STEP] == merged[keys.STEPS_TO_TARGET]]
+    for column, reference in [(keys.B_SIMPLE, None), (keys.B_NOISE, None), (keys.EPS_MAX, 50.0)]:
+        expected = results.theory.pooled_noise_scale(
+            merged[column], merged[keys.BATCH_SIZE], reference
+        )
+        assert results.pooled_at_target(trials, curves, column, reference) == expected
+    assert math.isnan(results.pooled_at_target(trials, curves, "not_a_column"))
+    assert math.isnan(results.pooled_at_target(trials.iloc[:0], curves, keys.B_SIMPLE))
+
+
+def test_tables_read_back_without_the_curves(tmp_path: Path) -> None:
+    run = write_run(tmp_path, {"a": [*steps(0, 10), finished(20)], "b": steps(0, 10)})
+    results.write_tables(run, results.build_tables(run, TARGET))
+    full, light = results.read_tables(run), results.read_tables(run, curves=False)
+    assert len(full.curves) == 5 and light.curves.empty
+    assert list(light.curves.columns) == results.CURVE_COLUMNS
+    pd.testing.assert_frame_equal(light.trials, full.trials)
+    for fmt, table in [("csv", "trials"), ("json", "front"), ("markdown", "summary")]:
+        assert results.export(light, fmt, table, None) == results.export(full, fmt, table, None)
