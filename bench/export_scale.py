@@ -676,6 +676,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None:
         payload.update(wall_s=wall, load_average=load, table=text)
         args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    for code in (new_code, ref_code):
+        if code is not None:
+            shutil.rmtree(code, ignore_errors=True)
     return 0
 
 

@@ -39,6 +39,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -155,10 +156,13 @@ def run_repeat(args: argparse.Namespace, turn: int) -> dict[str, dict[str, float
     out: dict[str, dict[str, float]] = {}
     for workload, executor in cells[shift:] + cells[:shift]:
         storage = tempfile.mkdtemp(prefix="noisetune-bench-")
-        if executor == "loop":
-            timings = time_loop(workload, args, storage)
-        else:
-            timings = time_sweep(workload, executor, args, storage)
+        try:
+            if executor == "loop":
+                timings = time_loop(workload, args, storage)
+            else:
+                timings = time_sweep(workload, executor, args, storage)
+        finally:
+            shutil.rmtree(storage, ignore_errors=True)  # the sweep's run directory
         out[f"{workload}/{executor}"] = timings
         print(
             f"  {workload}/{executor}: " + ", ".join(f"{k} {v:.3f}" for k, v in timings.items()),
@@ -234,7 +238,7 @@ def logger_costs(args: argparse.Namespace, trials: int = 100) -> dict[str, list[
     from trainables.settings import Hyperparameters
     from tuner.runner import run_dir_for, trial_settings
 
-    spec = make_spec("linear_regression", "loop", 2, args, tempfile.mkdtemp())
+    spec = make_spec("linear_regression", "loop", 2, args, tempfile.gettempdir())
     settings = trial_settings(spec, run_dir_for(spec))
     reports: list[dict[str, Any]] = []
     hp = Hyperparameters(batch_size=BATCH_SIZE, lr=LR_RANGE[0], momentum=0.0, warmup_steps=0)
@@ -264,6 +268,7 @@ def logger_costs(args: argparse.Namespace, trials: int = 100) -> dict[str, list[
                     logger.log_trial_result(i, trial, dict(result))
                 logger.log_trial_end(trial)
             costs[name].append((time.process_time() - started) / trials)
+            shutil.rmtree(root, ignore_errors=True)
     return costs
 
 
@@ -489,6 +494,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None:
         payload.update(machine=info, wall_s=wall, load_average=load, table=text)
         args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    for code in (new_code, ref_code):
+        if code is not None:
+            shutil.rmtree(code, ignore_errors=True)
     return 0
 
 
