@@ -469,58 +469,60 @@ def snapshot_checkout() -> Path:
 
 
 def scheduler_cost(n_trials: int, calls: int, seed: int = 0) -> dict[str, float]:
-    """Seconds per `EpsOptScheduler.on_trial_result` decision over n_trials records.
+    """Seconds per `EpsOptScheduler.on_trial_result` call with n_trials trials known.
 
-    Replays what on_trial_result does for one result, without Ray: observe the result,
-    refit the model when it reached the target (fit_model over every record), find the
-    best trial per batch size (best_per_batch over every record) and decide. Half the
-    records have reached the target (with measured B_noise and eps_max at the target),
-    the rest are running or ended; the judged trial is a running one past grace_steps.
+    The real scheduler (around FIFO, no decisions file) is fed n_trials trials, half of
+    them reached (with measured B_noise and eps_max at the target), the rest running.
+    Timed: a report of a running trial (observe, decide: the common case), and a report
+    that reaches the target (observe, update the best per batch size, refit the model
+    in the calibrated mode, which pools every reached trial's measurement).
     """
-    from tuner.schedulers import (
-        PruneRule,
-        TrialRecord,
-        best_per_batch,
-        decide,
-        fit_model,
-    )
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import FIFOScheduler
+
+    from tuner.schedulers import EpsOptScheduler, PruneRule
 
     rng = np.random.default_rng(seed)
-    records: dict[str, TrialRecord] = {}
+    scheduler = EpsOptScheduler(FIFOScheduler(), PruneRule("calibrated", 4.0), max_concurrent=2)
+
+    def trial(trial_id: str, batch_size: int, lr: float) -> Any:
+        config = {"batch_size": batch_size, "lr": lr, "momentum": 0.0}
+        return SimpleNamespace(trial_id=trial_id, config=config, status="RUNNING", last_result={})
+
+    def reached(steps: float) -> dict[str, Any]:
+        return {
+            "step": int(steps),
+            "trial_status": "reached",
+            "steps_to_target": steps,
+            "b_noise": float(rng.uniform(50, 100)),
+            "eps_max": float(rng.uniform(0.8, 1.2)),
+        }
+
     for i in range(n_trials):
         b = BATCH_SIZES[i % len(BATCH_SIZES)]
-        record = TrialRecord(batch_size=b, lr=float(rng.choice(LRS)), momentum=0.0)
-        record.started = True
+        t = trial(f"t{i}", b, float(rng.choice(LRS)))
+        scheduler.on_trial_add(None, t)
         if i % 2 == 0:
-            steps = 400.0 * (1 + 64 / b) * float(rng.uniform(1, 2))
-            record.observe(
-                {
-                    "step": int(steps),
-                    "trial_status": "reached",
-                    "steps_to_target": steps,
-                    "b_noise": float(rng.uniform(50, 100)),
-                    "eps_max": float(rng.uniform(0.8, 1.2)),
-                }
-            )
+            scheduler.on_trial_result(None, t, reached(400.0 * (1 + 64 / b) * rng.uniform(1, 2)))
         else:
-            record.observe({"step": int(rng.integers(0, 2000)), "trial_status": "running"})
-        records[f"t{i}"] = record
-    rule = PruneRule(mode="calibrated", tolerance=4.0, grace_steps=50)
-    judged = TrialRecord(batch_size=64, lr=0.3, momentum=0.0)
-    records["judged"] = judged
-    model = fit_model(records.values(), rule.mode)
-    running = {"step": 100, "trial_status": "running"}
+            scheduler.on_trial_result(
+                None, t, {"step": int(rng.integers(0, 2000)), "trial_status": "running"}
+            )
+    judged = trial("judged", 64, 0.3)
+    scheduler.on_trial_add(None, judged)
 
-    def per_call(reached: bool) -> float:
+    def per_call(reach: bool) -> float:
         started = time.perf_counter()
         for i in range(calls):
-            judged.status = "running"
-            judged.observe(running)
-            current = model
-            if reached:
-                current = fit_model(records.values(), rule.mode)
-            best = best_per_batch(records.values())
-            decide(judged, best, current, rule)
+            if reach:
+                fresh = trial(f"r{i}", 64, 0.3)
+                scheduler.on_trial_add(None, fresh)
+                scheduler.on_trial_result(None, fresh, reached(5000.0))
+            else:
+                scheduler.on_trial_result(
+                    None, judged, {"step": 100 + i, "trial_status": "running"}
+                )
             if i == 0 and time.perf_counter() - started > 5:
                 return time.perf_counter() - started  # one call is enough at this size
         return (time.perf_counter() - started) / calls

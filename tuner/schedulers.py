@@ -103,6 +103,8 @@ def fit_model(records: Iterable[TrialRecord], mode: str) -> theory.EpsOptFit | N
     best = best_per_batch(reached)
     batch_sizes = [float(b) for b in best]
     best_lrs = [r.effective_lr for r in best.values()]
+    if mode == "fitted":  # the best lrs alone: nothing measured to pool
+        return theory.eps_opt_model(mode, batch_sizes, best_lrs)
     sizes = [float(r.batch_size) for r in reached]
     b_noise = theory.pooled_noise_scale([r.b_noise_at_target for r in reached], sizes)
     eps_max = theory.pooled_noise_scale(
