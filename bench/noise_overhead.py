@@ -33,8 +33,9 @@ smallest interval whose curvature share extra/(c·t_0) is at most 10%.
 
     python bench/noise_overhead.py                      # default run, ~1.5 min on 2 cores
     python bench/noise_overhead.py --batch-sizes 16,4096 --out noise_overhead.md
-    python bench/noise_overhead.py --noise-every 1,4,20 --curvature-every 10
+    python bench/noise_overhead.py --noise-every 1,4,20 --curvature-every 10  # ~4-6 min
     python bench/noise_overhead.py --workers 2 --noise-every 1,4,20 --curvature-every 10
+        # B 64,1024,4096: ~7 min on 2 busy cores (~12 min with --repeats 32)
 
 The training data of a workload is built once (per process) and shared; every trial gets
 its own copy of the model and optimiser (Trial(settings, hp, cpu, World(...), workload)).
