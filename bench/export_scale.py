@@ -63,6 +63,8 @@ TRUE_METRICS = (
 )  # fmt: skip
 EXPORTS = [(t, f) for t in ("trials", "curves") for f in ("csv", "parquet")]
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine_info import cpu_model  # noqa: E402
 
 # --- synthesis ---------------------------------------------------------------------------
 
@@ -544,16 +546,6 @@ def spread(values: list[float]) -> str:
 
 def git(*argv: str) -> str:
     return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -80,6 +80,9 @@ BASELINE = "0"
 LOOPBACK = "127.0.0.1"
 DEFAULT_BATCH_SIZES = {1: "16,64,256,1024,4096", 2: "64,1024,4096"}
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine_info import cpu_model  # noqa: E402
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -457,17 +460,6 @@ def curvature_table(results: list[Result]) -> str:
         ]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, else the platform's machine type."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def code_version() -> str:

@@ -59,6 +59,9 @@ BATCH_SIZE = 16
 LR_RANGE = (0.01, 0.1)
 ROOT = Path(__file__).resolve().parent.parent
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine_info import cpu_model  # noqa: E402
+
 
 class Timeline(tune.Callback):
     """Stamps trial ends on the driver (installed through RAY_TUNE_CALLBACKS)."""
@@ -179,16 +182,6 @@ def start_ray(args: argparse.Namespace) -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no Tune tables between our lines
     os.environ["RAY_TUNE_CALLBACKS"] = "__main__.Timeline"
     init_ray(num_cpus=2)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def git(*argv: str) -> str:
