@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -87,7 +88,8 @@ def write_run(run_dir: Path, trials: dict[str, list[dict[str, Any]] | str | None
 
 
 def assert_same_tables(run_dir: Path, column_wise: bool = True) -> results.Tables:
-    """build_tables equals the row-by-row tables; `column_wise`: without falling back."""
+    """build_tables equals the row-by-row tables; `column_wise`: without falling back.
+    The same again once every trial's reports are cached as a finished trial's are."""
     try:
         results._read_reports(read_trials(run_dir, with_results=False))
         assert column_wise, "expected the row-by-row fallback"
@@ -97,11 +99,14 @@ def assert_same_tables(run_dir: Path, column_wise: bool = True) -> results.Table
     reference = read_trials(run_dir)
     trials = results.trials_table(reference, run_dir)
     curves = results.curves_table(reference)
-    pd.testing.assert_frame_equal(built.trials, trials, check_exact=True)
-    pd.testing.assert_frame_equal(built.curves, curves, check_exact=True)
-    assert list(built.curves.dtypes) == list(curves.dtypes)
     expected = results.summarize(trials, curves, results.front_table(trials), TARGET)
-    assert json.dumps(built.summary, default=str) == json.dumps(expected, default=str)
+    cached = [t.path for t in reference if t.path and results.cache_trial_reports(t.path)]
+    assert column_wise or len(cached) < len(reference), "cached what needs the row-by-row reader"
+    for tables in (built, results.build_tables(run_dir, TARGET)):
+        pd.testing.assert_frame_equal(tables.trials, trials, check_exact=True)
+        pd.testing.assert_frame_equal(tables.curves, curves, check_exact=True)
+        assert list(tables.curves.dtypes) == list(curves.dtypes)
+        assert json.dumps(tables.summary, default=str) == json.dumps(expected, default=str)
     return built
 
 
@@ -184,6 +189,29 @@ def test_what_the_column_wise_reader_leaves_to_the_row_by_row_one(
 def test_no_reports_at_all(tmp_path: Path) -> None:
     built = assert_same_tables(write_run(tmp_path, {"a": None, "b": ""}), column_wise=False)
     assert built.curves.empty and list(built.curves.columns) == results.CURVE_COLUMNS
+
+
+def test_a_cache_is_read_only_while_its_result_file_is_unchanged(tmp_path: Path) -> None:
+    run = write_run(tmp_path, {"a": [*steps(0, 10), finished(20)], "b": steps(0, 10)})
+    for trial in read_trials(run, with_results=False):
+        assert trial.path is not None and results.cache_trial_reports(trial.path)
+        assert (trial.path / results.REPORTS_CACHE).exists()
+    # Trial b is resumed and finishes: its result.json grows, its cache is stale.
+    with (run / "trial_b" / "result.json").open("a") as handle:
+        handle.write(json.dumps(finished(20)) + "\n")
+    built = assert_same_tables(run)
+    assert set(built.trials["status"]) == {keys.REACHED}
+    assert list(built.curves[keys.STEP]) == [0, 10, 20, 0, 10, 20]
+    # A cache that does not read (cut short by a full disk, say) is parsed around.
+    (run / "trial_a" / results.REPORTS_CACHE).write_bytes(b"not arrow")
+    assert_same_tables(run)
+
+
+def test_values_per_row_looked_up_per_run_of_ids() -> None:
+    ids = pd.Series(["a", "a", "b", "c", "c", "a", "d", "b"], dtype=object)
+    values = pd.Series({"a": 1.0, "b": 2.5, "c": math.nan})
+    expected = ids.map(values).to_numpy(dtype=float)
+    assert np.array_equal(results._per_row(ids, values), expected, equal_nan=True)
 
 
 def test_read_result_file_matches_read_trials(tmp_path: Path) -> None:

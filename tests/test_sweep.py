@@ -144,6 +144,9 @@ def test_tables_read_column_wise_are_the_row_by_row_ones(grid_run: Any) -> None:
     reference = read_trials(run_dir)
     assert all(len(t.results) > 1 for t in reference)
     results._read_reports(read_trials(run_dir, with_results=False))  # no row-by-row fallback
+    # Each trial's reports were cached as it ended (tune_loggers.ReportsCache), and the
+    # tables below are built from those caches.
+    assert all(t.path and results._cached_reports(t.path) for t in reference)
     built = results.build_tables(run_dir, {"metric": "loss", "value": 0.16})
     trials = results.trials_table(reference, run_dir)
     pd.testing.assert_frame_equal(built.trials, trials, check_exact=True)

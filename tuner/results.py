@@ -26,6 +26,9 @@ from tuner.tune_state import (
 )
 
 RESULTS_DIR = "results"
+REPORTS_CACHE = "noisetune_reports.arrow"  # in a trial directory (`cache_trial_reports`)
+_CACHE_SOURCE_BYTES = "noisetune.source_bytes"
+_CACHE_LAST = "noisetune.last_report"
 UNFINISHED = "unfinished"  # a trial an interrupted sweep has not finished yet
 
 TRIAL_COLUMNS = [
@@ -213,13 +216,69 @@ def _curve_part(table: pa.Table | None) -> pa.Table | None:
     return part if keep.all() else part.filter(pa.array(keep))
 
 
-def _read_trial_reports(trial: TuneTrial) -> tuple[dict[str, Any], pa.Table | None]:
-    """(last report, curve rows) of one trial, column-wise."""
+def _parse_trial_reports(path: Path | None) -> tuple[dict[str, Any], pa.Table | None]:
+    """(last report, curve rows) of the trial directory `path`, parsed column-wise."""
     try:
-        result = read_result_file(trial.path)
+        result = read_result_file(path)
     except pa.ArrowException as exc:
         raise _RowByRow(str(exc)) from exc
     return result.last, _curve_part(result.table)
+
+
+def cache_trial_reports(path: Path) -> bool:
+    """Parse a finished trial's result.json once and keep what `build_tables` needs of it
+    (its last report and curve rows) beside it as an Arrow file, tagged with the size of
+    the result.json it came from. Called on the driver as each trial ends
+    (tune_loggers.ReportsCache), so that the tables of a large sweep are built by reading
+    these files instead of parsing every report's JSON at the end. False where the trial
+    has no reports, or they need the row-by-row reader: nothing is cached then."""
+    source = path / "result.json"
+    if not source.exists():
+        return False
+    size = source.stat().st_size
+    try:
+        last, part = _parse_trial_reports(path)
+    except _RowByRow:
+        return False
+    if part is None:
+        return False
+    metadata = {
+        _CACHE_SOURCE_BYTES: str(size),
+        _CACHE_LAST: json.dumps(last),
+    }
+    part = part.replace_schema_metadata(metadata)
+    tmp = path / f".{REPORTS_CACHE}.tmp"
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, part.schema) as writer:
+        writer.write_table(part)
+    tmp.replace(path / REPORTS_CACHE)
+    return True
+
+
+def _cached_reports(path: Path) -> tuple[dict[str, Any], pa.Table] | None:
+    """What `cache_trial_reports` kept for the trial directory `path`, if its result.json
+    has not changed size since (a resumed or retried trial appends to it)."""
+    cache = path / REPORTS_CACHE
+    try:
+        size = (path / "result.json").stat().st_size
+        # Mapped, not read: the columns stay in the page cache until concatenated.
+        with pa.memory_map(str(cache)) as source:
+            table = pa.ipc.open_file(source).read_all()
+    except (OSError, pa.ArrowException):
+        return None
+    metadata = table.schema.metadata or {}
+    if metadata.get(_CACHE_SOURCE_BYTES.encode()) != str(size).encode():
+        return None
+    last: dict[str, Any] = json.loads(metadata[_CACHE_LAST.encode()])
+    return last, table.replace_schema_metadata(None)
+
+
+def _read_trial_reports(trial: TuneTrial) -> tuple[dict[str, Any], pa.Table | None]:
+    """(last report, curve rows) of one trial: from its cache when fresh, else parsed."""
+    if trial.path is not None:
+        cached = _cached_reports(trial.path)
+        if cached is not None:
+            return cached
+    return _parse_trial_reports(trial.path)
 
 
 def _read_reports(trials: list[TuneTrial]) -> tuple[list[dict[str, Any]], pd.DataFrame]:
@@ -242,11 +301,16 @@ def _read_reports(trials: list[TuneTrial]) -> tuple[list[dict[str, Any]], pd.Dat
         raise _RowByRow("no reports")  # the row-by-row table has no columns to infer
     combined = pa.concat_tables(parts, promote_options="permissive")
     del parts
-    values = combined.to_pandas()
-    del combined
-    # One str object per trial, shared by its rows (as the row-by-row table's dicts do).
-    values.insert(0, "trial_id", np.repeat(np.array(ids, dtype=object), counts))
-    return lasts, _curve_columns_in_order(values)
+    # `_curve_columns_in_order` done in Arrow, where selecting columns copies nothing.
+    for column in CURVE_COLUMNS[1:]:
+        if column not in combined.column_names:
+            combined = combined.append_column(column, pa.nulls(combined.num_rows, pa.float64()))
+    extra = sorted(c for c in combined.column_names if c not in CURVE_COLUMNS)
+    combined = combined.select(CURVE_COLUMNS[1:] + extra)
+    # Each trial's id repeated over its rows, taken in Arrow (strings never become objects).
+    rows_of = pa.array(np.repeat(np.arange(len(ids)), counts))
+    combined = combined.add_column(0, "trial_id", pa.array(ids, pa.string()).take(rows_of))
+    return lasts, combined.to_pandas()
 
 
 def front_table(trials: pd.DataFrame) -> pd.DataFrame:
@@ -294,10 +358,20 @@ def _rows_at_target(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame 
     if reached.empty or curves.empty:
         return None
     by_id = reached.set_index("trial_id")
-    ids = curves["trial_id"]
-    target_steps = ids.map(by_id[keys.STEPS_TO_TARGET]).to_numpy(dtype=float)
+    target_steps = _per_row(curves["trial_id"], by_id[keys.STEPS_TO_TARGET].astype(float))
     at_target = curves[curves[keys.STEP].to_numpy() == target_steps]
     return at_target.assign(**{keys.BATCH_SIZE: at_target["trial_id"].map(by_id[keys.BATCH_SIZE])})
+
+
+def _per_row(ids: pd.Series, values: pd.Series) -> np.ndarray:
+    """`ids.map(values)` as floats, looked up once per run of equal ids: the curves
+    table holds each trial's rows together, so that is once per trial, not per row."""
+    after, before = ids.iloc[1:].reset_index(drop=True), ids.iloc[:-1].reset_index(drop=True)
+    # Compared in the column's own dtype (Arrow strings by default): no object array.
+    changes = (after != before).to_numpy(dtype=bool, na_value=True)
+    starts = np.flatnonzero(np.r_[True, changes])
+    per_run = ids.iloc[starts].map(values).to_numpy(dtype=float)
+    return np.repeat(per_run, np.diff(np.r_[starts, len(ids)]))
 
 
 def _pooled(at_target: pd.DataFrame | None, column: str, reference: float | None = None) -> float:

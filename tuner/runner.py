@@ -29,7 +29,7 @@ from tuner import guided, plots, results, schedulers, search
 from tuner.progress import ProgressLine
 from tuner.spec import Spec, load_spec
 from tuner.storage import Location, clear, resolve, staging_dir
-from tuner.tune_loggers import NoTensorBoard
+from tuner.tune_loggers import NoTensorBoard, ReportsCache
 from tuner.tune_state import is_experiment, restore_problems
 
 T = TypeVar("T")
@@ -71,12 +71,13 @@ def _workdir(location: Location) -> Path:
     return location.local_path if location.is_local else staging_dir(location)
 
 
-_TRIAL_FILES = ("result.json", "error.txt")
+_TRIAL_FILES = ("result.json", "error.txt", results.REPORTS_CACHE)
 
 
 def _tune_files(rel: str) -> bool:
-    """What tune_state reads: the experiment state and each trial's result.json and
-    error.txt (not checkpoints, not Ray Train's own state)."""
+    """What tune_state and results read: the experiment state and each trial's
+    result.json, error.txt and reports cache (not checkpoints, not Ray Train's own
+    state)."""
     parts = rel.split("/")
     return len(parts) == 1 or (
         len(parts) == 2 and parts[0] != results.RESULTS_DIR and parts[1] in _TRIAL_FILES
@@ -146,7 +147,8 @@ def make_trainable(settings: TrialSettings) -> Any:
 
 
 def _run_config(spec: Spec, location: Location, verbose: bool, progress: bool) -> tune.RunConfig:
-    callbacks: list[tune.Callback] = [NoTensorBoard()]  # result.json and progress.csv only
+    # result.json and progress.csv only, and each trial's reports cached as it ends
+    callbacks: list[tune.Callback] = [NoTensorBoard(), ReportsCache()]
     if progress and not verbose:
         callbacks.append(ProgressLine())
     return tune.RunConfig(
