@@ -136,6 +136,26 @@ def test_export_formats_read_back(cli_run: Any, fmt: str, tmp_path: Path) -> Non
 
 
 @pytest.mark.ray
+def test_export_curves_as_parquet_is_the_table_as_written(cli_run: Any, tmp_path: Path) -> None:
+    spec, _ = cli_run
+    run_dir = spec.parent / "runs" / "cli"
+    out = tmp_path / "curves.parquet"
+    args = ["export", str(run_dir), "--format", "parquet", "--table", "curves", "--out", str(out)]
+    assert noisetune(*args).returncode == 0
+    written = pd.read_parquet(run_dir / "results" / "curves.parquet")
+    pd.testing.assert_frame_equal(pd.read_parquet(out), written)
+    assert len(written) > 4
+
+
+def test_export_parquet_of_a_directory_without_tables_exits_2(tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    result = noisetune("export", str(tmp_path), "--format", "parquet", "--out", str(out))
+    assert result.returncode == 2 and "no results/ tables" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.ray
 def test_export_markdown_summary_to_stdout_and_report(cli_run: Any) -> None:
     spec, _ = cli_run
     run_dir = spec.parent / "runs" / "cli"

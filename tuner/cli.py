@@ -10,6 +10,7 @@ import contextlib
 import math
 import os
 import shlex
+import shutil
 import sys
 import tempfile
 import traceback
@@ -227,6 +228,27 @@ def _read_tables(location: Any, curves: bool = True) -> Any:
             return read_tables(local, curves=curves)
 
 
+def _copy_table_file(location: Any, name: str, out: Path) -> None:
+    """Copy results/NAME of the run at `location` to `out` (through a temporary file
+    beside it, so `out` is never half-written)."""
+    from tuner.results import RESULTS_DIR
+
+    rel = f"{RESULTS_DIR}/{name}"
+    missing = BadInput([f"{location}: no results/ tables (is this a noisetune run?)"])
+    tmp = out.with_name(f".{out.name}.tmp")
+    if location.is_local:
+        source = location.local_path / rel
+        if not source.exists():
+            raise missing
+        shutil.copyfile(source, tmp)
+    else:
+        with _storage_errors():
+            if not location.exists(rel):
+                raise missing
+            tmp.write_bytes(location.read_bytes(rel))
+    tmp.replace(out)
+
+
 @cli.command()
 @click.argument("run_dir")
 @click.option(
@@ -245,9 +267,14 @@ def export(run_dir: str, fmt: str, table: str | None, out: str | None) -> None:
     from tuner.results import export as export_table
 
     chosen = table or ("summary" if fmt == "markdown" else "trials")
-    tables = _read_tables(_location(run_dir), curves=chosen == "curves")
+    location = _location(run_dir)
     if fmt == "parquet" and out is None:
         raise BadInput(["--format parquet writes a binary file: give --out PATH"])
+    if out is not None and fmt == "parquet" and chosen in ("trials", "curves"):
+        _copy_table_file(location, f"{chosen}.parquet", Path(out))  # the table as written
+        click.echo(f"wrote {out}", err=True)
+        return
+    tables = _read_tables(location, curves=chosen == "curves")
     text = export_table(tables, fmt, chosen, Path(out) if out else None)
     if text is not None:
         click.echo(text, nl=False)
