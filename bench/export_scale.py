@@ -14,6 +14,10 @@
    reached, exhausted, diverged or pruned; one in a hundred restarted from its last
    checkpoint (its reports after the checkpoint come twice). Not written: progress.csv,
    params.pkl and TensorBoard files, which nothing here reads.
+   Then, as a sweep's driver does when each trial ends (tuner.tune_loggers.ReportsCache),
+   each trial's reports are cached beside its result.json (`results.cache_trial_reports`,
+   timed per trial, kept with the run directory); `--uncached` removes those caches, so
+   that `build` parses every result.json as it did before they existed.
 2. Measure, each step in a fresh Python process (wall time; peak RSS from wait4):
    `build` = tuner.results.build_tables, `write` = write_tables (the same process, after
    build, timed apart); `export` = `python -m tuner export RUN_DIR --format F --table T
@@ -402,6 +406,48 @@ def child_build(run_dir: Path, out_dir: Path) -> dict[str, float]:
     }
 
 
+def child_cache(run_dir: Path) -> dict[str, float]:
+    """In the child: what `tuner.tune_loggers.ReportsCache` does as each trial ends
+    (`results.cache_trial_reports` on its directory), for every trial, timed per trial."""
+    from tuner.results import cache_trial_reports
+    from tuner.tune_state import read_trials
+
+    per_trial = []
+    cached = 0
+    for trial in read_trials(run_dir, with_results=False):
+        assert trial.path is not None
+        started = time.perf_counter()
+        cached += cache_trial_reports(trial.path)
+        per_trial.append(time.perf_counter() - started)
+    return {
+        "trials": float(len(per_trial)),
+        "cached": float(cached),
+        "per_trial_ms": statistics.median(per_trial) * 1e3,
+        "total_s": sum(per_trial),
+    }
+
+
+def write_caches(code: Path, run_dir: Path, script: Path) -> dict[str, float]:
+    """Each trial's reports cache, written by `code` (once per synthesized run dir)."""
+    marker = run_dir.with_name(run_dir.name + ".cache.json")
+    if marker.exists():
+        timings: dict[str, float] = json.loads(marker.read_text())
+        return timings
+    print(f"caching each trial's reports in {run_dir} ...", file=sys.stderr, flush=True)
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    cmd = [sys.executable, str(script), "--child-cache", str(run_dir)]
+    _, rss, text = measured(cmd, env, code)
+    timings = {**json.loads(text.strip().splitlines()[-1]), "rss_mib": rss}
+    marker.write_text(json.dumps(timings))
+    return timings
+
+
+def remove_caches(run_dir: Path) -> None:
+    for cache in run_dir.glob("*/noisetune_reports.arrow"):
+        cache.unlink()
+    run_dir.with_name(run_dir.name + ".cache.json").unlink(missing_ok=True)
+
+
 def measured(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, str]:
     """(wall s, peak RSS MiB, stdout) of one child process."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -558,6 +604,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--child-build"]:  # in a measured child: build and write, print timings
         print(json.dumps(child_build(Path(argv[1]), Path(argv[2]))))
         return 0
+    if argv[:1] == ["--child-cache"]:  # in a measured child: cache every trial's reports
+        print(json.dumps(child_cache(Path(argv[1]))))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10000x1000", help="TRIALSxREPORTS,...")
     parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()))
@@ -569,6 +618,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=["tables", "scheduler"])
     parser.add_argument("--scheduler-trials", default="100,1000,10000")
     parser.add_argument("--out", type=Path, help="write the raw numbers (.json)")
+    parser.add_argument(
+        "--uncached",
+        action="store_true",
+        help="no per-trial reports caches: build_tables parses every result.json",
+    )
     args = parser.parse_args(argv)
 
     new_code = snapshot_checkout()
@@ -596,6 +650,19 @@ def main(argv: list[str] | None = None) -> int:
         for size in args.sizes.split(","):
             n_trials, n_reports = parse_size(size)
             run_dir = run_dir_for(args.data_dir, n_trials, n_reports, args.seed)
+            script = new_code / "bench" / Path(__file__).name
+            if args.uncached:
+                remove_caches(run_dir)
+            else:  # as the sweep's driver would have, trial by trial
+                cache = write_caches(new_code, run_dir, script)
+                payload["tables"][size + " cache"] = cache
+                lines.append(
+                    f"| {size} | | | reports cache as each trial ends, per trial "
+                    f"({cache['cached']:.0f} of {cache['trials']:.0f} cached; "
+                    f"{cache['total_s']:.0f} s in all) | {cache['per_trial_ms']:.1f} ms |"
+                    + " |"
+                    * (1 + (3 if ref_code is not None else 0))
+                )
             mib = dir_size(run_dir) / 2**20
             sides = [("new", new_code)]
             if ref_code is not None and n_trials * n_reports <= args.max_old_rows:
@@ -604,7 +671,6 @@ def main(argv: list[str] | None = None) -> int:
             for turn in range(args.repeats):
                 for side, code in sides if turn % 2 == 0 else sides[::-1]:
                     print(f"{size} repeat {turn + 1} {side}", file=sys.stderr, flush=True)
-                    script = new_code / "bench" / Path(__file__).name
                     runs[side].append(measure_code(code, run_dir, script, args.max_csv_rows))
             payload["tables"][size] = runs
             meta_file = run_dir.with_name(run_dir.name + ".meta.json")
