@@ -137,6 +137,21 @@ def test_eps_guided_draws_around_the_prediction_once_there_is_a_model() -> None:
     assert searcher.suggest("last") == Searcher.FINISHED
 
 
+def test_eps_guided_does_not_repeat_a_config_once_b_crit_has_grown_past_it() -> None:
+    """A configuration proposed while B_crit was below its batch size (keyed exactly)
+    is still the same experiment once B_crit has grown (keyed by noise temperature)."""
+    state = SweepState()
+    searcher = EpsGuidedSearcher(guided_spec(), state)
+    first = {keys.BATCH_SIZE: 256, keys.LR: 0.1, keys.MOMENTUM: 0.0, keys.WARMUP_STEPS: 0}
+    other = {**first, keys.LR: 0.4}
+    draws = iter([first, first, other])
+    searcher._draw = lambda: dict(next(draws))  # type: ignore[method-assign]
+    assert searcher.suggest("0") == first  # B_crit unknown (0): 256 is above it
+    state.model = theory.EpsOptFit(eps_max=1.0, b_noise=4096.0, rms_log=0.0)
+    assert searcher._b_crit() > 256
+    assert searcher.suggest("1") == other  # `first` again is redrawn
+
+
 def test_eps_guided_needs_eps_opt_pruning() -> None:
     from tuner.spec import SpecError
 

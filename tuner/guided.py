@@ -168,8 +168,7 @@ class EpsGuidedSearcher(Searcher):
         self.sigma = math.log(spec.pruning.tolerance) / 2
         self.state = state
         self.rng = np.random.default_rng(spec.search.seed)
-        self.seen: set[tuple[Any, ...]] = set()
-        self.suggested = 0
+        self.proposed: list[dict[str, Any]] = []
 
     def _b_crit(self) -> float:
         """The critical batch size as known so far (inf-safe: 0 while unknown)."""
@@ -194,16 +193,18 @@ class EpsGuidedSearcher(Searcher):
         return config
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        if self.suggested >= self.num_samples:
+        if len(self.proposed) >= self.num_samples:
             return Searcher.FINISHED  # type: ignore[return-value]  # Tune's sentinel
+        # Keyed by the B_crit known now: a configuration proposed while B_crit was
+        # smaller must still count as run once B_crit has grown past its batch size.
         b_crit = self._b_crit()
+        seen = {temperature_key(c, b_crit) for c in self.proposed}
         config = self._draw()
         for _ in range(self.MAX_REDRAWS):
-            if temperature_key(config, b_crit) not in self.seen:
+            if temperature_key(config, b_crit) not in seen:
                 break
             config = self._draw()
-        self.seen.add(temperature_key(config, b_crit))
-        self.suggested += 1
+        self.proposed.append(config)
         return config
 
     def on_trial_complete(
@@ -212,11 +213,11 @@ class EpsGuidedSearcher(Searcher):
         """Nothing to learn here: the eps_opt scheduler keeps the shared state."""
 
     def get_state(self) -> dict[str, Any]:
-        return {"rng": self.rng.bit_generator.state, "seen": self.seen, "suggested": self.suggested}
+        return {"rng": self.rng.bit_generator.state, "proposed": self.proposed}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
-        self.seen, self.suggested = state["seen"], state["suggested"]
+        self.proposed = state["proposed"]
 
     def save(self, checkpoint_path: str) -> None:
         _save(self.get_state(), checkpoint_path)
