@@ -15,8 +15,9 @@ trials at a time, once per seed:
   batch size: grace `pruning.grace_steps`, reduction factor 4);
 - random: uniform draws from the grid (with replacement), no pruning;
 - random+asha: the same draws under `pruning: asha`;
-- tpe+median: noisetune's Optuna TPE searcher with Tune's MedianStoppingRule (grace
-  `pruning.grace_steps`, hard stop);
+- tpe: noisetune's Optuna TPE searcher (`search.algorithm: optuna-tpe`), no pruning;
+- tpe+median: the same with Tune's MedianStoppingRule (grace `pruning.grace_steps`,
+  hard stop);
 - eps_opt: the grid in noisetune's guided order with `pruning: eps_opt`;
 - eps_opt-oracle: the same, but the ε_opt(B) model is known from the start (fitted to
   the grid's best lr per batch size): what eps_opt could save if it knew ε_opt;
@@ -65,6 +66,7 @@ STRATEGIES = (
     "grid+asha",
     "random",
     "random+asha",
+    "tpe",
     "tpe+median",
     "eps_opt",
     "eps_opt-oracle",
@@ -80,10 +82,23 @@ def variant(base: dict[str, Any], algorithm: str, pruning: str, seed: int, sampl
     return parse_spec(data)
 
 
-def _searcher_suggest(searcher: Searcher) -> Callable[[str], dict[str, Any] | None]:
+def _searcher_suggest(
+    searcher: Searcher, num_samples: int | None = None
+) -> Callable[[str], dict[str, Any] | None]:
+    """`searcher.suggest` until it is finished or, for a searcher that never finishes by
+    itself (Tune's OptunaSearch: Tune's own SearchGenerator counts num_samples), until
+    `num_samples` trials."""
+    suggested = 0
+
     def suggest(trial_id: str) -> dict[str, Any] | None:
+        nonlocal suggested
+        if num_samples is not None and suggested >= num_samples:
+            return None
         config = searcher.suggest(trial_id)
-        return None if config is None or config == Searcher.FINISHED else config
+        if config is None or config == Searcher.FINISHED:
+            return None
+        suggested += 1
+        return config
 
     return suggest
 
@@ -113,21 +128,23 @@ def run_strategy(
         )
         scheduler = schedulers.make_scheduler(spec, run_dir) or FIFOScheduler()
         return replay(curves, _list_suggest(guided.candidates(spec)), scheduler, concurrency)
-    if name == "tpe+median":
+    if name in ("tpe", "tpe+median"):
         spec = variant(base, "optuna-tpe", "none", seed, n_grid)
         searcher = search.optuna_search(spec)
-        median = MedianStoppingRule(
-            time_attr=keys.STEP,
-            metric=keys.TARGET_VALUE,
-            mode="min",
-            grace_period=spec.pruning.grace_steps,
-            min_time_slice=math.inf,  # never pause (the replay, like Tune here, stops)
-            hard_stop=True,
-        )
+        stopper: TrialScheduler = FIFOScheduler()
+        if name == "tpe+median":
+            stopper = MedianStoppingRule(
+                time_attr=keys.STEP,
+                metric=keys.TARGET_VALUE,
+                mode="min",
+                grace_period=spec.pruning.grace_steps,
+                min_time_slice=math.inf,  # never pause (the replay, like Tune here, stops)
+                hard_stop=True,
+            )
         return replay(
             curves,
-            _searcher_suggest(searcher),
-            median,
+            _searcher_suggest(searcher, spec.search.num_samples),
+            stopper,
             concurrency,
             on_result=searcher.on_trial_result,
             on_complete=lambda tid, row: searcher.on_trial_complete(tid, row),
