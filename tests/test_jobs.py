@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -225,6 +226,18 @@ def test_submit_status_logs_list_stop_against_a_real_head(head: Head, tmp_path: 
     wrong = noisetune("list", *addr, cwd=proj, env=client_env("not-the-token", tmp_path))
     assert wrong.returncode == 1 and "rejected the auth token" in wrong.stderr, wrong.stderr
 
+    # An interpreter without noisetune on the head (the base Python, isolated from the
+    # venv and PYTHONPATH): the job fails, and `status` says what to change.
+    bare = f"{shlex.quote(sys._base_executable)} -I"
+    without = noisetune("submit", "spec.yaml", *addr, "--storage", str(storage),
+                        "--name", "bare", "--python", bare, cwd=proj, env=env)  # fmt: skip
+    assert without.returncode == 0, without.stderr
+    bare_job = without.stdout.strip()
+    assert jobs.wait(head.url, bare_job, timeout_s=60, token=head.token) == "FAILED"
+    bare_status = noisetune("status", bare_job, *addr, cwd=proj, env=env)
+    assert bare_status.stdout.strip() == "FAILED", bare_status.stderr
+    assert jobs.NO_NOISETUNE_HINT in bare_status.stderr, bare_status.stderr
+
     final = jobs.wait(head.url, job, timeout_s=180, token=head.token)
     log = noisetune("logs", job, *addr, cwd=proj, env=env)
     assert final == "SUCCEEDED", log.stdout[-3000:]
@@ -238,7 +251,7 @@ def test_submit_status_logs_list_stop_against_a_real_head(head: Head, tmp_path: 
     listed = noisetune("list", *addr, cwd=proj, env=env)
     assert listed.returncode == 0, listed.stderr
     rows = {line.split()[0]: line.split()[1] for line in listed.stdout.splitlines()[2:]}
-    assert rows == {job: "SUCCEEDED", long_job: "STOPPED"}, listed.stdout
+    assert rows == {job: "SUCCEEDED", long_job: "STOPPED", bare_job: "FAILED"}, listed.stdout
 
     followed = noisetune("logs", long_job, "--follow", *addr, cwd=proj, env=env)
     assert followed.returncode == 1 and f"job {long_job}: STOPPED" in followed.stderr

@@ -366,11 +366,22 @@ def send(submission: Submission, address: str | None, *, token: str | None = Non
 # --- status, logs, stop, list ----------------------------------------------------------------
 
 
+NO_NOISETUNE_HINT = (
+    "hint: the interpreter the job ran has no noisetune: install noisetune on the head "
+    "(cluster.yaml's setup_commands do), or submit again with --python naming an "
+    "interpreter that has it"
+)
+
+
 def status(address: str | None, job_id: str, *, token: str | None = None) -> tuple[str, str]:
-    """(status, message) of a job, e.g. ("SUCCEEDED", "Job finished successfully.")."""
+    """(status, message) of a job, e.g. ("SUCCEEDED", "Job finished successfully."); a
+    job whose interpreter could not import noisetune gets a hint on what to change."""
     with _connect(address, token).call(job_id) as jobs:
         info = jobs.get_job_info(job_id)
-    return str(info.status.value), str(info.message or "")
+    message = str(info.message or "")
+    if "No module named tuner" in message:
+        message = f"{message.rstrip()}\n{NO_NOISETUNE_HINT}"
+    return str(info.status.value), message
 
 
 def logs(address: str | None, job_id: str, *, token: str | None = None) -> str:
