@@ -173,6 +173,26 @@ def test_a_started_rate_waits_behind_new_rates() -> None:
     assert priority[0.7] < priority[0.05] < priority[2.0]
 
 
+def test_the_leaders_momentum_first_at_its_batch_size() -> None:
+    """Where the best trial at a batch size used m = 0.9, an untried rate at m = 0 waits
+    behind rates at m = 0.9 up to 3/4 of an octave further from the prediction, and
+    nothing changes at a batch size without a leader."""
+    none = Started()
+    best = {64: reached(64, 0.05, 300, momentum=0.9)}  # ε/(1 − m) = 0.5 = eps_opt(64)
+    other_momentum = TrialRecord(64, 0.6, 0.0)  # 1.2x the prediction
+    leaders_momentum = TrialRecord(64, 0.08, 0.9)  # 1.6x
+    too_far = TrialRecord(64, 0.125, 0.9)  # 2.5x
+    priority = {
+        (r.lr, r.momentum): start_priority(r, none, {}, MODEL, best)[0]
+        for r in (other_momentum, leaders_momentum, too_far)
+    }
+    assert priority[(0.08, 0.9)] < priority[(0.6, 0.0)] < priority[(0.125, 0.9)]
+    at_256 = TrialRecord(256, 0.6, 0.0)
+    assert start_priority(at_256, none, {}, MODEL, best) == start_priority(
+        at_256, none, {}, MODEL
+    )
+
+
 def fake_trial(trial_id: str, batch_size: int, lr: float, status: str = Trial.PENDING) -> Any:
     config = {keys.BATCH_SIZE: batch_size, keys.LR: lr, keys.MOMENTUM: 0.0}
     return SimpleNamespace(trial_id=trial_id, config=config, status=status, last_result={})

@@ -95,7 +95,7 @@ class GuidedCandidates(Searcher):
         ranked = min(
             range(len(self.remaining)),
             key=lambda i: start_priority(
-                _record(self.remaining[i]), self.suggested, self.middle, model
+                _record(self.remaining[i]), self.suggested, self.middle, model, self.state.best
             ),
         )
         config = self.remaining.pop(ranked)

@@ -156,6 +156,9 @@ def decide(
 
 RATE_RESOLUTION = 2**0.25  # effective lrs closer than this are one rate
 REPEAT_PENALTY = math.log(2.0)  # a repeated rate ranks like one an octave further away
+# Another momentum than the batch size's best trial so far ranks like a rate 3/4 of an
+# octave further away (measured on the replays of BENCHMARKS.md, "my_workload").
+MOMENTUM_PENALTY = 0.75 * math.log(2.0)
 
 
 def rate_key(record: TrialRecord) -> tuple[int, int]:
@@ -181,13 +184,20 @@ def start_priority(
     started: Started,
     middle_lr: Mapping[int, float],
     model: theory.EpsOptFit | None,
+    best: Mapping[int, TrialRecord] | None = None,
 ) -> tuple[float, float]:
     """Lower starts first. With a model: nearest the prediction. Before one: spread
     over batch sizes, the middle of each batch size's (log) lr range first, so that
     trials reach the target early and the model appears soon. A rate already started at
     this batch size (another momentum or warmup at the same ε/(1 − m)) waits behind
-    new rates, which tell more about where ε_opt(B) lies."""
+    new rates, which tell more about where ε_opt(B) lies. At a batch size whose `best`
+    trial so far used another momentum, the configuration waits behind rates at the
+    leader's momentum: ε/(1 − m) makes momenta alike only well below B_crit, and above
+    it the leader's momentum is the one known to work there."""
     repeats = REPEAT_PENALTY * started.per_rate[rate_key(record)]
+    leader = best.get(record.batch_size) if best else None
+    if leader is not None and leader.momentum != record.momentum:
+        repeats += MOMENTUM_PENALTY
     if model is not None:
         predicted = float(theory.eps_opt(record.batch_size, model.eps_max, model.b_noise))
         return (abs(math.log(record.effective_lr / predicted)) + repeats, 0.0)
@@ -312,7 +322,10 @@ class EpsOptScheduler(TrialScheduler):
                 started.add(record)
         model = self.state.model
         middle = middle_lrs(self.state.records.values())
-        return min(pending, key=lambda t: start_priority(self._record(t), started, middle, model))
+        best = self.state.best
+        return min(
+            pending, key=lambda t: start_priority(self._record(t), started, middle, model, best)
+        )
 
     def _log(self, trial_id: str, step: int, reason: str) -> None:
         if self.decisions_path is None:
