@@ -202,8 +202,12 @@ def test_a_cache_is_read_only_while_its_result_file_is_unchanged(tmp_path: Path)
     built = assert_same_tables(run)
     assert set(built.trials["status"]) == {keys.REACHED}
     assert list(built.curves[keys.STEP]) == [0, 10, 20, 0, 10, 20]
-    # A cache that does not read (cut short by a full disk, say) is parsed around.
-    (run / "trial_a" / results.REPORTS_CACHE).write_bytes(b"not arrow")
+    # A cache cut short (copied mid-write, a full disk) or not Arrow is parsed around.
+    cache = run / "trial_a" / results.REPORTS_CACHE
+    cache.write_bytes(cache.read_bytes()[:-50])
+    assert results._cached_reports(run / "trial_a") is None
+    assert_same_tables(run)
+    cache.write_bytes(b"not arrow")
     assert_same_tables(run)
 
 

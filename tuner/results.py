@@ -247,10 +247,12 @@ def cache_trial_reports(path: Path) -> bool:
         _CACHE_LAST: json.dumps(last),
     }
     part = part.replace_schema_metadata(metadata)
-    tmp = path / f".{REPORTS_CACHE}.tmp"
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, part.schema) as writer:
-        writer.write_table(part)
-    tmp.replace(path / REPORTS_CACHE)
+    # Written in place: Tune's syncer copies the trial directory in the background and
+    # fails on a temporary file renamed away under it. A reader that meets a file cut
+    # short (a copy taken mid-write, a crash) cannot open it and parses result.json.
+    with pa.OSFile(str(path / REPORTS_CACHE), "wb") as sink:
+        with pa.ipc.new_file(sink, part.schema) as writer:
+            writer.write_table(part)
     return True
 
 
