@@ -188,9 +188,7 @@ def test_the_leaders_momentum_first_at_its_batch_size() -> None:
     }
     assert priority[(0.08, 0.9)] < priority[(0.6, 0.0)] < priority[(0.125, 0.9)]
     at_256 = TrialRecord(256, 0.6, 0.0)
-    assert start_priority(at_256, none, {}, MODEL, best) == start_priority(
-        at_256, none, {}, MODEL
-    )
+    assert start_priority(at_256, none, {}, MODEL, best) == start_priority(at_256, none, {}, MODEL)
 
 
 def fake_trial(trial_id: str, batch_size: int, lr: float, status: str = Trial.PENDING) -> Any:

@@ -250,9 +250,9 @@ def cache_trial_reports(path: Path) -> bool:
     # Written in place: Tune's syncer copies the trial directory in the background and
     # fails on a temporary file renamed away under it. A reader that meets a file cut
     # short (a copy taken mid-write, a crash) cannot open it and parses result.json.
-    with pa.OSFile(str(path / REPORTS_CACHE), "wb") as sink:
-        with pa.ipc.new_file(sink, part.schema) as writer:
-            writer.write_table(part)
+    cache = path / REPORTS_CACHE
+    with pa.OSFile(str(cache), "wb") as sink, pa.ipc.new_file(sink, part.schema) as writer:
+        writer.write_table(part)
     return True
 
 
