@@ -265,3 +265,7 @@ def test_two_gloo_workers_agree_with_single_process_micro_batches() -> None:
         losses = [r[keys.LOSS] for r in reports]
         assert losses == pytest.approx([r[keys.LOSS] for r in single_reports], rel=1e-5)
         assert math.isfinite(reports[-1][keys.B_NOISE])
+        # The noise scale as one process measures it, on every worker, at every report.
+        for key in (keys.G2, keys.TRACE_SIGMA, keys.B_SIMPLE):
+            values = [r[key] for r in reports[1:]]
+            assert values == pytest.approx([r[key] for r in single_reports[1:]], rel=1e-4)

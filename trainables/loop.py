@@ -300,7 +300,7 @@ class Trial:
             if not measure:
                 return Captured()
             small = [self.ddp_norms.local_grads(self.params)] if keep_grads else None
-            return Captured(self.ddp_norms.pair(self.local_batch), small)
+            return Captured(self.ddp_norms.local_pair(self.local_batch), small)
         if not measure:
             with self.autocast():
                 loss = self.workload.loss(self.model, batch)
@@ -376,9 +376,30 @@ class Trial:
         if pair is not None and math.isfinite(pair.sq_small) and math.isfinite(pair.sq_big):
             self.noise.update(pair.g2(), pair.trace_sigma())
 
+    def average_noise_over_workers(self) -> None:
+        """Make the workers' noise-scale averages one (a no-op on one worker).
+
+        Between evaluations each DDP worker folds its own local |G_small|² into its own
+        averages (`DDPNormState.local_pair`): no collective on a measured step. The
+        two-batch estimates are linear in |G_small|² and every worker's moving averages
+        take the same weights on the same steps (a non-finite pair, the only one skipped,
+        is non-finite everywhere, as the all-reduced |G_big|² is), so the mean of the
+        workers' averages equals the average of the workers' mean pairs: what one
+        all-reduce per measured step gave, for one per evaluation."""
+        if self.ddp_norms is None:
+            return
+        averages = torch.tensor(
+            [self.noise.g2_avg, self.noise.trace_sigma_avg], dtype=torch.float64
+        ).to(self.device)
+        dist.all_reduce(averages, op=dist.ReduceOp.SUM)
+        self.noise.g2_avg, self.noise.trace_sigma_avg = (averages / self.world.size).tolist()
+
     @torch.no_grad()
     def evaluate(self) -> tuple[float, dict[str, float]]:
-        """(loss, workload metrics); loss over eval_data, else the recent training loss."""
+        """(loss, workload metrics); loss over eval_data, else the recent training loss.
+        The workers' noise-scale averages are made one first: reports and checkpoints
+        follow evaluations."""
+        self.average_noise_over_workers()
         self.model.eval()
         try:
             eval_data = self.workload.eval_data

@@ -153,6 +153,19 @@ class DDPNormState:
         kept, self.kept, self.keep_grads = self.kept, {}, False
         return [kept.get(id(p)) for p in params]
 
+    def local_pair(self, local_batch: int) -> "NormPair":
+        """This worker's own |G_small|² with the all-reduced |G_big|², without a
+        collective, and stop capturing. Its estimates are linear in sq_small, so their
+        mean over the workers is the estimate from `pair` (the loop averages its moving
+        averages over the workers instead, once per evaluation)."""
+        self.measuring = False
+        return NormPair(
+            b_small=float(local_batch),
+            b_big=float(local_batch * self.world_size),
+            sq_small=float(self.local_sq),
+            sq_big=float(self.global_sq),
+        )
+
     def pair(self, local_batch: int) -> "NormPair":
         """Average the workers' local norms (one scalar all-reduce) and stop capturing."""
         local = self.local_sq.clone()
