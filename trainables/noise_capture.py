@@ -5,8 +5,9 @@ Two ways, both without an extra backward pass (DESIGN.md §1, pitfall 5):
   `.grad`; per-parameter tensor hooks see each micro-batch's own gradient before it is
   accumulated, so |g_i|² is summed there and |g|² is read from `.grad` afterwards;
 - N DDP workers: a communication hook sums each bucket's squared norm before (local
-  batch) and after (global batch) the all-reduce; one scalar all-reduce averages the
-  local norms over workers.
+  batch) and after (global batch) the all-reduce; `local_pair` gives this worker's own
+  pair without a collective (the loop averages over workers once per evaluation),
+  `pair` averages the local norms over workers with one scalar all-reduce.
 Either gives a `NormPair` for tuner.theory's two-batch estimators. With `keep_grads`
 (curvature steps only) they also keep the small-batch gradient vectors themselves (each
 micro-batch's, or the worker's local one) for the Hessian-vector products of
