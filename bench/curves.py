@@ -6,13 +6,16 @@ Every configuration of the spec's (categorical) grid is trained with the real lo
 (`trainables.loop.run_trial`, the code a Tune trial runs, same seed, same reports) in a
 pool of plain processes, until it reaches the target, exhausts its budget or diverges.
 Every report is kept, with its wall time. The curves land in
-`bench/curves/<spec name>.parquet`, one row per report; `bench/search_efficiency.py`
+`bench/curves/<spec name>.parquet`, one row per report, tagged with what they depend on
+(`recipe`: the spec less its name, storage, pruning and resources), so that curves under
+a name whose spec has changed are recorded again, not reused; `bench/search_efficiency.py`
 replays search strategies on them (the tabular-benchmark method of HPO research).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import sys
@@ -21,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -50,8 +55,37 @@ REPORT_COLUMNS = [
 ]
 
 
+RECIPE_KEY = b"noisetune.recipe"  # the parquet metadata entry `recipe` is kept under
+
+
 def curves_path(spec: Spec) -> Path:
     return CURVES_DIR / f"{spec.name}.parquet"
+
+
+def recipe(spec: Spec) -> str:
+    """What the recorded curves depend on: the spec without its name, storage, pruning,
+    resources and search (but the search seed, which seeds every trial), as JSON."""
+    data = spec.to_yaml_dict()
+    kept = {k: v for k, v in data.items() if k not in ("name", "storage", "pruning", "resources")}
+    kept["search"] = {"seed": data["search"]["seed"]}
+    return json.dumps(kept, sort_keys=True)
+
+
+def recorded_recipe(path: Path) -> str | None:
+    metadata = pq.read_schema(path).metadata or {}
+    value = metadata.get(RECIPE_KEY)
+    return value.decode() if value is not None else None
+
+
+def save(frame: pd.DataFrame, spec: Spec, path: Path) -> None:
+    """Write the curves with their spec's `recipe` (through a temporary file)."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), RECIPE_KEY: recipe(spec)}
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path.with_suffix(".tmp"))
+    os.replace(path.with_suffix(".tmp"), path)
 
 
 def _train(job: tuple[Spec, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -84,14 +118,16 @@ def record(spec: Spec, processes: int) -> pd.DataFrame:
 
 
 def load_or_record(spec: Spec, processes: int, rerecord: bool = False) -> pd.DataFrame:
+    """The spec's recorded curves, recorded first where there are none, or where those
+    under its name were recorded from another spec (a changed grid, workload or target)."""
     path = curves_path(spec)
     if path.exists() and not rerecord:
-        return pd.read_parquet(path)
+        if recorded_recipe(path) == recipe(spec):
+            return pd.read_parquet(path)
+        print(f"{path} was recorded from another spec than {spec.name}'s: recording again")
     print(f"recording {len(candidates(spec))} configurations of {spec.name} -> {path}")
     frame = record(spec, processes)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(path.with_suffix(".tmp"), index=False)
-    os.replace(path.with_suffix(".tmp"), path)
+    save(frame, spec, path)
     return frame
 
 

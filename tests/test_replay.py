@@ -91,3 +91,41 @@ def test_running_trials_count_their_progress_when_the_front_is_found() -> None:
     # (64, 0.1) starts at t=6, reaches at t=9: 30*64; (16, 1.0) by then at step 90.
     assert outcome.wall_to_front_s == pytest.approx(9.0)
     assert outcome.examples_to_front == pytest.approx(16 * 60 + 16 * 90 + 64 * 30)
+
+
+def test_recorded_curves_are_reused_only_for_the_spec_they_came_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bench/curves.py keys its recordings by spec name; one recorded from an edited spec
+    under the same name (another grid, workload or target) is recorded again."""
+    import curves
+
+    from tuner.spec import parse_spec
+
+    monkeypatch.setattr(curves, "CURVES_DIR", tmp_path)
+    recorded: list[str] = []
+
+    def record(spec: Any, processes: int) -> pd.DataFrame:
+        recorded.append(spec.target.model_dump_json())
+        return pd.DataFrame([curve(16, 0.1, 20)[-1]])
+
+    monkeypatch.setattr(curves, "record", record)
+    base: dict[str, Any] = {
+        "name": "same-name",
+        "workload": "linear_regression",
+        "target": {"metric": "loss", "value": 0.5},
+        "budget": {"max_steps": 100},
+        "space": {"batch_size": [16], "lr": [0.1]},
+        "search": {"algorithm": "grid"},
+    }
+    first = curves.load_or_record(parse_spec(base), 1)
+    # A different storage, pruning or name of the search algorithm trains the same curves.
+    same = {**base, "storage": "/elsewhere", "pruning": {"kind": "asha"}}
+    pd.testing.assert_frame_equal(curves.load_or_record(parse_spec(same), 1), first)
+    assert len(recorded) == 1
+    edited = {**base, "target": {"metric": "loss", "value": 0.4}}
+    curves.load_or_record(parse_spec(edited), 1)
+    assert len(recorded) == 2
+    assert curves.recorded_recipe(tmp_path / "same-name.parquet") == curves.recipe(
+        parse_spec(edited)
+    )
