@@ -443,6 +443,8 @@ def write_caches(code: Path, run_dir: Path, script: Path) -> dict[str, float]:
 
 
 def remove_caches(run_dir: Path) -> None:
+    # tuner.results.REPORTS_CACHE, named here: this process imports none of the code
+    # it measures (--against runs another commit's).
     for cache in run_dir.glob("*/noisetune_reports.arrow"):
         cache.unlink()
     run_dir.with_name(run_dir.name + ".cache.json").unlink(missing_ok=True)
