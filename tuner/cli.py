@@ -210,7 +210,7 @@ def resume(run_dir: str, address: str | None, num_cpus: int | None, verbose: boo
 def _read_tables(location: Any, curves: bool = True) -> Any:
     """The results tables of the run at `location` (the curves only if asked for); a run
     at a URI is read through a local copy of its results/ (figures left out)."""
-    from tuner.results import RESULTS_DIR, read_tables
+    from tuner.results import RESULTS_DIR, no_tables_message, read_tables
 
     if location.is_local:
         try:
@@ -219,7 +219,7 @@ def _read_tables(location: Any, curves: bool = True) -> Any:
             raise BadInput([str(exc)]) from exc
     with _storage_errors():
         if not location.exists(f"{RESULTS_DIR}/trials.parquet"):
-            raise BadInput([f"{location}: no results/ tables (is this a noisetune run?)"])
+            raise BadInput([no_tables_message(location)])
         with tempfile.TemporaryDirectory(prefix="noisetune-") as tmp:
             local = Path(tmp) / location.name
             location.download(
@@ -231,10 +231,10 @@ def _read_tables(location: Any, curves: bool = True) -> Any:
 def _copy_table_file(location: Any, name: str, out: Path) -> None:
     """Copy results/NAME of the run at `location` to `out` (through a temporary file
     beside it, so `out` is never half-written)."""
-    from tuner.results import RESULTS_DIR
+    from tuner.results import RESULTS_DIR, no_tables_message
 
     rel = f"{RESULTS_DIR}/{name}"
-    missing = BadInput([f"{location}: no results/ tables (is this a noisetune run?)"])
+    missing = BadInput([no_tables_message(location)])
     tmp = out.with_name(f".{out.name}.tmp")
     if location.is_local:
         source = location.local_path / rel

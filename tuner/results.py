@@ -284,8 +284,9 @@ def _read_trial_reports(trial: TuneTrial) -> tuple[dict[str, Any], pa.Table | No
 
 
 def _read_reports(trials: list[TuneTrial]) -> tuple[list[dict[str, Any]], pd.DataFrame]:
-    """Every trial's last report and the curves table, read column-wise by pyarrow in a
-    thread pool: the same as `trials_table` and `curves_table` on `read_trials` (tested),
+    """Every trial's last report and the curves table, column-wise in a thread pool
+    (each trial from its reports cache when fresh, else its result.json parsed by
+    pyarrow): the same as `trials_table` and `curves_table` on `read_trials` (tested),
     without a dict per report. Raises _RowByRow where that sameness is not guaranteed."""
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2)) as pool:
         read = list(pool.map(_read_trial_reports, trials))
@@ -536,13 +537,18 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def no_tables_message(where: object) -> str:
+    """The one-line error for a run directory or URI without results/ tables."""
+    return f"{where}: no results/ tables (is this a noisetune run?)"
+
+
 def read_tables(run_dir: Path, *, curves: bool = True) -> Tables:
     """Read back what write_tables wrote; without `curves`, the curves table is left
     empty (its columns only) for callers that do not use it: it holds a row per report,
     millions in a large sweep."""
     out = results_dir(run_dir)
     if not (out / "trials.parquet").exists():
-        raise FileNotFoundError(f"{run_dir}: no results/ tables (is this a noisetune run?)")
+        raise FileNotFoundError(no_tables_message(run_dir))
     return Tables(
         trials=pd.read_parquet(out / "trials.parquet"),
         curves=pd.read_parquet(out / "curves.parquet")
