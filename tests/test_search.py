@@ -15,6 +15,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 from optuna.trial import TrialState
+from ray import cloudpickle as ray_pickle
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
 from trainables import keys
@@ -97,6 +98,16 @@ def test_optuna_leaves_tune_param_space_empty_and_limits_concurrency(algorithm: 
     alg = limited_searcher(spec)
     assert alg.max_concurrent == 3
     assert [alg.suggest(f"t{i}") is not None for i in range(4)] == [True, True, True, False]
+
+
+@pytest.mark.parametrize("algorithm", ["optuna-tpe", "optuna-nsga2"])
+def test_searcher_pickles_after_suggesting(algorithm: str) -> None:
+    """Tune pickles the searcher when the sweep starts and at every snapshot (optuna 5.1's
+    NSGA-II sampler holds a thread lock, which made every nsga2 sweep crash in Tuner())."""
+    alg = limited_searcher(make_spec(search={"algorithm": algorithm, "num_samples": 8}))
+    assert alg.suggest("t0") is not None
+    copy = ray_pickle.loads(ray_pickle.dumps(alg))
+    assert copy.suggest("t1") is not None
 
 
 def test_random_grid_and_eps_guided_are_unchanged() -> None:

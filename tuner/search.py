@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -284,6 +285,41 @@ class NoiseTuneOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
 
 
+_LOCK = type(threading.Lock())
+_RLOCK = type(threading.RLock())
+
+
+class _PicklableLocks:
+    """Pickles a sampler whose instance holds thread locks (optuna 5.1's GA samplers keep
+    one): Tune pickles the searcher, with its sampler, when the sweep starts and at every
+    experiment snapshot. Each lock is recreated, unheld, on unpickling."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(vars(self))
+        locks = {}
+        for name, value in state.items():
+            if isinstance(value, (_LOCK, _RLOCK)):
+                locks[name] = isinstance(value, _RLOCK)
+        for name in locks:
+            state[name] = None
+        state["_picklable_locks"] = locks
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        locks = state.pop("_picklable_locks", {})
+        vars(self).update(state)
+        for name, reentrant in locks.items():
+            setattr(self, name, threading.RLock() if reentrant else threading.Lock())
+
+
+class NSGAIISampler(_PicklableLocks, optuna.samplers.NSGAIISampler):
+    """Optuna's NSGA-II sampler, picklable whatever locks its version holds."""
+
+
+class TPESampler(_PicklableLocks, optuna.samplers.TPESampler):
+    """Optuna's TPE sampler, picklable whatever locks its version holds."""
+
+
 def _sampler(spec: Spec) -> optuna.samplers.BaseSampler:
     """A seeded sampler; start-up and population sizes scale with num_samples.
 
@@ -294,9 +330,9 @@ def _sampler(spec: Spec) -> optuna.samplers.BaseSampler:
     n = spec.search.num_samples
     seed = spec.search.seed
     if spec.search.algorithm == "optuna-nsga2":
-        return optuna.samplers.NSGAIISampler(population_size=min(50, max(4, n // 4)), seed=seed)
+        return NSGAIISampler(population_size=min(50, max(4, n // 4)), seed=seed)
     # multivariate: the best lr moves with the batch size (eps_opt(B)), so model them jointly.
-    return optuna.samplers.TPESampler(
+    return TPESampler(
         n_startup_trials=min(10, max(4, n // 4)), multivariate=True, seed=seed
     )
 
