@@ -83,7 +83,7 @@ def main() -> None:
     b_noise = theory.pooled_noise_scale([f[keys.B_NOISE] for f in finals], sizes)
     eps_max = theory.pooled_noise_scale([f[keys.EPS_MAX] for f in finals], sizes, b_noise)
     fit = theory.fit_tradeoff(sizes, steps)
-    lo, hi = theory.bootstrap_b_crit(sizes, steps) if len(sizes) >= 3 else (math.nan, math.nan)
+    lo, hi = theory.b_crit_interval(sizes, steps) if len(sizes) >= 3 else (math.nan, math.nan)
     models = {
         mode: theory.eps_opt_model(mode, sizes, best_lrs, b_noise, eps_max)
         for mode in ("measured", "calibrated", "fitted")

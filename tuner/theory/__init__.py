@@ -2,9 +2,11 @@
 
 McCandlish, Kaplan, Amodei 2018, "An Empirical Model of Large-Batch Training": two-batch
 estimators of |G|², tr(Σ) (and GᵀHG, tr(HΣ)), B_simple, B_noise, ε_max, ε_opt(B), and the
-steps/examples trade-off S(B) = S_min(1 + B_crit/B).
+steps/examples trade-off S(B) = S_min(1 + B_crit/B) with a profile-likelihood interval for
+B_crit, and steps to a target interpolated between evaluations.
 """
 
+from tuner.theory.crossing import CROSSING_MODES, crossing_step, first_crossing
 from tuner.theory.eps_opt import (
     EPS_OPT_MODES,
     EpsOptFit,
@@ -30,29 +32,44 @@ from tuner.theory.noise import (
     trace_sigma_estimate,
 )
 from tuner.theory.tradeoff import (
+    B_CRIT_KINDS,
+    BCritFinding,
+    BCritKind,
     TradeoffFit,
+    b_crit_finding,
+    b_crit_interval,
     bootstrap_b_crit,
     examples_for,
     fit_tradeoff,
     pareto_mask,
     steps_for,
+    student_t_cdf,
+    student_t_quantile,
 )
 
 __all__ = [
+    "B_CRIT_KINDS",
+    "CROSSING_MODES",
     "EPS_OPT_MODES",
+    "BCritFinding",
+    "BCritKind",
     "EpsOptFit",
     "FloatArray",
     "NoiseScaleEMA",
     "TradeoffFit",
+    "b_crit_finding",
+    "b_crit_interval",
     "b_noise",
     "b_simple",
     "b_simple_halfwidth",
     "bootstrap_b_crit",
+    "crossing_step",
     "effective_lr",
     "eps_max",
     "eps_opt",
     "eps_opt_model",
     "examples_for",
+    "first_crossing",
     "fit_eps_max",
     "fit_eps_opt",
     "fit_tradeoff",
@@ -63,6 +80,8 @@ __all__ = [
     "pooled_noise_scale",
     "pooling_weight",
     "steps_for",
+    "student_t_cdf",
+    "student_t_quantile",
     "trace_h_sigma_estimate",
     "trace_sigma_estimate",
 ]
