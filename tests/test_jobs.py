@@ -171,7 +171,8 @@ def test_token_is_found_as_ray_finds_it(tmp_path: Path, monkeypatch: pytest.Monk
     assert jobs.find_token() is None
     (tmp_path / ".ray").mkdir()
     (tmp_path / ".ray" / "auth_token").write_text("from-home\n")
-    assert jobs.find_token() == jobs.Token("from-home", str(tmp_path / ".ray" / "auth_token"))
+    home = jobs.Token("from-home", str(tmp_path / ".ray" / "auth_token"), default_file=True)
+    assert jobs.find_token() == home  # sent to loopback addresses only (test_security.py)
     (tmp_path / "tok").write_text(" from-path ")
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "tok"))
     assert jobs.find_token() == jobs.Token("from-path", f"RAY_AUTH_TOKEN_PATH={tmp_path / 'tok'}")

@@ -9,8 +9,19 @@ at `address` (http://HOST:8265).
 
 Auth: the token is found as Ray finds it (RAY_AUTH_TOKEN, then the file named by
 RAY_AUTH_TOKEN_PATH, then ~/.ray/auth_token) and sent as an `Authorization: Bearer`
-header, so it works even where RAY_AUTH_MODE is unset in the user's shell. Nothing here
-ever turns auth off.
+header, so it works even where RAY_AUTH_MODE is unset in the user's shell. Where it
+goes (`choose_token`): a token the user gave (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, the
+`token=` argument) goes to the address the user names; the ~/.ray/auth_token fallback
+goes only to a loopback address (127.0.0.0/8, ::1, localhost: the SSH port-forward of
+`ray dashboard`) and is withheld from any other, and a cluster that then asks for a
+token gets an error saying why none was sent. Ray's own client would add the token it
+finds itself (when RAY_AUTH_MODE=token was set at start), to any address: it is kept
+from doing so, so that only this decision counts. `token_warning` says when a given
+token would travel unencrypted (plain http:// to a host that is not loopback); the
+CLI prints it. Nothing here ever turns auth off, and no token ever appears in a
+message. Entrypoints and messages read back from the job server (`list_jobs`,
+`status`) have their URIs redacted (`tuner.storage.redact_uris`), for jobs submitted
+before credentials in storage URIs were refused.
 
 Errors: `JobsInputError` for bad input (exit 2: a malformed address, a spec outside the
 working directory, an unknown job id), `JobsError` for everything that failed on the
@@ -21,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import re
@@ -64,6 +76,15 @@ class JobsInputError(ValueError):
 class Token:
     value: str
     source: str  # where it came from, for messages (never the token itself)
+    default_file: bool = False  # ~/.ray/auth_token, not given: sent to loopback only
+
+
+@dataclass(frozen=True)
+class TokenChoice:
+    """What `choose_token` decided for one address."""
+
+    sent: Token | None  # goes in the Authorization header
+    withheld: Token | None  # the ~/.ray/auth_token fallback, kept from a non-loopback host
 
 
 @dataclass(frozen=True)
@@ -123,10 +144,55 @@ def find_token() -> Token | None:
         return Token(value, f"RAY_AUTH_TOKEN_PATH={named}")
     default = Path.home() / ".ray" / "auth_token"
     if default.is_file():
-        value = default.read_text().strip()
+        try:
+            value = default.read_text().strip()
+        except OSError as exc:
+            raise JobsInputError(f"{default}: cannot read it ({exc.strerror or exc})") from exc
         if value:
-            return Token(value, str(default))
+            return Token(value, str(default), default_file=True)
     return None
+
+
+def is_loopback(url: str) -> bool:
+    """Whether the host of `url` is this machine's loopback: 127.0.0.0/8, ::1 (also as
+    ::ffff:127.x.y.z) or the name localhost. No name is looked up."""
+    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def choose_token(url: str, token: str | None = None) -> TokenChoice:
+    """The token to send to the dashboard at `url`: `token` if given, else the one
+    `find_token` finds; the ~/.ray/auth_token fallback only where `url` is loopback
+    (elsewhere it is withheld: a file found on disk is not a request to send it to
+    whatever --address names)."""
+    found = Token(token, "the token argument") if token else find_token()
+    if found is not None and found.default_file and not is_loopback(url):
+        return TokenChoice(None, found)
+    return TokenChoice(found, None)
+
+
+def token_warning(address: str | None, token: str | None = None) -> str | None:
+    """A one-line warning when the token would travel unencrypted: it was given (the
+    fallback is never sent there) and `address` (or $RAY_ADDRESS) is plain http:// on a
+    host that is not loopback. None otherwise. Raises JobsInputError as
+    `resolve_address` and `find_token` do."""
+    url = resolve_address(address)
+    sent = choose_token(url, token).sent
+    if sent is None or urlsplit(url).scheme != "http" or is_loopback(url):
+        return None
+    return (
+        f"the auth token from {sent.source} goes to {url} unencrypted (plain http to a host "
+        "that is not loopback): reach the dashboard through `ray dashboard` (an SSH "
+        "port-forward to http://127.0.0.1:8265) or over https"
+    )
 
 
 @contextlib.contextmanager
@@ -139,8 +205,17 @@ def _explicit_address() -> Iterator[None]:
         os.environ.update(saved)
 
 
-def _auth_message(url: str, token: Token | None, text: str) -> str:
+def _auth_message(url: str, choice: TokenChoice, text: str) -> str:
+    token = choice.sent
     if "Missing" in text or "401" in text or "required" in text.lower():
+        if choice.withheld is not None:
+            host = urlsplit(url).hostname
+            return (
+                f"{url} requires an auth token; the default token file "
+                f"{choice.withheld.source} was not sent because {host} is not a loopback "
+                "address; set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token "
+                "to send it there"
+            )
         where = (
             f"sent the token from {token.source}"
             if token
@@ -160,7 +235,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _errors(url: str, token: Token | None, job_id: str | None = None) -> Iterator[None]:
+def _errors(url: str, choice: TokenChoice, job_id: str | None = None) -> Iterator[None]:
     """Turn what the Ray client raises into one-line JobsError / JobsInputError."""
     import requests
     from ray.exceptions import AuthenticationError
@@ -170,7 +245,7 @@ def _errors(url: str, token: Token | None, job_id: str | None = None) -> Iterato
     except (JobsError, JobsInputError):
         raise
     except AuthenticationError as exc:
-        raise JobsError(_auth_message(url, token, str(exc))) from exc
+        raise JobsError(_auth_message(url, choice, str(exc))) from exc
     except (ConnectionError, requests.exceptions.ConnectionError) as exc:
         raise JobsError(
             f"cannot reach the Ray dashboard at {url} (is the cluster up, and is this the "
@@ -188,29 +263,51 @@ def _errors(url: str, token: Token | None, job_id: str | None = None) -> Iterato
 @dataclass(frozen=True)
 class _Connection:
     url: str
-    token: Token | None
+    choice: TokenChoice
     raw: Any  # the JobSubmissionClient
 
     @contextlib.contextmanager
     def call(self, job_id: str | None = None) -> Iterator[Any]:
-        with _errors(self.url, self.token, job_id):
+        with _errors(self.url, self.choice, job_id):
             yield self.raw
+
+
+@contextlib.contextmanager
+def _no_token_from_ray() -> Iterator[None]:
+    """While a JobSubmissionClient is built: Ray's client adds an Authorization header of
+    its own (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token) to every request,
+    to any address, when RAY_AUTH_MODE=token was set as the process started, unless one
+    is given. Only `choose_token` decides here; the header is fixed when the client is
+    built."""
+    from ray.dashboard.modules import dashboard_sdk
+
+    name = "get_auth_headers_if_auth_enabled"
+    original = getattr(dashboard_sdk, name, None)
+    if original is None:  # a Ray that does not add one (tests/test_security.py checks)
+        yield
+        return
+    setattr(dashboard_sdk, name, lambda headers: {})
+    try:
+        yield
+    finally:
+        setattr(dashboard_sdk, name, original)
 
 
 def _connect(address: str | None, token: str | None) -> _Connection:
     from ray.job_submission import JobSubmissionClient
 
     url = resolve_address(address)
-    found = Token(token, "the token argument") if token else find_token()
-    headers = {"Authorization": f"Bearer {found.value}"} if found else None
-    with _errors(url, found), _explicit_address():
+    choice = choose_token(url, token)
+    headers = {"Authorization": f"Bearer {choice.sent.value}"} if choice.sent else None
+    with _errors(url, choice), _explicit_address(), _no_token_from_ray():
         raw = JobSubmissionClient(url, headers=headers)
-    return _Connection(url, found, raw)
+    return _Connection(url, choice, raw)
 
 
 def client(address: str | None, *, token: str | None = None) -> Any:
     """A JobSubmissionClient for the dashboard at `address` (or $RAY_ADDRESS), sending
-    `token` (default: the one `find_token` finds) as a bearer header."""
+    `token` (default: the one `find_token` finds, ~/.ray/auth_token to a loopback
+    address only; see `choose_token`) as a bearer header."""
     return _connect(address, token).raw
 
 
@@ -378,7 +475,9 @@ def status(address: str | None, job_id: str, *, token: str | None = None) -> tup
     job whose interpreter could not import noisetune gets a hint on what to change."""
     with _connect(address, token).call(job_id) as jobs:
         info = jobs.get_job_info(job_id)
-    message = str(info.message or "")
+    from tuner.storage import redact_uris
+
+    message = redact_uris(str(info.message or ""))
     if "No module named tuner" in message:
         message = f"{message.rstrip()}\n{NO_NOISETUNE_HINT}"
     return str(info.status.value), message
@@ -459,7 +558,10 @@ def stop(
 
 
 def list_jobs(address: str | None, *, token: str | None = None) -> list[JobRow]:
-    """The submitted jobs of the cluster, oldest first."""
+    """The submitted jobs of the cluster, oldest first (any URI in an entrypoint or
+    message redacted)."""
+    from tuner.storage import redact_uris
+
     with _connect(address, token).call() as jobs:
         details = jobs.list_jobs()
     rows = [
@@ -468,8 +570,8 @@ def list_jobs(address: str | None, *, token: str | None = None) -> list[JobRow]:
             status=str(job.status.value),
             start_time=job.start_time / 1000 if job.start_time else None,
             end_time=job.end_time / 1000 if job.end_time else None,
-            entrypoint=str(job.entrypoint),
-            message=str(job.message or ""),
+            entrypoint=redact_uris(str(job.entrypoint)),
+            message=redact_uris(str(job.message or "")),
         )
         for job in details
         if job.submission_id

@@ -9,8 +9,25 @@ the driver writes noisetune's own files (results/, decisions, plots) into a loca
 staging directory (`staging_dir`) and uploads them whole (`Location.upload`), while Ray
 Tune syncs its own experiment state and checkpoints there itself.
 
-Errors are `StorageError` (bad input: an unknown scheme, a malformed URI, a store that
-cannot be reached, a bucket that does not exist), one line each.
+Credentials never go in a storage URI: a URI is printed, stored by the job server as
+part of a job's entrypoint, handed to every Ray worker and written into Ray Tune's
+experiment state. `uri_problem` (which the spec validator, `jobs.prepare` and
+`resolve`, hence every command, go through) refuses `user:secret@`, a secret query
+parameter (`secret_key=`, `session_token=`, `credential_token=`, Azure's
+`client_secret=`, ...) and the user name of an s3:// URI (an access key id, which
+pyarrow would take with an empty secret in place of the environment's credentials).
+Every message shows a URI through `_redact` (`s3://KEY:***@bucket/...`); `redact_uris`
+does the same for free text (a stored job's entrypoint).
+
+The staging directory, `<tempdir>/noisetune-<user>/staging/<hash of the URI>/<name>`,
+is private: each level noisetune creates is 0700, and an existing root or `staging`
+level must be a real directory (not a symlink) of this user that no one else can write
+to, else StorageError (another local user could read or plant files); group or other
+read bits are taken away.
+
+Errors are `StorageError` (bad input: an unknown scheme, a malformed URI, credentials
+in a URI, a store that cannot be reached, a bucket that does not exist, an unsafe
+staging directory), one line each.
 """
 
 from __future__ import annotations
@@ -20,12 +37,14 @@ import getpass
 import hashlib
 import os
 import posixpath
+import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import pyarrow
 import pyarrow.fs as pafs
@@ -36,8 +55,27 @@ SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
 # Object stores write an object whole when its stream closes: a reader sees the old
 # object or the new one, never half of one.
 _OBJECT_STORES = (pafs.S3FileSystem, pafs.GcsFileSystem)
-# Query parameters that may carry secrets: never printed.
-_SECRET_PARAMS = ("secret_key", "session_token", "credential_token")
+# Query parameters that carry secrets (pyarrow's S3, GCS and Azure filesystems, older
+# and newer): never accepted, never printed.
+_SECRET_PARAMS = (
+    "secret_key",
+    "session_token",
+    "credential_token",
+    "client_secret",
+    "account_key",
+    "sas_token",
+)
+# Schemes whose host is a bucket name: never a ':' or '@' in it.
+_BUCKET_SCHEMES = ("s3", "gs", "gcs")
+_CREDENTIALS_HINT = {
+    "s3": "give credentials as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and "
+    "AWS_SESSION_TOKEN) in the environment, in ~/.aws, or through the instance's role",
+    "gs": "give credentials with GOOGLE_APPLICATION_CREDENTIALS (a key file) or the VM's "
+    "service account",
+}
+_CREDENTIALS_HINT["gcs"] = _CREDENTIALS_HINT["gs"]
+_URI_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+_STAGING_HINT = "remove it, or set TMPDIR to a private directory"
 _CHUNK = 1 << 20
 
 
@@ -50,35 +88,126 @@ def is_uri(where: str) -> bool:
 
 
 def uri_problem(where: str) -> str | None:
-    """What is wrong with the form of a storage path or URI (no network), else None."""
+    """What is wrong with the form of a storage path or URI (no network), else None.
+
+    A URI that carries credentials is refused (see the module docstring); the message
+    shows it redacted and says where credentials go instead."""
     if not is_uri(where):
         return None
-    parts = urlsplit(where)
-    if parts.scheme not in SCHEMES:
+    try:
+        parts = urlsplit(where)
+    except ValueError as exc:
+        return f"{_redact(where)}: not a URI ({_one_line(exc)})"
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
         return (
             f"{_redact(where)}: unknown storage scheme {parts.scheme!r} "
             "(use a local path, file://, s3:// or gs://)"
         )
-    if parts.scheme != "file" and not parts.netloc:
+    credentials = _credentials_problem(scheme, where)
+    if credentials:
+        return f"{_redact(where)}: {credentials}"
+    if scheme != "file" and not parts.netloc:
         return f"{_redact(where)}: no bucket or host after {parts.scheme}://"
     return None
 
 
+def _credentials_problem(scheme: str, uri: str) -> str | None:
+    """Why `uri` carries (or looks like it carries) credentials, else None."""
+    hint = _CREDENTIALS_HINT.get(
+        scheme, "give credentials in the environment or the filesystem's own configuration"
+    )
+    why = (
+        "credentials do not go in a storage URI (it is printed, stored with the job and "
+        f"handed to every Ray worker); remove them and {hint}"
+    )
+    head, query = _head_and_query(uri)
+    if any(key.lower() in _SECRET_PARAMS for key, _ in parse_qsl(query)):
+        return why
+    found = _userinfo(scheme, head)
+    if found is not None:
+        user, has_secret, _ = found[0].partition(":")
+        if has_secret:
+            return why
+        if scheme == "s3":
+            return (
+                "the user name of an s3:// URI is an access key id, which would be used with "
+                "an empty secret in place of your credentials; remove it and "
+                f"{hint}"
+            )
+        if scheme in ("gs", "gcs") and user != "anonymous":
+            return f"a {scheme}:// URI takes no user name (only anonymous@); {hint}"
+    authority = head.split("/", 1)[0]
+    if scheme in _BUCKET_SCHEMES and ":" in authority:
+        return (
+            f"a bucket name has no ':' (a port goes in ?endpoint_override=HOST:PORT); "
+            f"if that was a secret, {why}"
+        )
+    return None
+
+
+def _head_and_query(uri: str) -> tuple[str, str]:
+    """What follows `scheme://` up to the query (userinfo, host, path), and the query
+    (without the fragment)."""
+    rest = uri.split("://", 1)[1]
+    cut = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    query = rest[cut + 1 :] if rest[cut : cut + 1] == "?" else ""
+    return rest[:cut], query.split("#", 1)[0]
+
+
+def _is_port(text: str) -> bool:
+    return text.isdigit() and 0 < int(text) < 65536
+
+
+def _userinfo(scheme: str, head: str) -> tuple[str, str] | None:
+    """(userinfo, the rest of `head` after its '@') when `head` (what follows scheme://,
+    up to the query) starts with a userinfo, else None. A secret may hold a '/' (AWS
+    secret keys often do), which ends the URI's authority early: a ':' in the authority
+    that is no port (or any ':' in a bucket name) with an '@' further on is taken for
+    `user:secret@`."""
+    authority = head.split("/", 1)[0]
+    if "@" in authority:
+        userinfo = authority.rpartition("@")[0]
+        return userinfo, head[len(userinfo) + 1 :]
+    at = head.rfind("@")
+    if at < 0 or ":" not in authority:
+        return None
+    if scheme in _BUCKET_SCHEMES or not _is_port(authority.rpartition(":")[2]):
+        return head[:at], head[at + 1 :]
+    return None
+
+
 def _redact(uri: str) -> str:
-    """The URI with a secret key (s3://KEY:SECRET@bucket/...) or secret query values
-    replaced by ***."""
+    """The URI with its secrets replaced by ***: the secret of `user:secret@` (whatever
+    it holds, '/' included), a ':...' in a bucket name, and the values of secret query
+    parameters. The rest, query parameters included, stays as it was written."""
     if not is_uri(uri):
         return uri
-    parts = urlsplit(uri)
-    netloc, query = parts.netloc, parts.query
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        user, has_secret, _ = userinfo.partition(":")
-        netloc = f"{user}:***@{host}" if has_secret else netloc
-    pairs = parse_qsl(query)
-    if any(k in _SECRET_PARAMS for k, _ in pairs):
-        query = urlencode([(k, "***" if k in _SECRET_PARAMS else v) for k, v in pairs], safe="*:/")
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+    scheme, rest = uri.split("://", 1)
+    head, query = _head_and_query(uri)
+    tail = rest[len(head) :]
+    found = _userinfo(scheme.lower(), head)
+    if found is not None:
+        userinfo, after = found
+        if ":" in userinfo:
+            head = f"{userinfo.partition(':')[0]}:***@{after}"
+    else:
+        authority = head.split("/", 1)[0]
+        if scheme.lower() in _BUCKET_SCHEMES and ":" in authority:
+            head = f"{authority.partition(':')[0]}:***{head[len(authority) :]}"
+    if query:
+        items = []
+        for item in query.split("&"):
+            key, eq, _ = item.partition("=")
+            secret = unquote(key).lower() in _SECRET_PARAMS
+            items.append(f"{key}{eq}***" if secret and eq else item)
+        tail = tail.replace(query, "&".join(items), 1)
+    return f"{scheme}://{head}{tail}"
+
+
+def redact_uris(text: str) -> str:
+    """`text` with every URI in it redacted (a stored job's entrypoint, a message)."""
+    return _URI_IN_TEXT.sub(lambda match: _redact(match.group()), text)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -239,7 +368,8 @@ def resolve(where: str | os.PathLike[str]) -> Location:
     try:
         filesystem, path = pafs.FileSystem.from_uri(text)
     except (OSError, pyarrow.ArrowException) as exc:
-        raise StorageError(f"{_redact(text)}: {_one_line(exc)}") from exc
+        detail = _one_line(exc).replace(text, _redact(text))  # pyarrow may quote the URI
+        raise StorageError(f"{_redact(text)}: {detail}") from exc
     if isinstance(filesystem, pafs.LocalFileSystem):
         return resolve(path)  # file:///abs/path is a local path
     split = urlsplit(text)
@@ -250,11 +380,61 @@ def resolve(where: str | os.PathLike[str]) -> Location:
 def staging_dir(location: Location) -> Path:
     """The local directory where the driver writes a remote run's own files before it
     uploads them. Fixed per URI (and user), so that a sweep resumed on the same machine
-    finds what a killed driver left there."""
+    finds what a killed driver left there: `<tempdir>/noisetune-<user>/staging/<hash of
+    the URI>/<name>`. The root and `staging` are created 0700 where they do not exist
+    and checked where they do (`_private_dir`): StorageError if either is unsafe. The
+    levels below are created by the caller, inside a directory only this user can
+    enter."""
     digest = hashlib.sha256(location.uri.encode()).hexdigest()[:16]
-    root = Path(tempfile.gettempdir()) / f"noisetune-{getpass.getuser()}" / "staging"
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return root / digest / location.name
+    root = Path(tempfile.gettempdir()) / f"noisetune-{_user()}"
+    _private_dir(root)
+    _private_dir(root / "staging")
+    return root / "staging" / digest / location.name
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a uid without a name (a container's, say)
+        return str(os.getuid())
+
+
+def _private_dir(path: Path) -> None:
+    """Create `path` with mode 0700 if it does not exist; then check that it is a real
+    directory (lstat: a symlink is refused, whatever it points to) owned by this user
+    that no one else can write to (group or other read bits are taken away).
+    StorageError (one line) otherwise."""
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass  # someone's: checked below
+    except OSError as exc:
+        raise StorageError(
+            f"staging directory {path}: cannot create it ({exc.strerror or exc}); "
+            "set TMPDIR to a directory of yours"
+        ) from exc
+    else:
+        os.chmod(path, 0o700)  # whatever the umask left
+    info = os.lstat(path)
+    uid = os.getuid()
+    if stat.S_ISLNK(info.st_mode):
+        problem = "is a symbolic link"
+    elif not stat.S_ISDIR(info.st_mode):
+        problem = "is not a directory"
+    elif info.st_uid != uid:
+        problem = f"belongs to uid {info.st_uid}, not to you (uid {uid})"
+    elif stat.S_IMODE(info.st_mode) & 0o022:
+        problem = f"is open to other users (mode {stat.S_IMODE(info.st_mode):04o}, not 0700)"
+    else:
+        # Readable by others but writable by no one else (an older noisetune made its
+        # root 0755): nothing can have been planted there, so close it and go on.
+        if stat.S_IMODE(info.st_mode) & 0o077:
+            os.chmod(path, 0o700)
+        return
+    raise StorageError(
+        f"staging directory {path} {problem}, so it is unsafe (another user could read or "
+        f"plant files there): {_STAGING_HINT}"
+    )
 
 
 def clear(staged: Path) -> None:
