@@ -16,8 +16,7 @@ import tempfile
 import time
 from typing import Any
 
-from tuner.ray_runtime import apply_loopback_environment, init_ray
-from tuner.runner import run_sweep
+from tuner.ray_runtime import init_ray
 from tuner.spec import parse_spec
 
 LRS = [0.0625, 0.088, 0.125, 0.177, 0.25, 0.354, 0.5, 0.707, 1.0, 1.414, 2.0]
@@ -56,9 +55,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="linear_regression")
     args = parser.parse_args()
-    apply_loopback_environment()
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no Tune tables between our lines
-    init_ray(num_cpus=2)
+    init_ray(num_cpus=2)  # before importing Ray: it keeps the embedded Ray on 127.0.0.1
+    from tuner.runner import run_sweep
+
     storage = tempfile.mkdtemp(prefix="noisetune-bench-")
     rows = {}
     for pruning in ("none", "eps_opt"):

@@ -46,6 +46,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tuner.ray_runtime import keep_local_ray_on_loopback
+
+# Before Ray is imported: the embedded Ray this script may start stays on 127.0.0.1.
+keep_local_ray_on_loopback()
+
 import yaml
 from ray.tune.schedulers import FIFOScheduler, MedianStoppingRule, TrialScheduler
 from ray.tune.search import Searcher
@@ -226,10 +231,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 def live_eps_opt(base: dict[str, Any]) -> None:
     """The eps_opt strategy run for real (embedded Ray, 2 trials at a time)."""
-    from tuner.ray_runtime import apply_loopback_environment, init_ray
+    from tuner.ray_runtime import init_ray
     from tuner.runner import run_sweep
 
-    apply_loopback_environment()
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no Tune tables between our lines
     init_ray(num_cpus=2)
     storage = tempfile.mkdtemp(prefix="noisetune-se-")

@@ -48,6 +48,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tuner.ray_runtime import keep_local_ray_on_loopback
+
+# Before Ray is imported: the embedded Ray this script may start stays on 127.0.0.1.
+keep_local_ray_on_loopback()
+
 from ray import tune
 
 WORKLOAD_ARGS: dict[str, dict[str, Any]] = {
@@ -60,7 +65,7 @@ LR_RANGE = (0.01, 0.1)
 ROOT = Path(__file__).resolve().parent.parent
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine_info import cpu_model  # noqa: E402
+from machine_info import cpu_model
 
 
 class Timeline(tune.Callback):
@@ -176,9 +181,8 @@ def run_repeat(args: argparse.Namespace, turn: int) -> dict[str, dict[str, float
 
 
 def start_ray(args: argparse.Namespace) -> None:
-    from tuner.ray_runtime import apply_loopback_environment, init_ray
+    from tuner.ray_runtime import init_ray
 
-    apply_loopback_environment()
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no Tune tables between our lines
     os.environ["RAY_TUNE_CALLBACKS"] = "__main__.Timeline"
     init_ray(num_cpus=2)

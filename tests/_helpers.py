@@ -349,3 +349,86 @@ def ray_worker_node(head: Head, num_cpus: int = 1) -> Iterator[str]:
 
     with _node_process(command, env, temp_dir, ready):
         yield joined[0]
+
+
+# --- the TCP listeners of a process tree, read from /proc ----------------------------------------
+
+
+def _listening_sockets() -> dict[int, str]:
+    """socket inode -> local address (host:port) of every TCP socket in LISTEN state."""
+    found: dict[int, str] = {}
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] != "0A":  # TCP_LISTEN
+                continue
+            host_hex, port_hex = fields[1].split(":")
+            raw = bytes.fromhex(host_hex)
+            # /proc prints each 32-bit word of the address in host (little-endian) order.
+            words = [raw[i : i + 4][::-1] for i in range(0, len(raw), 4)]
+            packed = b"".join(words)
+            family = socket.AF_INET if width == 8 else socket.AF_INET6
+            found[int(fields[9])] = f"{socket.inet_ntop(family, packed)}:{int(port_hex, 16)}"
+    return found
+
+
+def descendants(root_pid: int) -> set[int]:
+    """`root_pid` and every process below it."""
+    table = proc_table()
+    found = {root_pid}
+    grew = True
+    while grew:
+        children = {pid for pid, (ppid, _) in table.items() if ppid in found} - found
+        grew = bool(children)
+        found |= children
+    return found
+
+
+def listeners_of(pids: set[int]) -> set[tuple[str, str]]:
+    """(process name, local address) of every TCP listener the processes `pids` hold."""
+    sockets = _listening_sockets()
+    found = set()
+    for pid in pids:
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+            links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+        except OSError:
+            continue  # gone, or not ours
+        for link in links:
+            if link.startswith("socket:[") and int(link[8:-1]) in sockets:
+                found.add((name, sockets[int(link[8:-1])]))
+    return found
+
+
+def is_loopback_address(address: str) -> bool:
+    """127.0.0.0/8, ::1, or an IPv4-mapped 127.x address (a dual-stack socket bound there)."""
+    import ipaddress
+
+    host = ipaddress.ip_address(address.rsplit(":", 1)[0])
+    mapped = getattr(host, "ipv4_mapped", None)
+    return bool(host.is_loopback or (mapped is not None and mapped.is_loopback))
+
+
+def run_watching_listeners(
+    args: list[str], cwd: Path, env: dict[str, str], timeout: float = 300
+) -> tuple[subprocess.CompletedProcess[str], set[tuple[str, str]]]:
+    """Run `args` to its end, reading the TCP listeners of its process tree every 0.2 s
+    while it runs; returns its result and every (process name, address) seen."""
+    seen: set[tuple[str, str]] = set()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=out, stderr=err, text=True)
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None:
+            if time.monotonic() > deadline:
+                terminate(descendants(proc.pid))
+                raise TimeoutError(f"{args} still running after {timeout:g} s")
+            seen |= listeners_of(descendants(proc.pid))
+            time.sleep(0.2)
+        out.seek(0)
+        err.seek(0)
+        result = subprocess.CompletedProcess(args, proc.returncode, out.read(), err.read())
+    return result, seen

@@ -11,9 +11,9 @@ import pytest
 import torch
 from _helpers import S3Server, free_port
 
-from tuner.ray_runtime import apply_loopback_environment
+from tuner.ray_runtime import keep_local_ray_on_loopback
 
-apply_loopback_environment()
+keep_local_ray_on_loopback()  # before any test module imports Ray
 torch.set_num_threads(1)
 
 

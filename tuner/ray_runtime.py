@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import tempfile
 from typing import Any
 
@@ -15,13 +16,30 @@ from typing import Any
 TRAIN_HEALTH_CHECK_S = "0.1"
 
 
-def loopback_environment() -> dict[str, str]:
-    """Process environment that keeps a local Ray on 127.0.0.1 (DESIGN.md §4).
+LOOPBACK = "127.0.0.1"
+# Ray reads this once, when `ray` is first imported: with "0" a local Ray takes
+# 127.0.0.1 as its node address and every process it starts listens there; otherwise it
+# replaces a loopback address by the machine's own and listens on every interface
+# (DESIGN.md §4, measured with `ss -ltnp`). Its processes inherit it from this one.
+LOOPBACK_ENV_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
-    Must be in the environment before Ray starts its processes; the CLI applies it
-    before importing ray.
-    """
-    return {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+class LoopbackError(RuntimeError):
+    """A local Ray that would not be bound to 127.0.0.1."""
+
+
+def keep_local_ray_on_loopback() -> None:
+    """Set what keeps a local Ray on 127.0.0.1, whatever the environment held (a user's
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 included), and drop RAY_ADDRESS (an embedded Ray
+    never joins another cluster). Must run before `ray` is imported in this process."""
+    os.environ[LOOPBACK_ENV_VAR] = "0"
+    os.environ.pop("RAY_ADDRESS", None)
+
+
+def _ray_would_leave_loopback() -> bool:
+    """Whether this process imported Ray before `keep_local_ray_on_loopback` ran."""
+    constants = sys.modules.get("ray._private.ray_constants")
+    return bool(getattr(constants, "ENABLE_RAY_CLUSTER", False))
 
 
 def worker_env_vars(local: bool = False) -> dict[str, str]:
@@ -36,7 +54,7 @@ def worker_env_vars(local: bool = False) -> dict[str, str]:
 
 def free_loopback_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])
 
 
@@ -47,7 +65,18 @@ def init_ray(
     num_gpus: int | None = None,
     verbose: bool = False,
 ) -> Any:
-    """Start an embedded Ray bound to loopback, or connect to `address`."""
+    """Start an embedded Ray bound to 127.0.0.1, or connect to the cluster at `address`.
+
+    For the embedded Ray, LoopbackError (before anything starts) when Ray was imported
+    before the loopback environment was set, and after the start when its node address
+    is not 127.0.0.1 (the Ray it started is shut down again)."""
+    if not address:
+        keep_local_ray_on_loopback()
+        if _ray_would_leave_loopback():
+            raise LoopbackError(
+                "Ray was imported before noisetune could keep a local Ray on 127.0.0.1: "
+                f"set {LOOPBACK_ENV_VAR}=0 before importing ray"
+            )
     import ray
 
     common: dict[str, Any] = {
@@ -56,19 +85,19 @@ def init_ray(
     }
     if address:
         return ray.init(address=address, runtime_env={"env_vars": worker_env_vars()}, **common)
-    return ray.init(
+    context = ray.init(
         address="local",  # never attach to another cluster found under /tmp/ray
         num_cpus=num_cpus,
         num_gpus=num_gpus,
         include_dashboard=True,  # the State API it serves frees stopped Train trials' PGs
-        dashboard_host="127.0.0.1",
+        dashboard_host=LOOPBACK,
         dashboard_port=free_loopback_port(),
         _temp_dir=tempfile.mkdtemp(prefix="noisetune-ray-"),
         runtime_env={"env_vars": worker_env_vars(local=True)},
         **common,
     )
-
-
-def apply_loopback_environment() -> None:
-    for name, value in loopback_environment().items():
-        os.environ.setdefault(name, value)
+    node_ip = ray.util.get_node_ip_address()
+    if node_ip != LOOPBACK:
+        ray.shutdown()
+        raise LoopbackError(f"the local Ray took node address {node_ip}, not {LOOPBACK}")
+    return context
