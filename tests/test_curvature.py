@@ -180,7 +180,8 @@ def test_curvature_does_not_perturb_the_training_trajectory(workload: str) -> No
     for every in (0, 5):
         torch.manual_seed(0)  # dropout masks draw from the global RNG
         w = _noisy_workload() if workload == "noisy" else build_workload(workload, LINREG)
-        last, reports = run(settings(curvature_every=every), 32, 0.1, workload=w)
+        s = settings(curvature_every=every, stall_patience_steps=0)
+        last, reports = run(s, 32, 0.1, workload=w)
         weights = [p.detach().clone() for p in w.model.state_dict().values()]
         runs.append((last, reports, weights))
         assert last[keys.STEP] == 40 and len(reports) == 9

@@ -118,3 +118,125 @@ def test_split_batch_and_fetch_batch() -> None:
     parts = split_batch(batch, 2)
     assert [size for _, size in parts] == [2, 1]
     assert parts[1][0][1].tolist() == [4]
+
+
+# --- a workload without eval_data -----------------------------------------------------------
+
+
+def test_without_eval_data_step_0_reports_the_initial_training_loss() -> None:
+    """No report carries a made-up 0: the step-0 loss is the training loss at the initial
+    weights (the model starts at zero, so over a training set of at most 1024 examples
+    it is the mean of y² over all of them), and the divergence rule compares with it."""
+    from user_workloads import no_eval
+
+    args = {"n_train": 1000}
+    s = settings(workload="tests.user_workloads:no_eval", workload_args=args, target_value=0.3)
+    last, reports = run(s, 32, 0.1)
+    _, y = no_eval(args).train_data.tensors
+    assert reports[0][keys.STEP] == 0
+    assert reports[0][keys.LOSS] == pytest.approx(float((y**2).mean()), rel=1e-5)
+    assert all(r[keys.LOSS] > 0 for r in reports)
+    assert last[keys.TRIAL_STATUS] == keys.REACHED, last[keys.REASON]
+
+
+def test_without_eval_data_the_initial_loss_is_one_sample_for_every_batch_size() -> None:
+    s = settings(
+        workload="tests.user_workloads:no_eval",
+        workload_args={"n_train": 20000},
+        target_value=0.3,
+        max_steps=10,
+    )
+    firsts = {b: run(s, b, 0.1)[1][0][keys.LOSS] for b in (1, 16, 256)}
+    assert len(set(firsts.values())) == 1
+    reports: list[dict[str, Any]] = []
+    run_trial(s, Hyperparameters(16, 0.1, 0.0, 0, seed=1), reports.append)
+    assert reports[0][keys.LOSS] != firsts[1]  # another seed, another sample
+
+
+# --- workloads unlike the built-ins ---------------------------------------------------------
+
+
+def user_settings(name: str, **overrides: Any) -> TrialSettings:
+    return settings(workload=f"tests.user_workloads:{name}", workload_args={}, **overrides)
+
+
+def test_an_accuracy_target_is_reached_rising_to_it() -> None:
+    s = user_settings("classifier", target_metric="accuracy", target_value=0.9, target_mode="max")
+    last, reports = run(s, 64, 0.5)
+    assert reports[0][keys.TARGET_VALUE] < 0.9  # not met by the untrained model
+    assert last[keys.TRIAL_STATUS] == keys.REACHED and last[keys.TARGET_VALUE] >= 0.9
+    previous = reports[-2][keys.STEP]
+    assert previous < last[keys.STEPS_TO_TARGET_INTERP] <= last[keys.STEPS_TO_TARGET]
+    assert "accuracy" in last[keys.REASON] and ">= 0.9" in last[keys.REASON]
+
+
+def test_a_net_stuck_at_chance_stalls_instead_of_spending_its_budget() -> None:
+    s = user_settings("dead_net", target_value=1.0, max_steps=400, stall_patience_steps=100)
+    last, reports = run(s, 32, 0.5)
+    assert last[keys.TRIAL_STATUS] == keys.STALLED, last[keys.REASON]
+    assert last[keys.STEP] == 100 and reports[0][keys.LOSS] == pytest.approx(math.log(10))
+
+
+def test_by_default_the_stall_patience_is_a_quarter_of_the_budget() -> None:
+    last, _ = run(user_settings("dead_net", target_value=1.0, max_steps=400), 32, 0.5)
+    assert (last[keys.TRIAL_STATUS], last[keys.STEP]) == (keys.STALLED, 100)
+
+
+def test_a_metric_named_like_a_report_key_is_refused() -> None:
+    with pytest.raises(TrialInputError, match="'step' would overwrite"):
+        run(user_settings("reserved_metric"), 16, 0.1)
+
+
+def test_a_trial_draws_the_same_randomness_whatever_ran_before_it() -> None:
+    """Under actor reuse one process runs trial after trial: dropout must depend on the
+    trial (its seed and batch size), not on what the process ran before."""
+    s = user_settings("classifier", target_metric="accuracy", target_value=2.0, max_steps=30)
+    first = run(s, 16, 0.3)[1]
+    run(s, 64, 0.1)  # another trial in between, drawing dropout masks
+    torch.rand(1000)
+    again = run(s, 16, 0.3)[1]
+    assert [r[keys.LOSS] for r in first] == [r[keys.LOSS] for r in again]
+
+
+def test_the_training_seed_changes_the_batches_and_the_initialisation() -> None:
+    s = user_settings("classifier", target_metric="accuracy", target_value=2.0, max_steps=20)
+    by_seed = {}
+    for seed in (0, 1):
+        reports: list[dict[str, Any]] = []
+        run_trial(s, Hyperparameters(16, 0.3, 0.0, 0, seed=seed), reports.append)
+        by_seed[seed] = [r[keys.LOSS] for r in reports]
+    assert by_seed[0][0] != by_seed[1][0]  # another initial model (torch's default init)
+    again: list[dict[str, Any]] = []
+    run_trial(s, Hyperparameters(16, 0.3, 0.0, 0, seed=1), again.append)
+    assert [r[keys.LOSS] for r in again] == by_seed[1]
+
+
+def _no_eval_worker(rank: int, world: int, port: int, queue: Any) -> None:
+    """One of two DDP workers training the no-eval workload (FileStore: no listener)."""
+    import tempfile as _tempfile
+
+    import torch.distributed as dist
+
+    from trainables.loop import World
+
+    torch.set_num_threads(1)
+    store = f"file://{_tempfile.gettempdir()}/noisetune-test-no-eval-{port}"
+    dist.init_process_group("gloo", init_method=store, rank=rank, world_size=world)
+    try:
+        s = user_settings("no_eval", target_value=0.3, max_steps=60)
+        reports: list[dict[str, Any]] = []
+        run_trial(s, Hyperparameters(32, 0.1, 0.0, 0), reports.append, world=World(rank, world))
+        queue.put((rank, [(r[keys.STEP], r[keys.LOSS], r[keys.TRIAL_STATUS]) for r in reports]))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_without_eval_data_two_ddp_workers_start_from_the_one_worker_loss() -> None:
+    from _helpers import run_gloo_workers
+
+    outputs = dict(run_gloo_workers(_no_eval_worker, 2))
+    single = run(user_settings("no_eval", target_value=0.3, max_steps=60), 32, 0.1)[1]
+    assert outputs[0] == outputs[1]  # the workers report the same
+    (step, loss, _), *rest = outputs[0]
+    assert step == 0 and loss == pytest.approx(single[0][keys.LOSS], rel=1e-6)
+    assert all(s != keys.DIVERGED for _, _, s in rest) and rest[-1][2] == keys.REACHED

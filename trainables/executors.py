@@ -96,12 +96,13 @@ def single_worker_trial(config: dict[str, Any], settings: TrialSettings) -> None
 
     torch.set_num_threads(_cpu_threads(settings))
     device = torch.device("cuda" if settings.gpus_per_worker > 0 else "cpu")
+    hp = Hyperparameters.from_config(config)
     run_trial(
         settings,
-        Hyperparameters.from_config(config),
+        hp,
         tune.report,
         device=device,
-        workload=cached_workload(settings.workload, settings.workload_args),
+        workload=cached_workload(settings.workload, settings.workload_args, hp.seed),
         checkpoints=TuneCheckpoints(),
     )
 
@@ -138,31 +139,42 @@ def train_storage_path(run_dir: str) -> str:
 def multi_worker_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     """Tune function trainable that drives a Ray Train TorchTrainer of N workers."""
     import ray.train
+    import ray.util
     from ray import tune
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
+
+    from trainables.process_group import LOOPBACK, FileStoreTorchConfig
 
     use_gpu = settings.gpus_per_worker > 0
     resources = {"CPU": settings.cpus_per_worker}
     if use_gpu:
         resources["GPU"] = settings.gpus_per_worker
+    backend = "nccl" if use_gpu else "gloo"
     trial_id = tune.get_context().get_trial_id()
-    trainer = TorchTrainer(
-        _train_worker,
-        train_loop_config={"config": config, "settings": settings},
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=settings.workers, use_gpu=use_gpu, resources_per_worker=resources
-        ),
-        run_config=ray.train.RunConfig(
-            # Deterministic per trial: a restarted trial finds its own Train state again.
-            name=f"train-{trial_id}",
-            storage_path=train_storage_path(settings.run_dir),
-            callbacks=[TuneReportCallback()],  # type: ignore[list-item]
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=TRAIN_CHECKPOINTS_KEPT),
-            failure_config=ray.train.FailureConfig(  # type: ignore[call-arg]
-                max_failures=settings.max_failures, controller_failure_limit=1
+    with tempfile.TemporaryDirectory(prefix="noisetune-pg-") as rendezvous:
+        # Every node of a Ray on 127.0.0.1 is this machine: its workers share this file.
+        torch_config = (
+            FileStoreTorchConfig(backend=backend, store_dir=rendezvous)
+            if ray.util.get_node_ip_address() == LOOPBACK
+            else TorchConfig(backend=backend)
+        )
+        trainer = TorchTrainer(
+            _train_worker,
+            train_loop_config={"config": config, "settings": settings},
+            torch_config=torch_config,
+            scaling_config=ray.train.ScalingConfig(
+                num_workers=settings.workers, use_gpu=use_gpu, resources_per_worker=resources
             ),
-        ),
-    )
-    trainer.fit()
+            run_config=ray.train.RunConfig(
+                # Deterministic per trial: a restarted trial finds its own Train state again.
+                name=f"train-{trial_id}",
+                storage_path=train_storage_path(settings.run_dir),
+                callbacks=[TuneReportCallback()],  # type: ignore[list-item]
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=TRAIN_CHECKPOINTS_KEPT),
+                failure_config=ray.train.FailureConfig(  # type: ignore[call-arg]
+                    max_failures=settings.max_failures, controller_failure_limit=1
+                ),
+            ),
+        )
+        trainer.fit()

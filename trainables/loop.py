@@ -34,6 +34,7 @@ from torch.utils.data._utils.collate import default_collate
 
 from trainables import keys
 from trainables.curvature import CurvaturePair, GradVector, curvature_pair
+from trainables.judge import Judge
 from trainables.noise_capture import (
     DDPNormState,
     MicroBatchNorms,
@@ -49,6 +50,9 @@ from tuner.theory import NoiseScaleEMA, eps_max
 Report = Callable[[dict[str, Any]], None]
 EVAL_CHUNK = 8192
 HESSIAN_STREAM = 1  # the Hessian batches' random stream of a trial (the sampler's is apart)
+INITIAL_LOSS_STREAM = 2  # the examples of the step-0 training loss (no eval_data)
+TORCH_STREAM = 3  # the trial's torch RNG (dropout, augmentation drawn in `loss`)
+INITIAL_LOSS_EXAMPLES = 1024  # at most this many training examples
 STATE_FILE = "trial_state.pt"  # a trial checkpoint's one file (`save_state`, `load_state`)
 
 
@@ -79,6 +83,16 @@ def load_state(directory: str | Path) -> dict[str, Any]:
         Path(directory) / STATE_FILE, map_location="cpu", weights_only=True
     )
     return state
+
+
+def stream_seed(*entropy: int) -> int:
+    """The seed of one random stream of a trial, named by its integers."""
+    return int(np.random.SeedSequence(list(entropy)).generate_state(1)[0])
+
+
+def seeded_generator(*entropy: int) -> torch.Generator:
+    """A torch generator of the stream `stream_seed(*entropy)`."""
+    return torch.Generator().manual_seed(stream_seed(*entropy))
 
 
 @dataclass(frozen=True)
@@ -158,7 +172,9 @@ class TrainLossWindow:
         self.count += 1
 
     def take(self, world: World) -> float:
-        mean = self.total / max(self.count, 1)
+        if self.count == 0:  # every evaluation after step 0 follows a step
+            raise RuntimeError("no training loss since the last evaluation")
+        mean = self.total / self.count
         if world.size > 1:
             dist.all_reduce(mean, op=dist.ReduceOp.SUM)
             mean /= world.size
@@ -192,7 +208,9 @@ class Trial:
                 f"batch_size {hp.batch_size} is not divisible by {world.size} workers"
             )
         self.settings, self.hp, self.device, self.world = settings, hp, device, world
-        self.workload = workload or build_workload(settings.workload, settings.workload_args)
+        self.workload = workload or build_workload(
+            settings.workload, settings.workload_args, seed=hp.seed
+        )
         self.model = self.workload.model.to(device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.ddp_norms: DDPNormState | None = None
@@ -206,13 +224,10 @@ class Trial:
         self.max_steps = settings.max_steps_for(hp.batch_size)
         # Common random numbers: every trial at one batch size sees the same batches,
         # and every worker draws the same global indices and takes its own slice.
-        self.sampler = torch.Generator().manual_seed(
-            1_000_003 * (settings.seed + 1) + hp.batch_size
-        )
+        self.sampler = torch.Generator().manual_seed(1_000_003 * (hp.seed + 1) + hp.batch_size)
         # The Hessian batch of the curvature measurement has its own stream (the same on
         # every worker), so measuring curvature does not shift the training batches.
-        seed = np.random.SeedSequence([settings.seed, hp.batch_size, HESSIAN_STREAM])
-        self.hessian_sampler = torch.Generator().manual_seed(int(seed.generate_state(1)[0]))
+        self.hessian_sampler = seeded_generator(hp.seed, hp.batch_size, HESSIAN_STREAM)
         self.noise = NoiseScaleEMA(beta=settings.noise_ema)
         # Fed with (GᵀHG, tr(HΣ)): its g2 is GᵀHG, its trace_sigma tr(HΣ), its ratio B_noise.
         self.curvature = NoiseScaleEMA(beta=settings.noise_ema)
@@ -405,20 +420,52 @@ class Trial:
             eval_data = self.workload.eval_data
             if self.workload.eval_loss is not None:
                 loss = float(self.workload.eval_loss(self.model))
+            elif eval_data is None and self.train_loss.count == 0:
+                loss = self.initial_train_loss()
             elif eval_data is None:
                 loss = self.train_loss.take(self.world)
             else:
                 n = len(eval_data)  # type: ignore[arg-type]
-                total = 0.0
-                for lo in range(0, n, EVAL_CHUNK):
-                    idx = torch.arange(lo, min(lo + EVAL_CHUNK, n))
-                    batch = to_device(fetch_batch(eval_data, idx), self.device)
-                    total += float(self.workload.loss(self.model, batch)) * len(idx)
-                loss = total / n
+                loss = self.mean_loss(eval_data, torch.arange(n))
             metrics = dict(self.workload.metrics(self.model)) if self.workload.metrics else {}
         finally:
             self.model.train()
+        reserved = sorted(name for name in metrics if keys.is_reserved(name))
+        if reserved:
+            raise TrialInputError(
+                f"workload metric(s) {', '.join(map(repr, reserved))} would overwrite what "
+                "noisetune reports under that name: rename them"
+            )
         return loss, {k: float(v) for k, v in metrics.items()}
+
+    def mean_loss(self, dataset: Dataset[Any], indices: torch.Tensor) -> float:
+        """The mean loss over `dataset` at `indices`, in chunks of EVAL_CHUNK."""
+        total = 0.0
+        for lo in range(0, len(indices), EVAL_CHUNK):
+            chunk = indices[lo : lo + EVAL_CHUNK]
+            batch = to_device(fetch_batch(dataset, chunk), self.device)
+            total += float(self.workload.loss(self.model, batch)) * len(chunk)
+        return total / len(indices)
+
+    def initial_train_loss(self) -> float:
+        """Without eval_data, the step-0 loss: the mean training loss at the initial
+        weights over the whole training set when it holds at most INITIAL_LOSS_EXAMPLES,
+        else over that many examples drawn from a stream of the training seed alone (every
+        trial of a seed starts from the same value whatever its batch size). Each worker
+        takes its share of the examples; the workers' sums are added."""
+        n = len(self.workload.train_data)  # type: ignore[arg-type]
+        if n <= INITIAL_LOSS_EXAMPLES:
+            indices = torch.arange(n)
+        else:
+            generator = seeded_generator(self.hp.seed, INITIAL_LOSS_STREAM)
+            indices = torch.randint(n, (INITIAL_LOSS_EXAMPLES,), generator=generator)
+        share = indices.tensor_split(self.world.size)[self.world.rank]
+        total = self.mean_loss(self.workload.train_data, share) * len(share) if len(share) else 0.0
+        if self.world.size == 1:
+            return total / len(indices)
+        summed = torch.tensor([total], dtype=torch.float64, device=self.device)
+        dist.all_reduce(summed, op=dist.ReduceOp.SUM)
+        return float(summed[0]) / len(indices)
 
     def target_value(self, loss: float, metrics: Mapping[str, float]) -> float:
         name = self.settings.target_metric
@@ -439,7 +486,7 @@ def run_trial(
     workload: Workload | None = None,
     checkpoints: Checkpoints | None = None,
 ) -> dict[str, Any]:
-    """Train one configuration until target, budget or divergence; report every eval.
+    """Train one configuration until it ends (trainables.judge); report every evaluation.
 
     Returns the last report. Every worker of a DDP trial calls this and takes the same
     decisions, since evaluations run on identical weights. With `checkpoints`, a trial
@@ -447,35 +494,28 @@ def run_trial(
     `checkpoint_every`-th evaluation that does not end the trial is reported together
     with a checkpoint.
     """
-    trial = Trial(settings, hp, device or torch.device("cpu"), world or World(), workload)
+    world = world or World()
+    trial = Trial(settings, hp, device or torch.device("cpu"), world, workload)
+    judge = Judge(
+        settings.target,
+        trial.max_steps,
+        divergence_factor=settings.divergence_factor,
+        patience_steps=settings.patience_steps_for(hp.batch_size),
+        min_delta=settings.stall_min_delta,
+        warmup_steps=hp.warmup_steps,
+    )
     started = time.perf_counter()
-    target = settings.target_value
     saved = checkpoints.restore() if checkpoints is not None else None
     # Wall time before a restart counts too (the work lost since the checkpoint does not).
     wall_before = float(saved["wall_s"]) if saved is not None else 0.0
-    initial_loss = float(saved["initial_loss"]) if saved is not None else math.nan
 
     def wall_s() -> float:
         return wall_before + time.perf_counter() - started
 
     def result(step: int, loss: float, metrics: Mapping[str, float]) -> dict[str, Any]:
         value = trial.target_value(loss, metrics)
-        status, reason = keys.RUNNING, ""
-        if not (math.isfinite(loss) and math.isfinite(value)):
-            status, reason = keys.DIVERGED, f"diverged: non-finite loss at step {step}"
-        elif step > 0 and loss > settings.divergence_factor * initial_loss:
-            status = keys.DIVERGED
-            reason = (
-                f"diverged: loss {loss:.4g} > {settings.divergence_factor:g}x the "
-                f"initial {initial_loss:.4g} at step {step}"
-            )
-        elif value <= target:
-            status = keys.REACHED
-            reason = f"reached {settings.target_metric} {value:.4g} <= {target:g} at step {step}"
-        elif step >= trial.max_steps:
-            status = keys.EXHAUSTED
-            reason = f"exhausted: {step} steps without {settings.target_metric} <= {target:g}"
-        reached = status == keys.REACHED
+        verdict = judge.judge(step, loss, value)
+        reached = verdict.status == keys.REACHED
         return {
             keys.STEP: step,
             keys.EXAMPLES: step * hp.batch_size,
@@ -489,25 +529,30 @@ def run_trial(
             keys.TRACE_H_SIGMA: trial.curvature.trace_sigma,
             keys.EPS_MAX: float(eps_max(trial.noise.g2, trial.curvature.g2)),
             keys.TARGET_VALUE: value,
-            keys.TRIAL_STATUS: status,
+            keys.TRIAL_STATUS: verdict.status,
             keys.STEPS_TO_TARGET: step if reached else math.nan,
             keys.EXAMPLES_TO_TARGET: step * hp.batch_size if reached else math.nan,
-            keys.REASON: reason,
+            keys.STEPS_TO_TARGET_INTERP: verdict.steps_interp,
+            keys.EXAMPLES_TO_TARGET_INTERP: verdict.steps_interp * hp.batch_size,
+            keys.REASON: verdict.reason,
             keys.WALL_S: wall_s(),
             **metrics,
         }
 
     def state(step: int) -> dict[str, Any]:
-        return {**trial.state_dict(step), "initial_loss": initial_loss, "wall_s": wall_s()}
+        return {**trial.state_dict(step), "judge": judge.state_dict(), "wall_s": wall_s()}
 
     if saved is None:
+        # Dropout and augmentation drawn in `loss` follow the trial, not the order in which
+        # a reused actor ran trials before it (each worker its own stream).
+        torch.manual_seed(stream_seed(hp.seed, hp.batch_size, TORCH_STREAM, world.rank))
         loss, metrics = trial.evaluate()
-        initial_loss = loss
         last = result(0, loss, metrics)
         report(last)
         step = 0
     else:
         step = trial.load_state_dict(saved)
+        judge.load_state_dict(saved["judge"])
         last = {keys.STEP: step, keys.TRIAL_STATUS: keys.RUNNING}
     while last[keys.TRIAL_STATUS] == keys.RUNNING:
         step += 1

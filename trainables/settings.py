@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainables import keys
+from trainables.judge import Target
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,7 @@ class TrialSettings:
     workload_args: dict[str, Any] = field(default_factory=dict)
     target_metric: str = "loss"
     target_value: float = 0.0
+    target_mode: str = "min"  # min: lower is better; max: higher is better
     max_steps: int | None = None
     max_examples: int | None = None
     eval_every: int = 20
@@ -32,14 +34,27 @@ class TrialSettings:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     max_failures: int = 0
-    seed: int = 0
     divergence_factor: float = 10.0  # eval loss above this multiple of the initial one diverged
+    # Stall rule (trainables.judge): no record in this many steps (None: a quarter of the
+    # trial's step budget; 0: off), a record gaining min_delta of the way to the target.
+    stall_patience_steps: int | None = None
+    stall_min_delta: float = 0.01
     # Evaluations between checkpoints of the trial's state (0 = none): a trial restarted
     # after a failure (max_failures, or `noisetune resume`) continues from the latest.
     checkpoint_every: int = 5
     # The run's directory or URI; multi-worker (Ray Train) trials keep their own state
     # under <run_dir>/train.
     run_dir: str = ""
+
+    @property
+    def target(self) -> Target:
+        return Target(self.target_metric, self.target_value, self.target_mode)
+
+    def patience_steps_for(self, batch_size: int) -> int:
+        """The stall rule's patience at this batch size (0: no stall rule)."""
+        if self.stall_patience_steps is not None:
+            return self.stall_patience_steps
+        return max(1, self.max_steps_for(batch_size) // 4)
 
     def max_steps_for(self, batch_size: int) -> int:
         """The step budget of a trial at this batch size (max_steps and max_examples)."""
@@ -61,6 +76,7 @@ class Hyperparameters:
     lr: float
     momentum: float
     warmup_steps: int
+    seed: int = 0  # the training seed: batches, the torch RNG, the model's initialisation
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Hyperparameters:
@@ -69,4 +85,5 @@ class Hyperparameters:
             lr=float(config[keys.LR]),
             momentum=float(config.get(keys.MOMENTUM, 0.0)),
             warmup_steps=int(config.get(keys.WARMUP_STEPS, 0)),
+            seed=int(config.get(keys.SEED, 0)),
         )

@@ -7,6 +7,7 @@ import dataclasses
 import importlib
 import json
 import sys
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,9 +90,15 @@ def resolve_workload(reference: str) -> Callable[[dict[str, Any]], Workload]:
     return build
 
 
-def build_workload(reference: str, args: Mapping[str, Any]) -> Workload:
-    """Resolve and call a workload's build function, checking what it returns."""
-    workload = resolve_workload(reference)(dict(args))
+def build_workload(reference: str, args: Mapping[str, Any], seed: int = 0) -> Workload:
+    """Resolve and call a workload's build function under `torch.manual_seed(seed)` (the
+    training seed: what the build draws from torch's global generator, typically the
+    model's initialisation, differs between seeds; the caller's RNG is left as it was),
+    checking what it returns."""
+    build = resolve_workload(reference)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        workload = build(dict(args))
     if not isinstance(workload, Workload):
         raise WorkloadError(
             f"workload {reference!r} returned {type(workload).__name__}, "
@@ -100,23 +107,30 @@ def build_workload(reference: str, args: Mapping[str, Any]) -> Workload:
     return workload
 
 
-# The workload a process built last, as built (its model never trained), by
-# (reference, canonical args). One entry: a sweep's trials share one workload.
-_BUILT: dict[tuple[str, str], Workload] = {}
+# The workloads a process built last, as built (their models never trained), by
+# (reference, canonical args, seed), oldest first: a sweep's trials share one workload per
+# training seed, and a reused actor runs the seeds of a sweep in turn.
+_BUILT: OrderedDict[tuple[str, str, int], Workload] = OrderedDict()
+CACHED_BUILDS = 4
 
 
-def cached_workload(reference: str, args: Mapping[str, Any]) -> Workload:
-    """`build_workload(reference, args)`, built once per process and reused.
+def cached_workload(reference: str, args: Mapping[str, Any], seed: int = 0) -> Workload:
+    """`build_workload(reference, args, seed)`, built once per process and reused.
 
     A reused Tune actor runs trial after trial of one sweep, and building a workload can
     cost more than a short trial (about 0.45 s for teacher_mlp). Each call returns a
     fresh deep copy of the model as built; the data, `loss` and `metrics` are shared by
-    the trials of the process (read-only in the loop). A build that fails is not cached.
+    the trials of the process (read-only in the loop). The last CACHED_BUILDS builds are
+    kept (one per seed of a sweep with several). A build that fails is not cached.
     """
-    key = (reference, json.dumps(dict(args), sort_keys=True, default=repr))
+    key = (reference, json.dumps(dict(args), sort_keys=True, default=repr), seed)
     built = _BUILT.get(key)
     if built is None:
-        _BUILT.clear()  # release the previous workload before building the next
-        built = build_workload(reference, args)
+        if not any(k[:2] == key[:2] for k in _BUILT):
+            _BUILT.clear()  # another sweep's workloads: release them before building
+        while len(_BUILT) >= CACHED_BUILDS:
+            _BUILT.popitem(last=False)
+        built = build_workload(reference, args, seed)
         _BUILT[key] = built
+    _BUILT.move_to_end(key)
     return dataclasses.replace(built, model=copy.deepcopy(built.model))

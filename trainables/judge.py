@@ -1,0 +1,153 @@
+"""What an evaluation says about a trial: still running, or how it ended.
+
+A trial ends at the first evaluation where, in this order:
+1. diverged: the loss or the target value is not finite, or the loss exceeds
+   `divergence_factor` times its (positive) value at step 0;
+2. reached: the target value meets the target (at or below it for mode "min", at or above
+   for "max"); step 0 counts (an untrained model that already meets it);
+3. exhausted: the step budget is spent;
+4. stalled: from the end of the warmup on, the last record is `patience_steps` or more
+   steps old, a record being an evaluation that improved the best target value so far by
+   at least `min_delta` of the distance from the step-0 value to the target (early
+   stopping's "no improvement for a while"): a net stuck where it started, or on a
+   plateau, stops instead of spending its whole budget.
+
+Steps to the target is that evaluation's step, and also the crossing interpolated between
+it and the evaluation before (`tuner.theory.crossing_step`): the first evaluation rounds
+the crossing up by up to one evaluation interval, which biases B_crit low.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from trainables import keys
+from tuner.theory import crossing_step
+
+TARGET_MODES = ("min", "max")
+
+
+@dataclass(frozen=True)
+class Target:
+    """The sweep's target: `metric` must reach `value`, falling to it (min) or rising (max)."""
+
+    metric: str
+    value: float
+    mode: str = "min"
+
+    def __post_init__(self) -> None:
+        if self.mode not in TARGET_MODES:
+            raise ValueError(f"target mode must be one of {TARGET_MODES}, got {self.mode!r}")
+
+    @property
+    def relation(self) -> str:
+        return "<=" if self.mode == "min" else ">="
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.relation} {self.value:g}"
+
+    def met(self, value: float) -> bool:
+        return value <= self.value if self.mode == "min" else value >= self.value
+
+    def gain(self, new: float, old: float) -> float:
+        """How much better `new` is than `old` (negative: worse)."""
+        return old - new if self.mode == "min" else new - old
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One evaluation's outcome: `status` (keys.RUNNING or a final status), its reason,
+    and for a trial that reached the target, the interpolated steps to it."""
+
+    status: str
+    reason: str = ""
+    steps_interp: float = math.nan
+
+
+@dataclass
+class Judge:
+    """Applies the end rules (module doc) evaluation by evaluation; its state
+    (`state_dict`) travels with a trial's checkpoint."""
+
+    target: Target
+    max_steps: int
+    divergence_factor: float = 10.0
+    patience_steps: int = 0  # 0: no stall rule
+    min_delta: float = 0.01
+    warmup_steps: int = 0
+    initial_loss: float = math.nan
+    initial_value: float = math.nan
+    best_value: float = math.nan  # the last record (an improvement by min_delta or more)
+    best_step: int = 0
+    last_step: int = 0  # the evaluation before the one being judged
+    last_value: float = math.nan
+
+    def judge(self, step: int, loss: float, value: float) -> Verdict:
+        """The verdict of the evaluation at `step` (step 0 first, then increasing)."""
+        if step == 0:
+            self.initial_loss, self.initial_value = loss, value
+            self.best_value, self.best_step = value, 0
+        verdict = self._verdict(step, loss, value)
+        if verdict.status == keys.RUNNING:
+            self._record(step, value)
+        return verdict
+
+    def _verdict(self, step: int, loss: float, value: float) -> Verdict:
+        if not (math.isfinite(loss) and math.isfinite(value)):
+            return Verdict(keys.DIVERGED, f"diverged: non-finite loss at step {step}")
+        if step > 0 and self.initial_loss > 0 and loss > self.divergence_factor * self.initial_loss:
+            return Verdict(
+                keys.DIVERGED,
+                f"diverged: loss {loss:.4g} > {self.divergence_factor:g}x the initial "
+                f"{self.initial_loss:.4g} at step {step}",
+            )
+        if self.target.met(value):
+            before = None if step == 0 else self.last_step
+            interp = crossing_step(
+                before, self.last_value, step, value, self.target.value, self.target.mode
+            )
+            where = "already at step 0" if step == 0 else f"at step {step}"
+            return Verdict(
+                keys.REACHED,
+                f"reached {self.target.metric} {value:.4g} {self.target.relation} "
+                f"{self.target.value:g} {where}",
+                interp,
+            )
+        if step >= self.max_steps:
+            return Verdict(keys.EXHAUSTED, f"exhausted: {step} steps without {self.target}")
+        return self._stall(step, value)
+
+    def _stall(self, step: int, value: float) -> Verdict:
+        if self.patience_steps <= 0 or step < max(self.patience_steps, self.warmup_steps):
+            return Verdict(keys.RUNNING)
+        if self._is_record(value) or step - self.best_step < self.patience_steps:
+            return Verdict(keys.RUNNING)
+        return Verdict(
+            keys.STALLED,
+            f"stalled: {self.target.metric} best {self.best_value:.4g} at step "
+            f"{self.best_step}, no gain of {self.min_delta:g} of the way to the target "
+            f"in the {step - self.best_step} steps since",
+        )
+
+    def _is_record(self, value: float) -> bool:
+        distance = abs(self.initial_value - self.target.value)
+        return self.target.gain(value, self.best_value) >= self.min_delta * distance
+
+    def _record(self, step: int, value: float) -> None:
+        if step > 0 and self._is_record(value):
+            self.best_value, self.best_step = value, step
+        self.last_step, self.last_value = step, value
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            name: value
+            for name, value in asdict(self).items()
+            if name in ("initial_loss", "initial_value", "best_value", "best_step")
+            or name.startswith("last_")
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
