@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -71,8 +72,10 @@ def test_bad_spec_exits_2_with_one_line_per_problem_and_writes_nothing(tmp_path:
     ("args", "message"),
     [
         (["validate", "missing.yaml"], "no such file"),
-        (["export", "no/such/run"], "no results/"),
-        (["resume", "no/such/run"], "not a noisetune run directory"),
+        (["export", "no/such/run", "--format", "csv"], "no/such/run: no such directory"),
+        (["export", "."], "give --format"),
+        (["resume", "no/such/run"], "no/such/run: no such directory"),
+        (["resume", "."], "not a noisetune run directory"),
         (["frobnicate"], "No such command"),
         (["run"], "Missing argument"),
     ],
@@ -167,11 +170,45 @@ def test_export_markdown_summary_to_stdout_and_report(cli_run: Any) -> None:
 
 
 @pytest.mark.ray
-def test_running_into_an_existing_run_exits_2(cli_run: Any) -> None:
+def test_running_into_a_finished_run_exits_2_and_resuming_it_starts_no_ray(cli_run: Any) -> None:
     spec, _ = cli_run
+    run_dir = spec.parent / "runs" / "cli"
     result = noisetune("run", str(spec))
     assert result.returncode == 2
-    assert "already holds a sweep" in result.stderr and "noisetune resume" in result.stderr
+    assert "already holds a finished sweep" in result.stderr
+    assert "noisetune report" in result.stderr and "resume" not in result.stderr
+    before = set(Path(tempfile.gettempdir()).glob("noisetune-ray-*"))
+    resumed = noisetune("resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "nothing to resume" in resumed.stderr and "Best steps" in resumed.stdout
+    assert set(Path(tempfile.gettempdir()).glob("noisetune-ray-*")) == before  # no Ray started
+
+
+@pytest.mark.ray
+def test_the_summary_exports_as_json_with_its_target(cli_run: Any) -> None:
+    spec, _ = cli_run
+    run_dir = spec.parent / "runs" / "cli"
+    result = noisetune("export", str(run_dir), "--format", "json", "--table", "summary")
+    summary = json.loads(result.stdout)
+    assert summary["target"] == {"metric": "loss", "value": 0.16, "mode": "min"}
+    assert summary == json.loads((run_dir / "results" / "summary.json").read_text())
+
+
+@pytest.mark.ray
+def test_export_takes_the_format_from_the_out_suffix(cli_run: Any, tmp_path: Path) -> None:
+    spec, _ = cli_run
+    out = tmp_path / "front.json"
+    args = ["export", str(spec.parent / "runs" / "cli"), "--table", "front", "--out", str(out)]
+    assert noisetune(*args).returncode == 0
+    assert isinstance(json.loads(out.read_text()), list)
+
+
+@pytest.mark.ray
+def test_report_says_where_the_figures_went(cli_run: Any) -> None:
+    spec, _ = cli_run
+    plots = spec.parent / "runs" / "cli" / "results" / "plots"
+    report = noisetune("report", str(spec.parent / "runs" / "cli"))
+    assert f"figures written to {plots}: pareto_front.png" in report.stderr
 
 
 @pytest.mark.ray
@@ -212,3 +249,53 @@ def test_ctrl_c_keeps_finished_trials_and_resume_completes_them(tmp_path: Path) 
     assert (trials["status"] == "exhausted").all()
     assert sorted(trials["lr"]) == [0.01, 0.011, 0.012, 0.013, 0.014, 0.015]
     assert finished <= set(trials["trial_id"])
+
+
+# --- what fails, fails loudly ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("workload", "target", "message"),
+    [
+        ("failing_build", {"metric": "loss", "value": 0.1}, "FileNotFoundError: no dataset at"),
+        ("classifier", {"metric": "acc", "value": 0.9}, "target metric 'acc' is not reported"),
+        ("reserved_metric", {"metric": "loss", "value": 0.1}, "'step' would overwrite"),
+    ],
+)
+def test_validate_builds_the_workload_once(
+    workload: str, target: dict[str, Any], message: str, tmp_path: Path
+) -> None:
+    spec = write_spec(
+        tmp_path / "spec.yaml", workload=f"tests.user_workloads:{workload}", target=target
+    )
+    result = noisetune("validate", str(spec))
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert noisetune("validate", "--no-build", str(spec)).returncode == 0
+
+
+def test_validate_warns_of_a_target_the_untrained_model_meets(tmp_path: Path) -> None:
+    spec = write_spec(
+        tmp_path / "spec.yaml",
+        workload="tests.user_workloads:classifier",
+        target={"metric": "accuracy", "value": 0.9},
+    )
+    result = noisetune("validate", str(spec))
+    assert result.returncode == 0
+    assert "already meets the target accuracy <= 0.9" in result.stderr
+    assert "did you mean target.mode: max?" in result.stderr
+
+
+@pytest.mark.ray
+def test_a_sweep_whose_every_trial_errored_exits_1_with_each_error_once(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "spec.yaml", workload="tests.user_workloads:failing_build")
+    result = noisetune("run", str(spec))
+    assert result.returncode == 1
+    assert "4 of 4 trials raised an error:" in result.stderr
+    assert result.stderr.count("FileNotFoundError: no dataset at /data/cifar10") == 1
+    assert "Traceback" not in result.stderr and "Trial task failed" not in result.stderr
+    traceback = next(line for line in result.stderr.splitlines() if "traceback:" in line)
+    assert Path(traceback.split("traceback: ")[1]).is_file()
+    assert "no trial produced a result" in result.stderr
+    trials = pd.read_parquet(tmp_path / "runs" / "cli" / "results" / "trials.parquet")
+    assert (trials["status"] == "error").all()

@@ -37,6 +37,7 @@ SPEC = {
     "space": {"batch_size": [64], "lr": [0.01, 0.02, 0.03, 0.04]},
     "search": {"algorithm": "grid", "max_concurrent": 2},
     "resources": {"workers_per_trial": 1, "cpus_per_worker": 1},
+    "stall": {"patience_steps": 0},  # slow progress is the point: run the whole budget
 }
 
 

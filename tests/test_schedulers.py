@@ -275,3 +275,37 @@ def test_asha_brackets_each_batch_size_on_its_own() -> None:
     row = result(10, **{keys.TARGET_VALUE: 2.0})
     assert scheduler.on_trial_result(controller, small, row) == TrialScheduler.CONTINUE
     assert set(scheduler.by_batch_size) == {16, 1024}
+
+
+def test_with_several_seeds_rule_1_compares_with_the_leader_of_the_same_seed() -> None:
+    """The best trial of seed 0 must not stop seed 1's run of another configuration: the
+    front is the median over seeds of each seed's best."""
+    state = SweepState()
+    fast = TrialRecord(64, 0.5, 0.0, seed=0)
+    state.records["fast"] = fast
+    state.observe(fast, result(100, keys.REACHED, **{keys.STEPS_TO_TARGET: 100}), "fitted")
+    other_seed, same_seed = TrialRecord(64, 0.4, 0.0, seed=1), TrialRecord(64, 0.4, 0.0, seed=0)
+    for record in (other_seed, same_seed):
+        record.step = 100
+    assert decide(other_seed, state.best, None, RULE, state.leaders) is None
+    assert decide(same_seed, state.best, None, RULE, state.leaders) is not None
+    assert state.leaders == {(64, 0): fast} and state.best == {64: fast}
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_asha_follows_the_targets_direction(mode: str) -> None:
+    spec = parse_spec(
+        {
+            "name": "asha",
+            "workload": "linear_regression",
+            "target": {"metric": "loss", "value": 0.5, "mode": mode},
+            "budget": {"max_steps": 400},
+            "space": {"batch_size": [16], "lr": [0.1]},
+            "pruning": {"kind": "asha", "grace_steps": 10},
+        }
+    )
+    scheduler = make_scheduler(spec, Path("unused"))
+    assert isinstance(scheduler, PerBatchSize)
+    trial = fake_trial("t", 16, 0.1)
+    scheduler.on_trial_add(SimpleNamespace(get_trials=lambda: [trial]), trial)
+    assert scheduler.by_batch_size[16]._mode == mode

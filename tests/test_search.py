@@ -225,6 +225,26 @@ def test_gap_penalty_is_relative_to_the_target(target: float, value: float, gap:
     assert objective.gap_penalty(value) == pytest.approx(math.log1p(gap))
 
 
+@pytest.mark.parametrize(
+    ("target", "value", "gap"), [(0.96, 0.48, 0.5), (0.96, 0.99, 0.0), (-1.0, -1.5, 0.5)]
+)
+def test_gap_penalty_of_a_target_the_metric_rises_to(
+    target: float, value: float, gap: float
+) -> None:
+    objective = Objective(target=target, worst=WORST, mode="max")
+    assert objective.gap_penalty(value) == pytest.approx(math.log1p(gap))
+
+
+def test_a_stalled_trial_ranks_behind_every_exhausted_one_and_before_diverged() -> None:
+    objective = Objective.from_spec(make_spec())  # budget 300 steps
+    exhausted = objective.values(report(keys.EXHAUSTED, 300, 0.5))
+    stalled = objective.values(report(keys.STALLED, 40, 0.5))
+    diverged = objective.values(report(keys.DIVERGED, 10, math.nan))
+    assert exhausted is not None and stalled is not None and diverged is not None
+    assert exhausted <= stalled < diverged
+    assert stalled[0] == pytest.approx(L(300) + objective.gap_penalty(0.5))
+
+
 def test_running_reports_score_as_if_exhausted_now() -> None:
     objective = Objective(target=TARGET, worst=WORST)
     assert objective.intermediate(report(keys.RUNNING, 80, 0.32)) == pytest.approx(L(80) + L(2))

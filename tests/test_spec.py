@@ -122,7 +122,10 @@ def test_defaults() -> None:
         "num_samples": 16,
         "max_concurrent": 2,
         "seed": 0,
+        "seeds": 1,
     }
+    assert spec.target.mode == "min"
+    assert spec.stall.model_dump() == {"patience_steps": None, "min_delta": 0.01}
     assert spec.pruning.model_dump() == {
         "kind": "none",
         "tolerance": 4.0,
@@ -517,6 +520,26 @@ BAD_CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "search.algorithm",
         "grid needs at least one categorical dimension",
     ),
+    ("target mode", with_(("target.mode", "higher")), "target.mode", "choose from min, max"),
+    ("stall patience", with_(("stall.patience_steps", -1)), "stall.patience_steps", "0"),
+    ("stall min_delta", with_(("stall.min_delta", 1.5)), "stall.min_delta", "less than 1"),
+    ("seeds zero", with_(("search.seeds", 0)), "search.seeds", "greater than or equal to 1"),
+    (
+        "repeats of an all-list grid",
+        with_(
+            ("search.algorithm", "grid"),
+            ("search.num_samples", 3),
+            ("space.lr", [0.1, 0.2]),
+        ),
+        "search.num_samples",
+        "use search.seeds: 3",
+    ),
+    (
+        "seeds under optuna",
+        with_(("search.algorithm", "optuna-tpe"), ("search.seeds", 3)),
+        "search.seeds",
+        "grid and random",
+    ),
 ]
 
 
@@ -672,3 +695,22 @@ def test_checkpoint_every_reaches_the_trials(tmp_path: Path) -> None:
     every_two = with_(("resources.checkpoint_every", 2))
     assert trial_settings(parse_spec(every_two), tmp_path).checkpoint_every == 2
     assert trial_settings(parse_spec(with_()), tmp_path).checkpoint_every == 5
+
+
+def test_target_mode_and_seeds_reach_the_trials(tmp_path: Path) -> None:
+    from tuner.runner import trial_settings
+
+    data = with_(("target", {"metric": "accuracy", "value": 0.9, "mode": "max"}))
+    data = {**data, "search": {"seeds": 3}, "stall": {"patience_steps": 50}}
+    settings = trial_settings(parse_spec(data), tmp_path)
+    assert (settings.target_mode, settings.stall_patience_steps) == ("max", 50)
+    assert str(settings.target) == "accuracy >= 0.9"
+
+
+def test_the_readme_spec_example_is_valid() -> None:
+    """README's full spec example must parse as it is written."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## The spec", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    spec = parse_spec(yaml.safe_load(block))
+    assert spec.pruning.kind == "eps_opt" and spec.target.mode == "min"

@@ -45,13 +45,25 @@ def _load_spec(path: str) -> Any:
         raise _spec_problems(path, exc.problems) from exc
 
 
-def _start_ray(address: str | None, num_cpus: int | None, verbose: bool) -> None:
-    from tuner.ray_runtime import apply_loopback_environment, init_ray
+def _before_ray(address: str | None) -> None:
+    """Before anything imports Ray: an embedded Ray (no --address) stays on 127.0.0.1
+    whatever the environment holds; RAY_ADDRESS never makes `run` or `resume` join a
+    cluster (only --address does)."""
+    if not address:
+        from tuner.ray_runtime import keep_local_ray_on_loopback
 
-    apply_loopback_environment()
+        keep_local_ray_on_loopback()
+
+
+def _start_ray(address: str | None, num_cpus: int | None, verbose: bool) -> None:
+    from tuner.ray_runtime import init_ray
+
     if not verbose:
+        from tuner.progress import quiet_trial_errors
+
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's tables only with --verbose
-    init_ray(address or os.environ.get("RAY_ADDRESS"), num_cpus=num_cpus, verbose=verbose)
+        quiet_trial_errors()
+    init_ray(address, num_cpus=num_cpus, verbose=verbose)
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -62,6 +74,8 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 def _print_outcome(outcome: Any) -> None:
     from tabulate import tabulate
+
+    from tuner.results import b_crit_text, target_text
 
     tables = outcome.tables
     trials, front, summary = tables.trials, tables.front, tables.summary
@@ -81,26 +95,48 @@ def _print_outcome(outcome: Any) -> None:
                 _fmt(row.momentum) if row is not None else "-",
             ]
         )
-    target = summary["target"]
-    click.echo(f"\nBest steps to {target['metric']} <= {target['value']:g} per batch size:")
+    seeds = summary.get("seeds", 1)
+    per = " (median over seeds)" if seeds > 1 else ""
+    click.echo(f"\nBest steps to {target_text(summary['target'])} per batch size{per}:")
     headers = ["batch", "trials", "reached", "steps", "examples", "lr", "momentum"]
     click.echo(tabulate(rows, headers=headers, tablefmt="simple"))
-    interval = summary.get("b_crit_interval")
-    b_crit = _fmt(summary.get("b_crit"), 3)
-    if interval:
-        b_crit += f" (90% CI {_fmt(interval[0], 3)}-{_fmt(interval[1], 3)})"
     click.echo(
-        f"\nB_crit {b_crit}  S_min {_fmt(summary.get('s_min'), 3)}  "
+        f"\nB_crit {b_crit_text(summary)}\nS_min {_fmt(summary.get('s_min'), 3)}  "
         f"E_min {_fmt(summary.get('e_min'), 3)}  B_simple {_fmt(summary.get('b_simple'), 3)}  "
         f"examples spent {summary['total_examples']:,}"
     )
+    for note in ("fit_note", "resolution_note", "lr_law"):
+        if summary.get(note):
+            click.echo(f"note: {summary[note]}")
     click.echo(f"Results: {outcome.location.join('results')}")
+    _print_errors(outcome)
     if outcome.interrupted:
         click.echo(
             f"Sweep interrupted; finished trials are kept. Resume with: "
             f"noisetune resume {shlex.quote(str(outcome.location))}",
             err=True,
         )
+
+
+def _print_errors(outcome: Any) -> None:
+    """Each distinct error of the errored trials once, with where its traceback is."""
+    if not outcome.errors:
+        return
+    n_error, n_trials = outcome.tables.summary["n_error"], outcome.tables.summary["n_trials"]
+    lines = [f"{n_error} of {n_trials} trials raised an error:"]
+    for group in outcome.errors:
+        lines.append(f"  {group.count} x {group.message}")
+        lines.append(f"      traceback: {outcome.location.join(group.traceback)}")
+    click.echo("\n".join(lines), err=True)
+
+
+def _sweep_exit(outcome: Any) -> None:
+    """Exit 1 for an interrupted sweep, or one in which no trial produced a result."""
+    if outcome.interrupted:
+        sys.exit(EXIT_FAILURE)
+    if outcome.produced_results == 0:
+        click.echo("noisetune: error: no trial produced a result", err=True)
+        sys.exit(EXIT_FAILURE)
 
 
 @contextlib.contextmanager
@@ -115,11 +151,15 @@ def _storage_errors() -> Iterator[None]:
 
 
 def _location(run_dir: str) -> Any:
-    """RUN_DIR (a directory or a URI) -> tuner.storage.Location; exit 2 if unusable."""
+    """RUN_DIR (a directory or a URI) -> tuner.storage.Location; exit 2 if unusable or,
+    for a local path, missing."""
     from tuner.storage import resolve
 
     with _storage_errors():
-        return resolve(run_dir)
+        location = resolve(run_dir)
+    if location.is_local and not location.local_path.exists():
+        raise BadInput([f"{run_dir}: no such directory"])
+    return location
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -129,11 +169,65 @@ def cli() -> None:
     gradient noise scale."""
 
 
+def _first_point(dim: Any) -> Any:
+    return dim.points()[0]
+
+
+def _probe(path: str, spec: Any) -> None:
+    """Build the spec's workload once and evaluate it at step 0, as a trial's first
+    evaluation does: bad input (exit 2) when the build raises, a metric is named like a
+    report key, or the target metric is not reported; a warning when the untrained model
+    already meets the target."""
+    from trainables.loop import TrialInputError
+    from trainables.probe import probe_workload
+    from trainables.settings import Hyperparameters
+    from tuner.results import target_text
+    from tuner.runner import trial_settings
+
+    dims = spec.space.dimensions()
+    hp = Hyperparameters(
+        batch_size=int(_first_point(dims["batch_size"])),
+        lr=float(_first_point(dims["lr"])),
+        momentum=float(_first_point(dims["momentum"])),
+        warmup_steps=int(_first_point(dims["warmup_steps"])),
+    )
+    try:
+        probe = probe_workload(trial_settings(spec, ""), hp)
+    except TrialInputError as exc:
+        raise _spec_problems(path, [f"workload {spec.workload!r}: {exc}"]) from exc
+    except Exception as exc:  # the user's build, whatever it raises, in one line
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        raise _spec_problems(
+            path, [f"workload {spec.workload!r}: its build raised {type(exc).__name__}: {message}"]
+        ) from exc
+    target = spec.target
+    if (
+        (probe.target_value <= target.value)
+        if target.mode == "min"
+        else (probe.target_value >= target.value)
+    ):
+        hint = " (did you mean target.mode: max?)" if target.mode == "min" else ""
+        click.echo(
+            f"{path}: warning: the untrained model already meets the target "
+            f"{target_text(target.model_dump())} ({target.metric} "
+            f"{probe.target_value:.4g} at step 0){hint}",
+            err=True,
+        )
+
+
 @cli.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
-def validate(spec: str) -> None:
-    """Check SPEC.yaml; exit 2 with one line per problem."""
-    _load_spec(spec)
+@click.option(
+    "--no-build",
+    is_flag=True,
+    help="Check the spec only; do not build the workload and evaluate it at step 0.",
+)
+def validate(spec: str, no_build: bool) -> None:
+    """Check SPEC.yaml, and that its workload builds and reports the target metric; exit
+    2 with one line per problem."""
+    parsed = _load_spec(spec)
+    if not no_build:
+        _probe(spec, parsed)
     click.echo(f"{spec}: ok")
 
 
@@ -145,7 +239,11 @@ def validate(spec: str) -> None:
     "(default: the spec's storage).",
 )
 @click.option("--name", help="Run name (default: the spec's name).")
-@click.option("--address", help="Ray cluster to use instead of an embedded local one.")
+@click.option(
+    "--address",
+    help="Ray cluster to join (host:port, or auto) instead of an embedded Ray on 127.0.0.1; "
+    "RAY_ADDRESS is not read.",
+)
 @click.option("--num-cpus", type=click.IntRange(min=1), help="CPUs of the embedded Ray.")
 @click.option("-v", "--verbose", is_flag=True, help="Ray Tune's own tables and logs.")
 def run(
@@ -157,17 +255,25 @@ def run(
     verbose: bool,
 ) -> None:
     """Run the sweep SPEC.yaml and write <storage>/<name>/results/."""
-    from tuner.runner import RunDirError, holds_sweep, run_location, run_sweep
+    _before_ray(address)
+    from tuner.runner import RunDirError, holds_sweep, run_location, run_sweep, sweep_finished
+    from tuner.storage import staging_dir
 
     parsed = _load_spec(spec)
     with _storage_errors():  # checked before Ray starts: bad input writes nothing
         location = run_location(parsed, storage, name)
         location.check()
+        if not location.is_local:
+            staging_dir(location)  # an unsafe staging directory is bad input
         if holds_sweep(location):
+            where = shlex.quote(str(location))
+            if sweep_finished(location):
+                state, advice = "a finished", f"read it with `noisetune report {where}`"
+            else:
+                state, advice = "an unfinished", f"resume it with `noisetune resume {where}`"
             raise BadInput(
-                [f"{location} already holds a sweep: resume it with `noisetune resume "
-                 f"{shlex.quote(str(location))}` or choose another --name"]
-            )  # fmt: skip
+                [f"{location} already holds {state} sweep: {advice} or choose another --name"]
+            )
     _start_ray(address, num_cpus, verbose)
     try:
         with _storage_errors():
@@ -175,36 +281,55 @@ def run(
     except RunDirError as exc:
         raise BadInput([str(exc)]) from exc
     _print_outcome(outcome)
-    if outcome.interrupted:
-        sys.exit(EXIT_FAILURE)
+    _sweep_exit(outcome)
 
 
 @cli.command()
 @click.argument("run_dir")
-@click.option("--address", help="Ray cluster to use instead of an embedded local one.")
+@click.option(
+    "--address",
+    help="Ray cluster to join (host:port, or auto) instead of an embedded Ray on 127.0.0.1; "
+    "RAY_ADDRESS is not read.",
+)
 @click.option("--num-cpus", type=click.IntRange(min=1), help="CPUs of the embedded Ray.")
 @click.option("-v", "--verbose", is_flag=True, help="Ray Tune's own tables and logs.")
 def resume(run_dir: str, address: str | None, num_cpus: int | None, verbose: bool) -> None:
     """Continue an interrupted sweep in RUN_DIR (a directory or a URI) without rerunning
     finished trials."""
-    from tuner.runner import RunDirError, load_run_spec, resume_problems, resume_sweep
+    _before_ray(address)
+    from tuner.runner import (
+        RunDirError,
+        load_run_spec,
+        resume_problems,
+        resume_sweep,
+        sweep_finished,
+        write_results,
+    )
+    from tuner.storage import staging_dir
 
     location = _location(run_dir)
     with _storage_errors():
         location.check()
+        if not location.is_local:
+            staging_dir(location)  # an unsafe staging directory is bad input
         try:
             load_run_spec(location)
         except RunDirError as exc:
             raise BadInput([str(exc)]) from exc
         problems = resume_problems(location)
+        finished = not problems and sweep_finished(location)
     if problems:  # checked before Ray starts: bad input writes nothing
         raise BadInput(problems)
-    _start_ray(address, num_cpus, verbose)
-    with _storage_errors():
-        outcome = resume_sweep(location, verbose=verbose)
+    if finished:  # no Ray: the tables are (re)written from what Tune recorded
+        click.echo(f"{location}: every trial has finished; nothing to resume", err=True)
+        with _storage_errors():
+            outcome = write_results(load_run_spec(location), location)
+    else:
+        _start_ray(address, num_cpus, verbose)
+        with _storage_errors():
+            outcome = resume_sweep(location, verbose=verbose)
     _print_outcome(outcome)
-    if outcome.interrupted:
-        sys.exit(EXIT_FAILURE)
+    _sweep_exit(outcome)
 
 
 def _read_tables(location: Any, curves: bool = True) -> Any:
@@ -249,10 +374,28 @@ def _copy_table_file(location: Any, name: str, out: Path) -> None:
     tmp.replace(out)
 
 
+EXPORT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".json": "json", ".md": "markdown"}
+
+
+def _export_format(fmt: str | None, out: str | None) -> str:
+    """--format, else the one --out's suffix names; bad input when neither says."""
+    if fmt is not None:
+        return fmt
+    if out is not None and Path(out).suffix.lower() in EXPORT_FORMATS:
+        return EXPORT_FORMATS[Path(out).suffix.lower()]
+    raise BadInput(
+        ["give --format csv|parquet|json|markdown (or --out with one of their suffixes)"]
+    )
+
+
 @cli.command()
 @click.argument("run_dir")
 @click.option(
-    "--format", "fmt", type=click.Choice(["csv", "parquet", "json", "markdown"]), default="csv"
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "parquet", "json", "markdown"]),
+    default=None,
+    help="Output format (default: from --out's suffix .csv, .parquet, .json, .md).",
 )
 @click.option(
     "--table",
@@ -261,13 +404,14 @@ def _copy_table_file(location: Any, name: str, out: Path) -> None:
     help="Which table (default: trials; summary for markdown).",
 )
 @click.option("--out", type=click.Path(dir_okay=False), help="File to write (default: stdout).")
-def export(run_dir: str, fmt: str, table: str | None, out: str | None) -> None:
+def export(run_dir: str, fmt: str | None, table: str | None, out: str | None) -> None:
     """Export a results table of RUN_DIR (a directory or a URI) as csv, parquet, json or
     markdown."""
     from tuner.results import export as export_table
 
-    chosen = table or ("summary" if fmt == "markdown" else "trials")
     location = _location(run_dir)
+    fmt = _export_format(fmt, out)
+    chosen = table or ("summary" if fmt == "markdown" else "trials")
     if fmt == "parquet" and out is None:
         raise BadInput(["--format parquet writes a binary file: give --out PATH"])
     if out is not None and fmt == "parquet" and chosen in ("trials", "curves"):
@@ -293,15 +437,15 @@ def report(run_dir: str) -> None:
     location = _location(run_dir)
     tables = _read_tables(location)
     if location.is_local:
-        figures = [str(p) for p in write_plots(tables, results_dir(location.local_path) / "plots")]
+        figures = write_plots(tables, results_dir(location.local_path) / "plots")
     else:
         with tempfile.TemporaryDirectory(prefix="noisetune-") as tmp, _storage_errors():
-            write_plots(tables, Path(tmp))
-            rel = f"{RESULTS_DIR}/plots"
-            figures = [str(location.join(path)) for path in location.upload(Path(tmp), rel)]
+            figures = write_plots(tables, Path(tmp))
+            location.upload(Path(tmp), f"{RESULTS_DIR}/plots")
     click.echo(summary_markdown(tables))
-    for figure in figures:
-        click.echo(f"figure: {figure}", err=True)
+    names = ", ".join(figure.name for figure in figures)
+    where = location.join(RESULTS_DIR, "plots")
+    click.echo(f"noisetune: figures written to {where}: {names}", err=True)
 
 
 # --- cluster jobs (Ray Jobs) ------------------------------------------------------------------
@@ -320,6 +464,15 @@ def _jobs_errors() -> Iterator[None]:
         raise BadInput([str(exc)]) from exc
     except JobsError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _token_warning(address: str | None) -> None:
+    """Warn once (stderr) when the auth token would travel unencrypted."""
+    from tuner import jobs
+
+    warning = jobs.token_warning(address)
+    if warning:
+        click.echo(f"noisetune: warning: {warning}", err=True)
 
 
 @cli.command()
@@ -362,6 +515,7 @@ def submit(
         except SpecError as exc:
             raise _spec_problems(spec, exc.problems) from exc
         warning = jobs.storage_warning(parsed, storage)
+        _token_warning(url)
         job_id = jobs.send(submission, url)
     if warning:
         click.echo(f"noisetune: warning: {warning}", err=True)
@@ -378,6 +532,7 @@ def status(job_id: str, address: str | None) -> None:
     from tuner import jobs
 
     with _jobs_errors():
+        _token_warning(address)
         state, message = jobs.status(address, job_id)
     click.echo(state)
     if message:
@@ -395,6 +550,7 @@ def logs(job_id: str, address: str | None, follow: bool) -> None:
     from tuner import jobs
 
     with _jobs_errors():
+        _token_warning(address)
         if not follow:
             click.echo(jobs.logs(address, job_id), nl=False)
             return
@@ -413,6 +569,7 @@ def stop(job_id: str, address: str | None, no_wait: bool) -> None:
     from tuner import jobs
 
     with _jobs_errors():
+        _token_warning(address)
         click.echo(jobs.stop(address, job_id, wait_s=0 if no_wait else 60))
 
 
@@ -427,6 +584,7 @@ def list_(address: str | None) -> None:
     from tuner import jobs
 
     with _jobs_errors():
+        _token_warning(address)
         rows = jobs.list_jobs(address)
 
     def when(stamp: float | None) -> str:

@@ -50,7 +50,15 @@ def _draw(dim: Any, rng: np.random.Generator) -> float | int:
 
 def candidates(spec: Spec) -> list[dict[str, Any]]:
     """Every configuration the sweep would run: the grid (ranges drawn per point) times
-    num_samples, or num_samples random draws; reproducible from search.seed."""
+    num_samples, or num_samples random draws (reproducible from search.seed), each once
+    per training seed (`search.seeds`)."""
+    configs = _configurations(spec)
+    if spec.search.seeds == 1:
+        return configs
+    return [{**config, keys.SEED: seed} for config in configs for seed in range(spec.search.seeds)]
+
+
+def _configurations(spec: Spec) -> list[dict[str, Any]]:
     rng = np.random.default_rng(spec.search.seed)
     dims = spec.space.dimensions()
     if spec.search.algorithm != "grid":
@@ -71,18 +79,14 @@ def candidates(spec: Spec) -> list[dict[str, Any]]:
 
 
 def _record(config: dict[str, Any]) -> TrialRecord:
-    return TrialRecord(
-        batch_size=int(config[keys.BATCH_SIZE]),
-        lr=float(config[keys.LR]),
-        momentum=float(config.get(keys.MOMENTUM, 0.0)),
-    )
+    return TrialRecord.from_config(config)
 
 
 class GuidedCandidates(Searcher):
     """Proposes the sweep's candidates in the order the eps_opt state prefers."""
 
-    def __init__(self, configs: list[dict[str, Any]], state: SweepState) -> None:
-        super().__init__(metric=keys.TARGET_VALUE, mode="min")
+    def __init__(self, configs: list[dict[str, Any]], state: SweepState, mode: str = "min") -> None:
+        super().__init__(metric=keys.TARGET_VALUE, mode=mode)
         self.remaining = list(configs)
         self.state = state
         self.middle = middle_lrs(_record(c) for c in configs)
@@ -162,7 +166,7 @@ class EpsGuidedSearcher(Searcher):
     MAX_REDRAWS = 50
 
     def __init__(self, spec: Spec, state: SweepState) -> None:
-        super().__init__(metric=keys.TARGET_VALUE, mode="min")
+        super().__init__(metric=keys.TARGET_VALUE, mode=spec.target.mode)
         self.dims = spec.space.dimensions()
         self.num_samples = spec.search.num_samples
         self.sigma = math.log(spec.pruning.tolerance) / 2
@@ -171,13 +175,21 @@ class EpsGuidedSearcher(Searcher):
         self.proposed: list[dict[str, Any]] = []
 
     def _b_crit(self) -> float:
-        """The critical batch size as known so far (inf-safe: 0 while unknown)."""
-        best = self.state.best
-        if len(best) >= 2:
-            fit = theory.fit_tradeoff(
-                [float(b) for b in best], [r.steps_to_target for r in best.values()]
-            )
-            return float(fit.b_crit)
+        """The batch size below which configurations of equal noise temperature count as
+        one, from what the fit of the best trials so far finds (`theory.b_crit_finding`):
+        B_crit within the batch sizes tried; the lower end of its interval when it lies
+        beyond them; 0 when below them (no equivalence); the eps_opt model's B_noise, or
+        0, while there are too few batch sizes."""
+        best = [r for r in self.state.best.values() if r.steps_to_target > 0]
+        finding = theory.b_crit_finding(
+            [float(r.batch_size) for r in best], [r.steps_to_target for r in best]
+        )
+        if finding.kind == "inside":
+            return finding.b_crit
+        if finding.kind == "beyond" and finding.interval is not None:
+            return finding.interval[0]
+        if finding.kind == "below":
+            return 0.0
         model = self.state.model
         return float(model.b_noise) if model is not None else 0.0
 

@@ -58,6 +58,7 @@ _STATUS_STYLE: dict[str, tuple[str, str]] = {
     keys.PRUNED: ("tab:orange", "v"),
     keys.DIVERGED: ("tab:red", "X"),
     keys.EXHAUSTED: ("tab:gray", "s"),
+    keys.STALLED: ("tab:olive", "P"),
     keys.ERROR: ("black", "D"),
     UNFINISHED: ("tab:purple", "."),
 }
@@ -150,6 +151,9 @@ def pareto_front_figure(tables: Tables) -> Figure:
             xs += [e_min, 2 * e_min]
         ys += [s_min, 2 * s_min]
 
+    note = s.get("b_crit_note")
+    if not front.empty and b_crit is None and note:
+        ax.plot([], [], " ", label=f"$B_{{crit}}$: {note}")  # in the legend: why no B_crit
     ax.set_xlabel("examples to target (E = B·S)")
     ax.set_ylabel("steps to target (S)")
     ax.set_title(f"Steps vs examples to {_target(s)}", fontsize=11)
@@ -161,11 +165,15 @@ def pareto_front_figure(tables: Tables) -> Figure:
 
 
 def lr_vs_batch_figure(tables: Tables) -> Figure:
-    """Effective lr = lr/(1 − m) vs B (log-log) by status, the best per B, and ε_opt(B)."""
+    """The learning rate vs B (log-log) by status and the best per B: for SGD the
+    effective rate lr/(1 − m) with ε_opt(B), for another optimiser the lr itself, with
+    no law (ε_opt(B) is an SGD law)."""
     fig, ax = _new_figure()
     s = tables.summary
     trials = tables.trials
-    effective = _effective_lr(trials)
+    sgd = s.get("optimizer", "sgd") == "sgd"
+    rate = _effective_lr if sgd else (lambda frame: _col(frame, keys.LR))
+    effective = rate(trials)
     batch = _col(trials, keys.BATCH_SIZE)
     status = trials["status"].astype(str) if "status" in trials else pd.Series(dtype=str)
     ok = np.isfinite(effective) & (effective > 0) & np.isfinite(batch) & (batch > 0)
@@ -188,7 +196,7 @@ def lr_vs_batch_figure(tables: Tables) -> Figure:
 
     front = _clean_front(tables.front)
     if not front.empty:
-        best = _effective_lr(front)
+        best = rate(front)
         good = np.isfinite(best) & (best > 0)
         if good.any():
             ax.plot(
@@ -197,7 +205,9 @@ def lr_vs_batch_figure(tables: Tables) -> Figure:
             )  # fmt: skip
 
     eps_max, b_noise = _num(s, "eps_max"), _num(s, "b_noise")
-    if eps_max is not None and eps_max > 0 and b_noise is not None and b_noise >= 0:
+    if not sgd:
+        ax.plot([], [], " ", label=f"no eps_opt(B) law drawn: an SGD law, not for {s['optimizer']}")
+    elif eps_max is not None and eps_max > 0 and b_noise is not None and b_noise >= 0:
         b_grid = _wide_b_grid([*xs, b_noise] if b_noise > 0 else xs)
         curve = np.asarray(theory.eps_opt(b_grid, eps_max, b_noise), dtype=float)
         source = s.get("b_noise_source") or "source unknown"
@@ -217,7 +227,7 @@ def lr_vs_batch_figure(tables: Tables) -> Figure:
         ys.append(eps_max)
 
     ax.set_xlabel("batch size B (examples per step)")
-    ax.set_ylabel("effective lr  lr/(1 − momentum)")
+    ax.set_ylabel("effective lr  lr/(1 − momentum)" if sgd else f"lr ({s['optimizer']})")
     ax.set_title(f"Learning rate vs batch size ({_target(s)})", fontsize=11)
     if not xs:
         _note(ax, "no trials")
@@ -341,10 +351,11 @@ def _interval(summary: dict[str, Any]) -> str:
 def _target(summary: dict[str, Any]) -> str:
     target = summary.get("target")
     if isinstance(target, dict) and "metric" in target and "value" in target:
+        relation = "≥" if target.get("mode", "min") == "max" else "≤"
         try:
-            return f"target {target['metric']} ≤ {float(target['value']):g}"
+            return f"target {target['metric']} {relation} {float(target['value']):g}"
         except (TypeError, ValueError):
-            return f"target {target['metric']} ≤ {target['value']}"
+            return f"target {target['metric']} {relation} {target['value']}"
     return "target"
 
 

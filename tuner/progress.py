@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -14,6 +15,28 @@ from ray.tune import Callback
 from trainables import keys
 
 TUNE_RUNNING = "RUNNING"
+# Tune's own lines about failed trials (a traceback per trial): noisetune prints each
+# distinct error once at the end instead, with where its traceback is.
+_TRIAL_ERROR_LOGS = {
+    "ray.tune.execution.tune_controller": "Trial task failed for trial",
+    "ray.tune.tune": "Trials did not complete",
+}
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+def quiet_trial_errors() -> None:
+    """Drop Tune's per-trial error tracebacks from the console (they stay in each
+    trial's error.txt)."""
+    for name, prefix in _TRIAL_ERROR_LOGS.items():
+        logging.getLogger(name).addFilter(_DropMessages(prefix))
 
 
 @dataclass
@@ -39,18 +62,17 @@ class SweepCounts:
             self.statuses[trial_id] = keys.PRUNED  # stopped by the scheduler
 
     def line(self, running: int, elapsed_s: float) -> str:
-        counts = {s: 0 for s in (keys.REACHED, keys.PRUNED, keys.DIVERGED, keys.EXHAUSTED)}
-        counts[keys.ERROR] = 0
+        counts = dict.fromkeys(keys.FINAL_STATUSES, 0)
         for status in self.statuses.values():
             if status in counts:
                 counts[status] += 1
         done = sum(counts.values())
         best = " ".join(f"B{b}:{s}" for b, s in sorted(self.best_steps.items())) or "-"
-        errors = f" error {counts[keys.ERROR]}" if counts[keys.ERROR] else ""
+        rare = "".join(f" {s} {counts[s]}" for s in (keys.STALLED, keys.ERROR) if counts[s])
         return (
             f"[{elapsed_s:6.0f}s] trials done {done} running {running} | "
             f"reached {counts[keys.REACHED]} pruned {counts[keys.PRUNED]} "
-            f"diverged {counts[keys.DIVERGED]} exhausted {counts[keys.EXHAUSTED]}{errors} | "
+            f"diverged {counts[keys.DIVERGED]} exhausted {counts[keys.EXHAUSTED]}{rare} | "
             f"best steps {best}"
         )
 

@@ -18,6 +18,7 @@ import pyarrow as pa
 from trainables import keys
 from tuner import theory
 from tuner.tune_state import (
+    ERROR_FILE,
     TUNE_ERROR,
     TUNE_TERMINATED,
     TuneTrial,
@@ -34,16 +35,22 @@ UNFINISHED = "unfinished"  # a trial an interrupted sweep has not finished yet
 TRIAL_COLUMNS = [
     "trial_id", "status", keys.BATCH_SIZE, keys.LR, keys.MOMENTUM, keys.WARMUP_STEPS,
     keys.STEPS_TO_TARGET, keys.EXAMPLES_TO_TARGET, "final_loss", keys.B_SIMPLE,
-    keys.WALL_S, keys.REASON, "steps", "examples", "effective_lr",
+    keys.WALL_S, keys.REASON, "steps", "examples", "effective_lr", keys.SEED,
+    keys.STEPS_TO_TARGET_INTERP, keys.EXAMPLES_TO_TARGET_INTERP,
 ]  # fmt: skip
+# The order of the trials table: by configuration, then seed.
+TRIAL_ORDER = [keys.BATCH_SIZE, keys.LR, keys.MOMENTUM, keys.WARMUP_STEPS, keys.SEED, "trial_id"]
 CURVE_COLUMNS = [
     "trial_id", keys.STEP, keys.EXAMPLES, keys.LOSS, keys.LR, keys.B_SIMPLE, keys.G2,
     keys.TRACE_SIGMA,
 ]  # fmt: skip
 FRONT_COLUMNS = [
     keys.BATCH_SIZE, "steps", "examples", "trial_id", keys.LR, keys.MOMENTUM,
-    keys.WARMUP_STEPS, "pareto",
+    keys.WARMUP_STEPS, "pareto", "steps_interp", "examples_interp", "seeds_reached",
+    "seeds", "steps_lo", "steps_hi",
 ]  # fmt: skip
+# A front this coarse next to eval_every gets a note (steps round up to evaluations).
+COARSE_EVALUATIONS = 10
 
 # Keys of a report that are bookkeeping, not curves: ours and the ones Tune adds.
 _NOT_CURVES = {
@@ -110,6 +117,9 @@ def _trial_row(
         "steps": last.get(keys.STEP, 0),
         "examples": last.get(keys.EXAMPLES, 0),
         "effective_lr": lr / (1.0 - momentum) if momentum < 1 else math.nan,
+        keys.SEED: int(config.get(keys.SEED, 0)),
+        keys.STEPS_TO_TARGET_INTERP: last.get(keys.STEPS_TO_TARGET_INTERP, math.nan),
+        keys.EXAMPLES_TO_TARGET_INTERP: last.get(keys.EXAMPLES_TO_TARGET_INTERP, math.nan),
     }
 
 
@@ -161,7 +171,12 @@ def trials_table(
     lasts = last_reports if last_reports is not None else [None] * len(trials)
     rows = [_trial_row(trial, reasons, last) for trial, last in zip(trials, lasts, strict=True)]
     table = pd.DataFrame(rows, columns=TRIAL_COLUMNS)
-    return table.astype({keys.STEPS_TO_TARGET: float, keys.EXAMPLES_TO_TARGET: float})
+    floats = [
+        keys.STEPS_TO_TARGET, keys.EXAMPLES_TO_TARGET,
+        keys.STEPS_TO_TARGET_INTERP, keys.EXAMPLES_TO_TARGET_INTERP,
+    ]  # fmt: skip
+    table = table.astype(dict.fromkeys(floats, float))
+    return table.sort_values(TRIAL_ORDER, kind="stable").reset_index(drop=True)
 
 
 def curves_table(trials: list[TuneTrial]) -> pd.DataFrame:
@@ -316,27 +331,76 @@ def _read_reports(trials: list[TuneTrial]) -> tuple[list[dict[str, Any]], pd.Dat
     return lasts, combined.to_pandas()
 
 
-def front_table(trials: pd.DataFrame) -> pd.DataFrame:
-    """Per batch size the trial that reached the target in the fewest steps."""
+def _interp_steps(trials: pd.DataFrame) -> pd.Series:
+    """Interpolated steps to the target, the evaluation's step where a trial has none (a
+    run from before interpolation)."""
+    steps = trials[keys.STEPS_TO_TARGET]
+    if keys.STEPS_TO_TARGET_INTERP not in trials:
+        return steps
+    return trials[keys.STEPS_TO_TARGET_INTERP].fillna(steps)
+
+
+def _seeds(trials: pd.DataFrame) -> pd.Series:
+    """Each trial's training seed (0 for a run from before seeds)."""
+    if keys.SEED not in trials:
+        return pd.Series(0, index=trials.index)
+    return trials[keys.SEED].fillna(0).astype(int)
+
+
+def seed_leaders(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per (batch size, seed) the trial that reached the target in the fewest steps
+    (interpolated; ties: evaluation steps, then trial id)."""
     reached = trials[trials["status"] == keys.REACHED]
-    if reached.empty:
+    reached = reached.assign(**{"_interp": _interp_steps(reached), keys.SEED: _seeds(reached)})
+    ordered = reached.sort_values(["_interp", keys.STEPS_TO_TARGET, "trial_id"], kind="stable")
+    return ordered.groupby([keys.BATCH_SIZE, keys.SEED]).head(1).drop(columns="_interp")
+
+
+def front_table(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per batch size the fewest steps to the target: with one training seed, its best
+    trial; with several, the median over seeds of each seed's best (a seed that never
+    reached the target there counts as infinitely many steps, so a batch size where
+    most seeds missed it is left out), `steps_lo`–`steps_hi` their range, and the
+    configuration of the seed at the median. `pareto`: not dominated in interpolated
+    steps and examples."""
+    leaders = seed_leaders(trials)
+    if leaders.empty:
         return pd.DataFrame(columns=FRONT_COLUMNS)
-    best = reached.sort_values([keys.STEPS_TO_TARGET, "trial_id"]).groupby(keys.BATCH_SIZE).head(1)
-    front = pd.DataFrame(
-        {
-            keys.BATCH_SIZE: best[keys.BATCH_SIZE].astype(int),
-            "steps": best[keys.STEPS_TO_TARGET].astype(int),
-            "examples": best[keys.EXAMPLES_TO_TARGET].astype(int),
-            "trial_id": best["trial_id"],
-            keys.LR: best[keys.LR],
-            keys.MOMENTUM: best[keys.MOMENTUM],
-            keys.WARMUP_STEPS: best[keys.WARMUP_STEPS],
-        }
-    ).sort_values(keys.BATCH_SIZE)
+    n_seeds = int(_seeds(trials).nunique())
+    rows = []
+    for batch_size, group in leaders.groupby(keys.BATCH_SIZE):
+        interp = _interp_steps(group).to_numpy(float)
+        padded = np.concatenate([interp, np.full(n_seeds - len(group), np.inf)])
+        median = float(np.median(padded))
+        if not math.isfinite(median):
+            continue
+        # The configuration shown is the seed whose steps are the (lower) median.
+        middle = group.iloc[int(np.argsort(interp, kind="stable")[(len(padded) - 1) // 2])]
+        steps = np.concatenate([group[keys.STEPS_TO_TARGET].to_numpy(float), padded[len(group) :]])
+        rows.append(
+            {
+                keys.BATCH_SIZE: int(batch_size),
+                "steps": int(np.median(steps)),
+                "examples": int(np.median(steps)) * int(batch_size),
+                "trial_id": middle["trial_id"],
+                keys.LR: middle[keys.LR],
+                keys.MOMENTUM: middle[keys.MOMENTUM],
+                keys.WARMUP_STEPS: middle[keys.WARMUP_STEPS],
+                "steps_interp": median,
+                "examples_interp": median * int(batch_size),
+                "seeds_reached": len(group),
+                "seeds": n_seeds,
+                "steps_lo": float(interp.min()),
+                "steps_hi": float(padded.max()),
+            }
+        )
+    if not rows:
+        return pd.DataFrame(columns=FRONT_COLUMNS)
+    front = pd.DataFrame(rows).sort_values(keys.BATCH_SIZE)
     front["pareto"] = theory.pareto_mask(
-        front["steps"].to_numpy(float), front["examples"].to_numpy(float)
+        front["steps_interp"].to_numpy(float), front["examples_interp"].to_numpy(float)
     )
-    return front.reset_index(drop=True)
+    return front[FRONT_COLUMNS].reset_index(drop=True)
 
 
 def pooled_at_target(
@@ -384,26 +448,44 @@ def _pooled(at_target: pd.DataFrame | None, column: str, reference: float | None
 
 
 def summarize(
-    trials: pd.DataFrame, curves: pd.DataFrame, front: pd.DataFrame, target: dict[str, Any]
+    trials: pd.DataFrame,
+    curves: pd.DataFrame,
+    front: pd.DataFrame,
+    target: dict[str, Any],
+    *,
+    optimizer: str = "sgd",
+    eval_every: int | None = None,
 ) -> dict[str, Any]:
-    """summary.json: the trade-off fit of the front, noise scales, and sweep totals."""
+    """summary.json: the trade-off fit of the front and what it finds, noise scales, and
+    sweep totals."""
+    status = trials["status"]
     summary: dict[str, Any] = {
-        "target": target,
+        "target": target, "optimizer": optimizer,
         "s_min": None, "e_min": None, "b_crit": None, "b_crit_interval": None,
-        "fit_rms_log": None, "b_simple": None, "b_noise": None, "eps_max": None,
-        "b_noise_source": None,
+        "b_crit_kind": None, "b_crit_note": None, "b_crit_interval_covers": None,
+        "fit_rms_log": None, "fit_points": 0, "fit_note": None, "resolution_note": None,
+        "b_simple": None, "b_noise": None, "eps_max": None, "b_noise_source": None,
+        "lr_law": None,
         "n_trials": len(trials),
-        "n_reached": int((trials["status"] == keys.REACHED).sum()),
-        "n_pruned": int((trials["status"] == keys.PRUNED).sum()),
-        "n_diverged": int((trials["status"] == keys.DIVERGED).sum()),
-        "n_exhausted": int((trials["status"] == keys.EXHAUSTED).sum()),
-        "n_error": int((trials["status"] == keys.ERROR).sum()),
-        "n_unfinished": int((trials["status"] == UNFINISHED).sum()),
+        "n_reached": int((status == keys.REACHED).sum()),
+        "n_pruned": int((status == keys.PRUNED).sum()),
+        "n_diverged": int((status == keys.DIVERGED).sum()),
+        "n_exhausted": int((status == keys.EXHAUSTED).sum()),
+        "n_stalled": int((status == keys.STALLED).sum()),
+        "n_error": int((status == keys.ERROR).sum()),
+        "n_unfinished": int((status == UNFINISHED).sum()),
+        "seeds": int(_seeds(trials).nunique()),
         "total_examples": int(trials["examples"].sum()),
     }  # fmt: skip
     at_target = _rows_at_target(trials, curves)
     b_simple = _pooled(at_target, keys.B_SIMPLE)
     summary["b_simple"] = b_simple if math.isfinite(b_simple) else None
+    _b_crit_summary(summary, trials, front, eval_every)
+    if optimizer != "sgd":
+        summary["lr_law"] = (
+            f"none: eps_opt(B) = eps_max/(1 + B_noise/B) is an SGD law, not shown for {optimizer}"
+        )
+        return summary
     b_noise = _pooled(at_target, keys.B_NOISE)
     eps_max = _pooled(at_target, keys.EPS_MAX, reference=b_noise)
     if math.isfinite(b_noise) and math.isfinite(eps_max):
@@ -411,22 +493,61 @@ def summarize(
             b_noise=b_noise, eps_max=eps_max,
             b_noise_source="measured (curvature), pooled at the target",
         )  # fmt: skip
-    if front[keys.BATCH_SIZE].nunique() >= 2:
-        batch_sizes = front[keys.BATCH_SIZE].to_numpy(float)
-        steps = front["steps"].to_numpy(float)
-        fit = theory.fit_tradeoff(batch_sizes, steps)
-        summary.update(s_min=fit.s_min, e_min=fit.e_min, b_crit=fit.b_crit, fit_rms_log=fit.rms_log)
-        if len(batch_sizes) >= 3:  # two points fit exactly: no residuals to resample
-            summary["b_crit_interval"] = list(theory.bootstrap_b_crit(batch_sizes, steps))
-        if summary["b_noise_source"] is None:
-            lr = front[keys.LR].to_numpy(float)
-            effective = lr / (1.0 - front[keys.MOMENTUM].to_numpy(float))
-            lr_fit = theory.fit_eps_opt(batch_sizes, effective)
-            summary.update(
-                b_noise=lr_fit.b_noise, eps_max=lr_fit.eps_max,
-                b_noise_source="fitted to the best effective lr per batch size",
-            )  # fmt: skip
+    elif front[keys.BATCH_SIZE].nunique() >= 2:
+        lr = front[keys.LR].to_numpy(float)
+        effective = lr / (1.0 - front[keys.MOMENTUM].to_numpy(float))
+        lr_fit = theory.fit_eps_opt(front[keys.BATCH_SIZE].to_numpy(float), effective)
+        summary.update(
+            b_noise=lr_fit.b_noise, eps_max=lr_fit.eps_max,
+            b_noise_source="fitted to the best effective lr per batch size",
+        )  # fmt: skip
+    if summary["eps_max"] is not None:
+        summary["lr_law"] = "SGD: eps_opt(B) = eps_max/(1 + B_noise/B) on lr/(1-momentum)"
     return summary
+
+
+def _b_crit_summary(
+    summary: dict[str, Any], trials: pd.DataFrame, front: pd.DataFrame, eval_every: int | None
+) -> None:
+    """The fit of S(B) = S_min(1 + B_crit/B) to every seed's best steps at the front's
+    batch sizes (interpolated steps; a target met at step 0 is kept out), and what it
+    finds (`theory.b_crit_finding`): B_crit and its interval only when it lies within the
+    batch sizes tried, else a note saying why not."""
+    if front.empty:
+        return
+    leaders = seed_leaders(trials)
+    leaders = leaders[leaders[keys.BATCH_SIZE].isin(front[keys.BATCH_SIZE])]
+    steps = _interp_steps(leaders).to_numpy(float)
+    at_zero = sorted(int(b) for b in leaders[keys.BATCH_SIZE][steps <= 0].unique())
+    if at_zero:
+        sizes = ", ".join(map(str, at_zero))
+        summary["fit_note"] = (
+            f"B={sizes}: the target was met at step 0 (before any training); kept out of the fit"
+        )
+    keep = steps > 0
+    finding = theory.b_crit_finding(leaders[keys.BATCH_SIZE].to_numpy(float)[keep], steps[keep])
+    summary.update(
+        b_crit_kind=finding.kind, b_crit_note=finding.note,
+        b_crit_interval_covers=finding.covers, fit_points=finding.n_points,
+    )  # fmt: skip
+    fit = finding.fit
+    if fit is not None and finding.kind != "too_few":
+        summary["fit_rms_log"] = fit.rms_log
+        if finding.kind in ("inside", "below"):
+            summary["s_min"] = fit.s_min
+        if finding.kind in ("inside", "beyond"):
+            summary["e_min"] = fit.e_min
+    if finding.kind == "inside" and finding.interval is not None:
+        summary["b_crit"] = finding.b_crit
+        summary["b_crit_interval"] = list(finding.interval)
+    positive = front["steps_interp"][front["steps_interp"] > 0]
+    if eval_every and len(positive) and positive.min() < COARSE_EVALUATIONS * eval_every:
+        summary["resolution_note"] = (
+            f"the fewest steps on the front ({positive.min():.0f}) are under "
+            f"{COARSE_EVALUATIONS} evaluation intervals (eval_every {eval_every}): steps to "
+            "the target are interpolated between evaluations; a smaller eval_every measures "
+            "them more closely"
+        )
 
 
 def _fmt(value: Any) -> str:
@@ -443,30 +564,47 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
+def target_text(target: dict[str, Any]) -> str:
+    """ "loss <= 0.3", "accuracy >= 0.96": the target as the sweep compares it."""
+    relation = ">=" if target.get("mode", "min") == "max" else "<="
+    return f"{target['metric']} {relation} {float(target['value']):g}"
+
+
+def b_crit_text(summary: dict[str, Any]) -> str:
+    """B_crit with its interval when it is a finding, else why there is none."""
+    interval = summary.get("b_crit_interval")
+    if summary.get("b_crit") is not None and interval:
+        return f"{_fmt(summary['b_crit'])} (90% interval {_fmt(interval[0])}-{_fmt(interval[1])})"
+    return str(summary.get("b_crit_note") or "n/a (no trial reached the target)")
+
+
 def summary_markdown(tables: Tables) -> str:
     """summary.md: the numbers, the front, and every trial."""
     s = tables.summary
-    target = s["target"]
-    interval = s["b_crit_interval"]
+    counts = ", ".join(
+        f"{s[f'n_{name}']} {name}"
+        for name in ("reached", "pruned", "diverged", "exhausted", "stalled", "error")
+        if s.get(f"n_{name}") is not None
+    ) + (f", {s['n_unfinished']} unfinished" if s["n_unfinished"] else "")
+    notes = [s.get(k) for k in ("fit_note", "resolution_note", "lr_law")]
     lines = [
-        f"# noisetune summary: target {target['metric']} <= {target['value']:g}",
+        f"# noisetune summary: target {target_text(s['target'])}",
         "",
         "| quantity | value |",
         "|---|---|",
-        f"| B_crit (fit of the front) | {_fmt(s['b_crit'])}"
-        + (f" (90% bootstrap {_fmt(interval[0])}-{_fmt(interval[1])})" if interval else "")
-        + " |",
+        f"| B_crit (fit of the front) | {b_crit_text(s)} |",
+        f"| what the interval covers | {s.get('b_crit_interval_covers') or 'n/a'} |",
         f"| S_min (steps) | {_fmt(s['s_min'])} |",
         f"| E_min (examples) | {_fmt(s['e_min'])} |",
         f"| B_simple (measured, pooled at the target) | {_fmt(s['b_simple'])} |",
         f"| B_crit / B_simple | {_fmt(_ratio(s['b_crit'], s['b_simple']))} |",
         f"| B_noise ({s['b_noise_source'] or 'n/a'}) | {_fmt(s['b_noise'])} |",
         f"| eps_max | {_fmt(s['eps_max'])} |",
-        f"| trials | {s['n_trials']} ({s['n_reached']} reached, {s['n_pruned']} pruned, "
-        f"{s['n_diverged']} diverged, {s['n_exhausted']} exhausted, {s['n_error']} error"
-        + (f", {s['n_unfinished']} unfinished" if s["n_unfinished"] else "")
-        + ") |",
+        f"| optimizer | {s.get('optimizer', 'sgd')} |",
+        f"| trials | {s['n_trials']} ({counts}) over {s.get('seeds', 1)} training seed(s) |",
         f"| total examples (compute of the sweep) | {s['total_examples']:,} |",
+        "",
+        *[f"- {note}" for note in notes if note],
         "",
         "B_crit depends on the target: it grows as the target loss falls. B_simple is not",
         "B_crit: their ratio is a finding (published ratios span 0.05-8), not an error.",
@@ -489,8 +627,16 @@ def summary_markdown(tables: Tables) -> str:
     return "\n".join(lines)
 
 
-def build_tables(run_dir: Path, target: dict[str, Any]) -> Tables:
-    """Read the Tune experiment in `run_dir` into the results tables."""
+def build_tables(
+    run_dir: Path,
+    target: dict[str, Any],
+    *,
+    optimizer: str = "sgd",
+    eval_every: int | None = None,
+) -> Tables:
+    """Read the Tune experiment in `run_dir` into the results tables. `effective_lr`
+    (lr/(1 − momentum), the rate SGD's law is stated in) is left empty for other
+    optimisers."""
     tune_trials = read_trials(run_dir, with_results=False)
     try:
         last_reports, curves = _read_reports(tune_trials)
@@ -499,8 +645,11 @@ def build_tables(run_dir: Path, target: dict[str, Any]) -> Tables:
         tune_trials = read_trials(run_dir)
         trials = trials_table(tune_trials, run_dir)
         curves = curves_table(tune_trials)
+    if optimizer != "sgd":
+        trials["effective_lr"] = math.nan
     front = front_table(trials)
-    return Tables(trials, curves, front, summarize(trials, curves, front, target))
+    summary = summarize(trials, curves, front, target, optimizer=optimizer, eval_every=eval_every)
+    return Tables(trials, curves, front, summary)
 
 
 def write_tables(run_dir: Path, tables: Tables) -> Path:
@@ -537,6 +686,28 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class ErrorGroup:
+    """The trials that raised one and the same error: the exception's line, how many,
+    and the full traceback of the first of them (relative to the run directory)."""
+
+    message: str
+    count: int
+    traceback: str
+
+
+def trial_errors(run_dir: Path) -> list[ErrorGroup]:
+    """The distinct errors of the sweep's errored trials, most frequent first."""
+    groups: dict[str, list[str]] = {}
+    for trial in read_trials(run_dir, with_results=False):
+        if trial.status != TUNE_ERROR:
+            continue
+        where = (trial.path / ERROR_FILE).relative_to(run_dir) if trial.path else Path("?")
+        groups.setdefault(trial.error or "(no error message)", []).append(where.as_posix())
+    ordered = sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))
+    return [ErrorGroup(message, len(paths), sorted(paths)[0]) for message, paths in ordered]
+
+
 def no_tables_message(where: object) -> str:
     """The one-line error for a run directory or URI without results/ tables."""
     return f"{where}: no results/ tables (is this a noisetune run?)"
@@ -563,17 +734,30 @@ def export(tables: Tables, fmt: str, table: str, out: Path | None) -> str | None
     """Export one table; returns the text when there is no `out` (binary formats need one)."""
     if fmt == "markdown" and table == "summary":
         text = summary_markdown(tables)
+    elif fmt == "json" and table == "summary":
+        text = json.dumps(_jsonable(tables.summary), indent=2) + "\n"  # as summary.json
     elif table == "summary":
-        frame = pd.DataFrame(
-            [{k: v for k, v in _jsonable(tables.summary).items() if k != "target"}]
-        )
-        return _export_frame(frame, fmt, out)
+        return _export_frame(_summary_row(tables.summary), fmt, out)
     else:
         return _export_frame(getattr(tables, table), fmt, out)
     if out is None:
         return text
     out.write_text(text)
     return None
+
+
+def _summary_row(summary: dict[str, Any]) -> pd.DataFrame:
+    """The summary as one row: the target as target_metric, target_value, target_mode,
+    an interval as its _lo and _hi ends."""
+    row: dict[str, Any] = {}
+    for name, value in _jsonable(summary).items():
+        if isinstance(value, dict):
+            row.update({f"{name}_{key}": item for key, item in value.items()})
+        elif isinstance(value, list):
+            row.update({f"{name}_lo": value[0], f"{name}_hi": value[1]})
+        else:
+            row[name] = value
+    return pd.DataFrame([row])
 
 
 def _export_frame(frame: pd.DataFrame, fmt: str, out: Path | None) -> str | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import shlex
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,7 +30,13 @@ from tuner.progress import ProgressLine
 from tuner.spec import Spec, load_spec
 from tuner.storage import Location, clear, resolve, staging_dir
 from tuner.tune_loggers import NoTensorBoard, ReportsCache
-from tuner.tune_state import is_experiment, restore_problems
+from tuner.tune_state import (
+    TUNE_ERROR,
+    TUNE_TERMINATED,
+    is_experiment,
+    read_trials,
+    restore_problems,
+)
 
 T = TypeVar("T")
 SPEC_FILE = "noisetune_spec.yaml"
@@ -53,6 +59,14 @@ class SweepOutcome:
     location: Location
     tables: results.Tables
     interrupted: bool
+    errors: list[results.ErrorGroup] = field(default_factory=list)  # paths under `location`
+
+    @property
+    def produced_results(self) -> int:
+        """Trials that ended with a result of their own or were pruned (not errored, not
+        unfinished)."""
+        s = self.tables.summary
+        return int(s["n_trials"] - s["n_error"] - s["n_unfinished"])
 
     @property
     def run_dir(self) -> Path:
@@ -100,6 +114,19 @@ def holds_sweep(location: Location) -> bool:
     return _on_top_level(location, is_experiment)
 
 
+def sweep_finished(location: Location) -> bool:
+    """Whether the sweep at `location` ran every trial its spec asks for to the end (no
+    pending, running or paused trial): there is nothing to resume."""
+    expected = search.expected_trials(load_run_spec(location))
+
+    def finished(local: Path) -> bool:
+        trials = read_trials(local, with_results=False)
+        done = [t for t in trials if t.status in (TUNE_TERMINATED, TUNE_ERROR)]
+        return len(done) == len(trials) and (expected is None or len(trials) >= expected)
+
+    return _on_top_level(location, finished)
+
+
 def resume_problems(location: Location) -> list[str]:
     """Why the sweep at `location` cannot be resumed (empty: it can)."""
     return _on_top_level(
@@ -115,6 +142,7 @@ def trial_settings(spec: Spec, run_dir: Path | str) -> TrialSettings:
         workload_args=dict(spec.workload_args),
         target_metric=spec.target.metric,
         target_value=spec.target.value,
+        target_mode=spec.target.mode,
         max_steps=spec.budget.max_steps,
         max_examples=spec.budget.max_examples,
         eval_every=spec.eval_every,
@@ -129,7 +157,8 @@ def trial_settings(spec: Spec, run_dir: Path | str) -> TrialSettings:
         gpus_per_worker=spec.resources.gpus_per_worker,
         max_failures=spec.resources.max_failures,
         checkpoint_every=spec.resources.checkpoint_every,
-        seed=spec.search.seed,
+        stall_patience_steps=spec.stall.patience_steps,
+        stall_min_delta=spec.stall.min_delta,
         run_dir=str(run_dir),
     )
 
@@ -172,14 +201,18 @@ class SearchPlan:
 
 
 def search_plan(spec: Spec, run_dir: Path) -> SearchPlan:
-    """Under eps_opt pruning, grid and random candidates are proposed by a searcher in
-    the order the pruner's shared state prefers (Tune's param space is then empty and
-    num_samples counts every trial); otherwise the spec's search algorithm."""
-    if spec.pruning.kind == "eps_opt" and spec.search.algorithm in ("grid", "random"):
+    """Under eps_opt pruning, or with several training seeds, grid and random candidates
+    are drawn up front (each configuration once per seed, `guided.candidates`) and
+    proposed by a searcher in the order the pruner's shared state prefers (Tune's param
+    space is then empty and num_samples counts every trial); otherwise the spec's search
+    algorithm."""
+    candidates = spec.pruning.kind == "eps_opt" or spec.search.seeds > 1
+    if candidates and spec.search.algorithm in ("grid", "random"):
         state = schedulers.SweepState()
         configs = guided.candidates(spec)
         searcher = ConcurrencyLimiter(
-            guided.GuidedCandidates(configs, state), max_concurrent=spec.search.max_concurrent
+            guided.GuidedCandidates(configs, state, spec.target.mode),
+            max_concurrent=spec.search.max_concurrent,
         )
         scheduler = schedulers.make_scheduler(spec, run_dir, state)
         return SearchPlan(searcher, scheduler, {}, len(configs))
@@ -199,15 +232,25 @@ def search_plan(spec: Spec, run_dir: Path) -> SearchPlan:
 
 
 def _target(spec: Spec) -> dict[str, Any]:
-    return {"metric": spec.target.metric, "value": spec.target.value}
+    return {"metric": spec.target.metric, "value": spec.target.value, "mode": spec.target.mode}
 
 
 def _finish(tuner: tune.Tuner, spec: Spec, location: Location) -> SweepOutcome:
     tuner.fit()
+    return write_results(spec, location)
+
+
+def write_results(spec: Spec, location: Location) -> SweepOutcome:
+    """Build and write the results tables and figures of the sweep at `location` from
+    what Tune recorded there (Ray need not run)."""
     run_dir = _workdir(location)
     if not location.is_local:
+        _stage_decisions(location)  # the pruning reasons, if not staged here already
         location.download(run_dir, _tune_files)
-    tables = results.build_tables(run_dir, _target(spec))
+    tables = results.build_tables(
+        run_dir, _target(spec), optimizer=spec.optimizer, eval_every=spec.eval_every
+    )
+    errors = results.trial_errors(run_dir)
     out = results.write_tables(run_dir, tables)
     plots.write_plots(tables, out / "plots")
     expected = search.expected_trials(spec)
@@ -218,7 +261,7 @@ def _finish(tuner: tune.Tuner, spec: Spec, location: Location) -> SweepOutcome:
         location.upload(out, results.RESULTS_DIR)
         if not interrupted:  # what a resume would need is at the URI now
             clear(run_dir)
-    return SweepOutcome(location, tables, interrupted)
+    return SweepOutcome(location, tables, interrupted, errors)
 
 
 def run_sweep(
@@ -284,7 +327,7 @@ def load_run_spec(run_dir: Path | str | Location) -> Spec:
         return load_spec(spec_file)
 
 
-def _stage_for_resume(location: Location) -> None:
+def _stage_decisions(location: Location) -> None:
     """Bring the remote run's decisions.jsonl into its staging directory, where the
     restored scheduler appends to it; a longer local copy (left by a killed driver on
     this machine) is newer and stays."""
@@ -315,7 +358,7 @@ def resume_sweep(
     if problems:
         raise RunDirError("; ".join(problems))
     if not location.is_local:
-        _stage_for_resume(location)
+        _stage_decisions(location)
     settings = trial_settings(spec, location.uri)
     tuner = tune.Tuner.restore(
         location.uri,

@@ -49,12 +49,27 @@ class TrialRecord:
     batch_size: int
     lr: float
     momentum: float
+    seed: int = 0  # the training seed
     status: str = keys.RUNNING
     step: int = 0
     steps_to_target: float = math.nan
     b_noise_at_target: float = math.nan
     eps_max_at_target: float = math.nan
     started: bool = False
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> TrialRecord:
+        return cls(
+            batch_size=int(config[keys.BATCH_SIZE]),
+            lr=float(config[keys.LR]),
+            momentum=float(config.get(keys.MOMENTUM, 0.0)),
+            seed=int(config.get(keys.SEED, 0)),
+        )
+
+    @property
+    def leader_key(self) -> tuple[int, int]:
+        """(batch size, seed): rule 1 compares a trial with the leader of its own seed."""
+        return (self.batch_size, self.seed)
 
     @property
     def effective_lr(self) -> float:
@@ -113,8 +128,7 @@ def fit_model(records: Iterable[TrialRecord], mode: str) -> theory.EpsOptFit | N
     return theory.eps_opt_model(mode, batch_sizes, best_lrs, b_noise, eps_max)
 
 
-def _front_reason(record: TrialRecord, best: Mapping[int, TrialRecord]) -> str | None:
-    leader = best.get(record.batch_size)
+def _front_reason(record: TrialRecord, leader: TrialRecord | None) -> str | None:
     if leader is None or record.status == keys.REACHED or record.step < leader.steps_to_target:
         return None
     return (
@@ -147,11 +161,16 @@ def decide(
     best: Mapping[int, TrialRecord],
     model: theory.EpsOptFit | None,
     rule: PruneRule,
+    leaders: Mapping[tuple[int, int], TrialRecord] | None = None,
 ) -> str | None:
-    """The reason to stop this trial now, or None to let the wrapped scheduler decide."""
+    """The reason to stop this trial now, or None to let the wrapped scheduler decide.
+
+    `best` is per batch size; `leaders`, per (batch size, seed), is what rule 1 compares
+    with when trials repeat over training seeds (default: `best`, one seed)."""
     if record.status != keys.RUNNING:
-        return None  # it has ended by itself (reached, exhausted, diverged)
-    return _front_reason(record, best) or _lr_reason(record, best, model, rule)
+        return None  # it has ended by itself (reached, exhausted, diverged, stalled)
+    leader = leaders.get(record.leader_key) if leaders is not None else best.get(record.batch_size)
+    return _front_reason(record, leader) or _lr_reason(record, best, model, rule)
 
 
 RATE_RESOLUTION = 2**0.25  # effective lrs closer than this are one rate
@@ -231,6 +250,7 @@ class SweepState:
     records: dict[str, TrialRecord] = field(default_factory=dict)
     model: theory.EpsOptFit | None = None
     best: dict[int, TrialRecord] = field(default_factory=dict)
+    leaders: dict[tuple[int, int], TrialRecord] = field(default_factory=dict)  # per (B, seed)
     reached: list[TrialRecord] = field(default_factory=list)
 
     def observe(self, record: TrialRecord, result: Mapping[str, Any], mode: str) -> None:
@@ -240,10 +260,15 @@ class SweepState:
         if record.status != keys.REACHED or was_reached:
             return
         self.reached.append(record)
-        leader = self.best.get(record.batch_size)
-        if leader is None or record.steps_to_target < leader.steps_to_target:
+        if _leads(record, self.best.get(record.batch_size)):
             self.best[record.batch_size] = record
+        if _leads(record, self.leaders.get(record.leader_key)):
+            self.leaders[record.leader_key] = record
         self.model = fit_model(self.reached, mode)
+
+
+def _leads(record: TrialRecord, leader: TrialRecord | None) -> bool:
+    return leader is None or record.steps_to_target < leader.steps_to_target
 
 
 class EpsOptScheduler(TrialScheduler):
@@ -269,12 +294,7 @@ class EpsOptScheduler(TrialScheduler):
     def _record(self, trial: Trial) -> TrialRecord:
         record = self.state.records.get(trial.trial_id)
         if record is None:
-            config = trial.config
-            record = TrialRecord(
-                batch_size=int(config[keys.BATCH_SIZE]),
-                lr=float(config[keys.LR]),
-                momentum=float(config.get(keys.MOMENTUM, 0.0)),
-            )
+            record = TrialRecord.from_config(trial.config)
             self.state.records[trial.trial_id] = record
         return record
 
@@ -287,7 +307,7 @@ class EpsOptScheduler(TrialScheduler):
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
         record = self._record(trial)
         self.state.observe(record, result, self.rule.mode)
-        reason = decide(record, self.state.best, self.state.model, self.rule)
+        reason = decide(record, self.state.best, self.state.model, self.rule, self.state.leaders)
         if reason is not None:
             self._log(trial.trial_id, record.step, reason)
             return str(TrialScheduler.STOP)
@@ -382,12 +402,12 @@ class PerBatchSize(FIFOScheduler):
 def _asha(spec: Spec) -> PerBatchSize:
     """ASHA per batch size, on our own monotonic step counter, not training_iteration
     (DESIGN.md §4): grace `pruning.grace_steps`, reduction factor 4, each batch size's
-    own step budget."""
+    own step budget, the target metric in the target's direction."""
     return PerBatchSize(
         lambda batch_size: ASHAScheduler(
             time_attr=keys.STEP,
             metric=keys.TARGET_VALUE,
-            mode="min",
+            mode=spec.target.mode,
             max_t=max(spec.budget.max_steps_for(batch_size), spec.pruning.grace_steps, 1),
             grace_period=max(1, spec.pruning.grace_steps),
             reduction_factor=4,

@@ -9,11 +9,15 @@
 
 Objective (all in log units, so that a value reads as "log of the steps this trial needs"):
 - reached:   log(steps_to_target)                     [NSGA-II also log(examples_to_target)]
-- exhausted: log(steps taken) + log(1 + gap), gap = (target_value − target)/|target|,
-  i.e. the steps it would need if the target metric kept falling like 1/t towards 0
-  (T·target_value/target for a positive target); capped at `MAX_GAP_PENALTY`. Every
-  exhausted trial scores at least the log of its budget, so it ranks behind every trial
-  that reached the target within the same budget, and closer misses rank better.
+- exhausted: log(steps taken) + log(1 + gap), gap = (target_value − target)/|target| for
+  a target the metric falls to (mode min; (target − target_value)/|target| for one it
+  rises to), i.e. the steps it would need if the target metric kept falling like 1/t
+  towards 0 (T·target_value/target for a positive target); capped at
+  `MAX_GAP_PENALTY`. Every exhausted trial scores at least the log of its budget, so it
+  ranks behind every trial that reached the target within the same budget, and closer
+  misses rank better.
+- stalled:   log(largest budget) + log(1 + gap): as if it had spent the whole budget
+  without getting closer (it stopped because it was not getting closer).
 - diverged:  the worst value of the sweep, log(largest budget) + `DIVERGED_PENALTY`,
   beyond any exhausted trial: TPE must learn that those learning rates are bad (FAIL
   would make it ignore them and sample there again).
@@ -83,7 +87,8 @@ def _domain(dim: DimModel, grid: bool) -> Any:
 
 
 def param_space(spec: Spec) -> dict[str, Any]:
-    """Tune domains for batch_size, lr, momentum and warmup_steps (empty under Optuna).
+    """Tune domains for batch_size, lr, momentum and warmup_steps (empty under Optuna;
+    not used with several training seeds, whose candidates `tuner.guided` draws).
 
     Under `grid`, every list is a grid axis and ranges are sampled once per grid point
     and repeat (Tune's semantics); otherwise every dimension is sampled. Under the Optuna
@@ -137,12 +142,15 @@ class Objective:
     """What Optuna minimises, computed on the driver from a trial's report (module doc).
 
     `multi`: NSGA-II's (log steps, log examples) to target; else TPE's log steps alone.
-    `worst`: the diverged value, (log steps, log examples).
+    `budget`: (log steps, log examples) of the largest budget; `worst`: the diverged
+    value, beyond it.
     """
 
     target: float
     worst: tuple[float, float]
     multi: bool = False
+    mode: str = "min"
+    budget: tuple[float, float] = (0.0, 0.0)
 
     @classmethod
     def from_spec(cls, spec: Spec) -> Objective:
@@ -150,10 +158,13 @@ class Objective:
         sizes = [int(b) for b in spec.space.batch_size.points()]  # a range's bounds
         most_steps = max(spec.max_steps_for(b) for b in sizes)
         most_examples = max(spec.max_steps_for(b) * b for b in sizes)
+        budget = (_log(most_steps), _log(most_examples))
         return cls(
             target=spec.target.value,
-            worst=(_log(most_steps) + DIVERGED_PENALTY, _log(most_examples) + DIVERGED_PENALTY),
+            worst=(budget[0] + DIVERGED_PENALTY, budget[1] + DIVERGED_PENALTY),
             multi=spec.search.algorithm == "optuna-nsga2",
+            mode=spec.target.mode,
+            budget=budget,
         )
 
     @property
@@ -173,10 +184,10 @@ class Objective:
         return ["min", "min"] if self.multi else "min"
 
     def gap_penalty(self, target_value: float) -> float:
-        """log(1 + relative distance above the target), capped at MAX_GAP_PENALTY."""
+        """log(1 + relative distance short of the target), capped at MAX_GAP_PENALTY."""
         scale = abs(self.target) or 1.0
-        gap = max(0.0, (target_value - self.target) / scale)
-        return min(math.log1p(gap), MAX_GAP_PENALTY)
+        short = target_value - self.target if self.mode == "min" else self.target - target_value
+        return min(math.log1p(max(0.0, short / scale)), MAX_GAP_PENALTY)
 
     def scores(self, result: Mapping[str, Any]) -> tuple[float, float]:
         """(log steps, log examples) to target, penalised if not reached; a running
@@ -190,6 +201,8 @@ class Objective:
         if status == keys.DIVERGED or math.isnan(value):
             return self.worst
         penalty = self.gap_penalty(value)
+        if status == keys.STALLED:
+            return self.budget[0] + penalty, self.budget[1] + penalty
         return _log(step) + penalty, _log(examples) + penalty
 
     def values(self, result: Mapping[str, Any] | None) -> list[float] | None:
@@ -197,7 +210,7 @@ class Objective:
         if not result:
             return None
         status = result.get(keys.TRIAL_STATUS, keys.RUNNING)
-        if status not in (keys.REACHED, keys.EXHAUSTED, keys.DIVERGED):
+        if status not in keys.SELF_ENDED:
             return None  # stopped by a scheduler while running
         return list(self.scores(result)[: len(self.names)])
 
@@ -332,9 +345,7 @@ def _sampler(spec: Spec) -> optuna.samplers.BaseSampler:
     if spec.search.algorithm == "optuna-nsga2":
         return NSGAIISampler(population_size=min(50, max(4, n // 4)), seed=seed)
     # multivariate: the best lr moves with the batch size (eps_opt(B)), so model them jointly.
-    return TPESampler(
-        n_startup_trials=min(10, max(4, n // 4)), multivariate=True, seed=seed
-    )
+    return TPESampler(n_startup_trials=min(10, max(4, n // 4)), multivariate=True, seed=seed)
 
 
 def optuna_search(spec: Spec) -> NoiseTuneOptunaSearch:
@@ -362,5 +373,5 @@ def expected_trials(spec: Spec) -> int | None:
     """How many trials a finished sweep has (None when the searcher decides)."""
     if spec.search.algorithm == "grid":
         axes = [len(d.points()) for d in spec.space.dimensions().values() if d.categorical]
-        return math.prod(axes) * spec.search.num_samples
-    return spec.search.num_samples
+        return math.prod(axes) * spec.search.num_samples * spec.search.seeds
+    return spec.search.num_samples * spec.search.seeds

@@ -312,10 +312,12 @@ class Space(_Model):
 
 
 class Target(_Model):
-    """The target: `metric` (lower is better) must reach `value`."""
+    """The target: `metric` must reach `value`, falling to it (mode min, the default:
+    lower is better) or rising to it (mode max: higher is better, e.g. an accuracy)."""
 
     metric: NonEmptyStr
     value: Real
+    mode: Literal["min", "max"] = "min"
 
 
 class Budget(_Model):
@@ -341,12 +343,18 @@ class Budget(_Model):
 
 
 class Search(_Model):
-    """The search algorithm; num_samples defaults to 1 for grid (repeats of the grid), else 16."""
+    """The search algorithm; num_samples defaults to 1 for grid (repeats of the grid), else 16.
+
+    `seed` seeds the search algorithm only. `seeds` runs every configuration with the
+    training seeds 0 … seeds−1 (batches, dropout, the model's initialisation drawn from
+    torch's generator), so that the front and B_crit carry seed-to-seed variation.
+    """
 
     algorithm: Literal["random", "grid", "optuna-tpe", "optuna-nsga2", "eps-guided"] = "random"
     num_samples: PosInt = 16
     max_concurrent: PosInt = 2
     seed: NonNegInt = 0
+    seeds: PosInt = 1
 
     @model_validator(mode="before")
     @classmethod
@@ -364,6 +372,16 @@ class Pruning(_Model):
     grace_steps: NonNegInt = 100
     mode: Literal["measured", "calibrated", "fitted"] = "fitted"  # eps_opt only
     base: Literal["fifo", "asha"] = "fifo"  # eps_opt only: the scheduler it wraps
+
+
+class Stall(_Model):
+    """Stop a trial that stopped progressing (status `stalled`): no evaluation improved
+    its best target value by `min_delta` of the way from its step-0 value to the target
+    within `patience_steps` steps, counted from the end of its warmup. Default patience: a
+    quarter of the trial's step budget; 0 turns the rule off."""
+
+    patience_steps: NonNegInt | None = None
+    min_delta: Annotated[Real, Field(ge=0, lt=1)] = 0.01
 
 
 class Resources(_Model):
@@ -401,6 +419,7 @@ class Spec(_Model):
     pruning: Pruning = Field(default_factory=Pruning)
     resources: Resources = Field(default_factory=Resources)
     measure: Measure = Field(default_factory=Measure)
+    stall: Stall = Field(default_factory=Stall)
     storage: NonEmptyStr = "./runs"  # a directory, or a URI (s3://, gs://, file://)
 
     @field_validator("name")
@@ -490,11 +509,31 @@ class Spec(_Model):
                     "builds: set pruning.kind: eps_opt",
                 )
             )
-        if self.search.algorithm == "grid" and not any(
-            d.categorical for d in self.space.dimensions().values()
-        ):
+        dims = self.space.dimensions().values()
+        if self.search.algorithm == "grid" and not any(d.categorical for d in dims):
             problems.append(
                 ("search.algorithm", "grid needs at least one categorical dimension (a list)")
+            )
+        if (
+            self.search.algorithm == "grid"
+            and self.search.num_samples > 1
+            and all(d.categorical for d in dims)
+        ):
+            problems.append(
+                (
+                    "search.num_samples",
+                    f"{self.search.num_samples} repeats of a grid of lists would be identical "
+                    f"trials: use search.seeds: {self.search.num_samples} to repeat it over "
+                    "training seeds",
+                )
+            )
+        if self.search.seeds > 1 and self.search.algorithm not in ("grid", "random"):
+            problems.append(
+                (
+                    "search.seeds",
+                    f"repeats over training seeds are run for grid and random search, not "
+                    f"{self.search.algorithm} (it would search the seed like a hyperparameter)",
+                )
             )
         if problems:
             raise PydanticCustomError(
@@ -668,6 +707,7 @@ __all__ = [
     "Space",
     "Spec",
     "SpecError",
+    "Stall",
     "Target",
     "Uniform",
     "load_spec",

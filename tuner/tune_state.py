@@ -94,10 +94,14 @@ def read_result_file(path: Path | None) -> ResultFile:
     return ResultFile(table, last)
 
 
-def _first_line(path: Path | None) -> str:
-    if path is None or not (path / "error.txt").exists():
+ERROR_FILE = "error.txt"  # Tune's full traceback of a trial that raised
+
+
+def _error_message(path: Path | None) -> str:
+    """The exception a trial raised: the last line of its traceback (error.txt)."""
+    if path is None or not (path / ERROR_FILE).exists():
         return ""
-    lines = [ln.strip() for ln in (path / "error.txt").read_text().splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in (path / ERROR_FILE).read_text().splitlines() if ln.strip()]
     return lines[-1][:300] if lines else ""
 
 
@@ -153,7 +157,7 @@ def read_trials(run_dir: Path, *, with_results: bool = True) -> list[TuneTrial]:
                 config=trial.get("config", {}),
                 path=path,
                 results=results,
-                error=_first_line(path) if trial["status"] == TUNE_ERROR else "",
+                error=_error_message(path) if trial["status"] == TUNE_ERROR else "",
             )
         )
     return trials

@@ -1,0 +1,170 @@
+"""The front (one seed, several seeds), what the summary says of B_crit, and the summary
+as an export: tables built from hand-made trials tables, no Ray."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from trainables import keys
+from tuner import results, theory
+from tuner.tune_state import TuneTrial
+
+TARGET = {"metric": "loss", "value": 0.5, "mode": "min"}
+S_MIN, B_CRIT = 50.0, 200.0
+
+
+def trial(
+    trial_id: str,
+    batch_size: int,
+    steps: float,
+    *,
+    lr: float = 0.1,
+    seed: int = 0,
+    status: str = keys.REACHED,
+    interp: float | None = None,
+) -> dict[str, Any]:
+    reached = status == keys.REACHED
+    interp = steps if interp is None else interp
+    return {
+        "trial_id": trial_id, "status": status, keys.BATCH_SIZE: batch_size, keys.LR: lr,
+        keys.MOMENTUM: 0.0, keys.WARMUP_STEPS: 0,
+        keys.STEPS_TO_TARGET: steps if reached else math.nan,
+        keys.EXAMPLES_TO_TARGET: steps * batch_size if reached else math.nan,
+        "final_loss": 0.4, keys.B_SIMPLE: math.nan, keys.WALL_S: 1.0, keys.REASON: "",
+        "steps": int(steps), "examples": int(steps) * batch_size, "effective_lr": lr,
+        keys.SEED: seed,
+        keys.STEPS_TO_TARGET_INTERP: interp if reached else math.nan,
+        keys.EXAMPLES_TO_TARGET_INTERP: interp * batch_size if reached else math.nan,
+    }  # fmt: skip
+
+
+def tables_of(rows: list[dict[str, Any]], **options: Any) -> results.Tables:
+    trials = pd.DataFrame(rows, columns=results.TRIAL_COLUMNS)
+    curves = pd.DataFrame(columns=results.CURVE_COLUMNS)
+    front = results.front_table(trials)
+    return results.Tables(
+        trials, curves, front, results.summarize(trials, curves, front, TARGET, **options)
+    )
+
+
+def exact(batch_size: int) -> float:
+    return float(theory.steps_for(float(batch_size), S_MIN, B_CRIT))
+
+
+def test_with_one_seed_the_front_is_each_batch_sizes_best_trial() -> None:
+    rows = [trial(f"t{b}{i}", b, exact(b) * (1 + i)) for b in (16, 64, 256, 1024) for i in (0, 1)]
+    tables = tables_of(rows)
+    front = tables.front
+    assert list(front[keys.BATCH_SIZE]) == [16, 64, 256, 1024]
+    assert list(front["trial_id"]) == ["t160", "t640", "t2560", "t10240"]
+    assert (front["seeds"] == 1).all() and (front["steps_lo"] == front["steps_hi"]).all()
+    s = tables.summary
+    assert s["b_crit_kind"] == "inside" and s["b_crit"] == pytest.approx(B_CRIT, rel=1e-6)
+    assert s["s_min"] == pytest.approx(S_MIN, rel=1e-6)
+    assert "profile-likelihood" in s["b_crit_interval_covers"]
+
+
+def test_with_three_seeds_the_front_is_the_median_of_each_seeds_best() -> None:
+    rows = []
+    for b in (16, 64, 256, 1024):
+        for seed, factor in enumerate((0.8, 1.0, 1.3)):
+            rows.append(trial(f"a{b}{seed}", b, exact(b) * factor, lr=0.1, seed=seed))
+            rows.append(trial(f"b{b}{seed}", b, exact(b) * factor * 1.1, lr=0.2, seed=seed))
+    tables = tables_of(rows)
+    front = tables.front.set_index(keys.BATCH_SIZE)
+    for b in (16, 64, 256, 1024):
+        assert front.loc[b, "steps_interp"] == pytest.approx(exact(b))  # the median seed
+        assert front.loc[b, "steps_lo"] == pytest.approx(0.8 * exact(b))
+        assert front.loc[b, "steps_hi"] == pytest.approx(1.3 * exact(b))
+        assert (front.loc[b, "seeds_reached"], front.loc[b, "seeds"]) == (3, 3)
+        assert front.loc[b, "trial_id"] == f"a{b}1"
+    s = tables.summary
+    assert s["seeds"] == 3 and s["fit_points"] == 12  # every seed's best enters the fit
+    lo, hi = s["b_crit_interval"]
+    assert lo < B_CRIT < hi  # the seed-to-seed spread widens the interval
+    assert "seed-to-seed" in s["b_crit_interval_covers"]
+
+
+def test_a_batch_size_most_seeds_missed_is_not_on_the_front() -> None:
+    rows = [trial(f"s{seed}", 64, 100.0, seed=seed) for seed in range(3)]
+    rows += [trial("hit", 256, 60.0, seed=0)]
+    rows += [trial(f"miss{seed}", 256, 900.0, seed=seed, status=keys.EXHAUSTED) for seed in (1, 2)]
+    front = tables_of(rows).front
+    assert list(front[keys.BATCH_SIZE]) == [64]
+
+
+@pytest.mark.parametrize(
+    ("b_crit", "sizes", "kind", "note"),
+    [
+        (1e6, (16, 64, 256), "beyond", "beyond the batch sizes tried"),
+        (0.01, (16, 64, 256), "below", "below the batch sizes tried"),
+        (200.0, (64, 256), "too_few", "too few batch sizes (2 reached the target"),
+    ],
+)
+def test_b_crit_outside_the_batch_sizes_or_from_too_few_is_no_finding(
+    b_crit: float, sizes: tuple[int, ...], kind: str, note: str
+) -> None:
+    rows = [trial(f"t{b}", b, float(theory.steps_for(float(b), S_MIN, b_crit))) for b in sizes]
+    s = tables_of(rows).summary
+    assert (s["b_crit_kind"], s["b_crit"], s["b_crit_interval"]) == (kind, None, None)
+    assert note in s["b_crit_note"]
+    assert note in results.b_crit_text(s) and note in results.summary_markdown(tables_of(rows))
+
+
+def test_a_target_met_at_step_0_is_a_result_kept_out_of_the_fit() -> None:
+    rows = [trial(f"t{b}", b, exact(b)) for b in (16, 64, 256, 1024)]
+    rows.append(trial("zero", 4096, 0.0))
+    tables = tables_of(rows)
+    assert 4096 in set(tables.front[keys.BATCH_SIZE])
+    s = tables.summary
+    assert s["fit_points"] == 4 and s["b_crit"] == pytest.approx(B_CRIT, rel=1e-6)
+    assert "B=4096: the target was met at step 0" in s["fit_note"]
+
+
+def test_coarse_evaluations_next_to_the_front_get_a_note() -> None:
+    rows = [trial(f"t{b}", b, exact(b)) for b in (16, 64, 256, 1024)]
+    assert tables_of(rows, eval_every=5).summary["resolution_note"] is None  # 55 > 10 x 5
+    note = tables_of(rows, eval_every=20).summary["resolution_note"]
+    assert "under 10 evaluation intervals (eval_every 20)" in note
+
+
+def test_no_sgd_law_for_adamw() -> None:
+    rows = [trial(f"t{b}", b, exact(b), lr=1e-3 * b**0.5) for b in (16, 64, 256, 1024)]
+    s = tables_of(rows, optimizer="adamw").summary
+    assert s["eps_max"] is None and s["b_noise"] is None
+    assert s["lr_law"].startswith("none") and s["b_crit_kind"] == "inside"
+    assert tables_of(rows).summary["eps_max"] is not None
+
+
+def test_the_trials_table_comes_out_sorted() -> None:
+    made = [
+        TuneTrial(f"t{i}", "TERMINATED", {keys.BATCH_SIZE: b, keys.LR: lr}, None)
+        for i, (b, lr) in enumerate([(64, 0.2), (16, 0.4), (64, 0.1), (16, 0.1)])
+    ]
+    table = results.trials_table(made, run_dir=Path("/nonexistent"))
+    assert list(zip(table[keys.BATCH_SIZE], table[keys.LR], strict=True)) == [
+        (16, 0.1),
+        (16, 0.4),
+        (64, 0.1),
+        (64, 0.2),
+    ]
+
+
+def test_the_summary_exports_as_one_object_or_one_row_with_the_target() -> None:
+    tables = tables_of([trial(f"t{b}", b, exact(b)) for b in (16, 64, 256, 1024)])
+    as_json = json.loads(results.export(tables, "json", "summary", None) or "")
+    assert isinstance(as_json, dict) and as_json["target"] == TARGET
+    assert as_json["b_crit"] == pytest.approx(B_CRIT, rel=1e-6)
+    csv = results.export(tables, "csv", "summary", None) or ""
+    header, row = csv.splitlines()[:2]
+    assert {"target_metric", "target_value", "target_mode", "b_crit_interval_lo"} <= set(
+        header.split(",")
+    )
+    assert np.isfinite(float(row.split(",")[header.split(",").index("b_crit")]))
