@@ -552,7 +552,8 @@ def run_trial(
         step = 0
     else:
         step = trial.load_state_dict(saved)
-        judge.load_state_dict(saved["judge"])
+        # A checkpoint from before the judge kept only the initial loss.
+        judge.load_state_dict(saved.get("judge", {"initial_loss": saved.get("initial_loss")}))
         last = {keys.STEP: step, keys.TRIAL_STATUS: keys.RUNNING}
     while last[keys.TRIAL_STATUS] == keys.RUNNING:
         step += 1

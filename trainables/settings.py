@@ -5,6 +5,7 @@ The driver builds these from the spec (tuner.runner); the workers never see the 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,7 +80,7 @@ class Hyperparameters:
     seed: int = 0  # the training seed: batches, the torch RNG, the model's initialisation
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Hyperparameters:
+    def from_config(cls, config: Mapping[str, Any]) -> Hyperparameters:
         return cls(
             batch_size=int(config[keys.BATCH_SIZE]),
             lr=float(config[keys.LR]),

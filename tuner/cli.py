@@ -105,7 +105,10 @@ def _print_outcome(outcome: Any) -> None:
         f"E_min {_fmt(summary.get('e_min'), 3)}  B_simple {_fmt(summary.get('b_simple'), 3)}  "
         f"examples spent {summary['total_examples']:,}"
     )
-    for note in ("fit_note", "resolution_note", "lr_law"):
+    notes = ["fit_note", "resolution_note"] + (
+        ["lr_law"] if summary.get("optimizer") != "sgd" else []
+    )
+    for note in notes:
         if summary.get(note):
             click.echo(f"note: {summary[note]}")
     click.echo(f"Results: {outcome.location.join('results')}")

@@ -55,11 +55,13 @@ COARSE_EVALUATIONS = 10
 # Keys of a report that are bookkeeping, not curves: ours and the ones Tune adds.
 _NOT_CURVES = {
     keys.TARGET_VALUE, keys.TRIAL_STATUS, keys.STEPS_TO_TARGET, keys.EXAMPLES_TO_TARGET,
-    keys.REASON, keys.WALL_S, keys.OBJECTIVE, "timestamp", "checkpoint_dir_name", "done",
-    "training_iteration", "trial_id", "date", "time_this_iter_s", "time_total_s", "pid",
-    "hostname", "node_ip", "config", "time_since_restore", "iterations_since_restore",
-    "checkpoint_path", "should_checkpoint",
+    keys.STEPS_TO_TARGET_INTERP, keys.EXAMPLES_TO_TARGET_INTERP, keys.REASON, keys.WALL_S,
+    keys.OBJECTIVE, *keys.TUNE_KEYS,
 }  # fmt: skip
+
+
+def _bookkeeping(name: str) -> bool:
+    return name in _NOT_CURVES or name.startswith("time_")
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,7 @@ def _curve_rows(trial: TuneTrial) -> list[dict[str, Any]]:
     for result in last_run(trial.results):
         row: dict[str, Any] = {"trial_id": trial.trial_id}
         for name, value in result.items():
-            if name not in _NOT_CURVES and isinstance(value, (int, float)):
+            if not _bookkeeping(name) and isinstance(value, (int, float)):
                 row[name] = value
         rows.append(row)
     return rows
@@ -220,7 +222,7 @@ def _curve_part(table: pa.Table | None) -> pa.Table | None:
         raise _RowByRow("a report without a step")
     names = []
     for column in table.schema:
-        if column.name in _NOT_CURVES:
+        if _bookkeeping(column.name):
             continue
         if pa.types.is_boolean(column.type):
             raise _RowByRow(f"a boolean metric {column.name!r}")  # row by row: bool is int

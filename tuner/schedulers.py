@@ -33,6 +33,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from trainables import keys
+from trainables.settings import Hyperparameters
 from tuner import theory
 from tuner.spec import Spec
 
@@ -59,12 +60,8 @@ class TrialRecord:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TrialRecord:
-        return cls(
-            batch_size=int(config[keys.BATCH_SIZE]),
-            lr=float(config[keys.LR]),
-            momentum=float(config.get(keys.MOMENTUM, 0.0)),
-            seed=int(config.get(keys.SEED, 0)),
-        )
+        hp = Hyperparameters.from_config(config)
+        return cls(hp.batch_size, hp.lr, hp.momentum, hp.seed)
 
     @property
     def leader_key(self) -> tuple[int, int]:
