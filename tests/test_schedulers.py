@@ -309,3 +309,12 @@ def test_asha_follows_the_targets_direction(mode: str) -> None:
     trial = fake_trial("t", 16, 0.1)
     scheduler.on_trial_add(SimpleNamespace(get_trials=lambda: [trial]), trial)
     assert scheduler.by_batch_size[16]._mode == mode
+
+
+def test_a_trial_that_met_the_target_at_step_0_says_nothing_of_the_lr() -> None:
+    front = exact_front(1.0, 64.0, [16, 64, 256])
+    at_zero = reached(4096, 1e-6, 0.0)  # any lr meets it before training
+    model = fit_model([*front, at_zero], "fitted")
+    assert model is not None
+    assert model.b_noise == pytest.approx(64.0, rel=1e-3)
+    assert model.eps_max == pytest.approx(1.0, rel=1e-3)

@@ -490,15 +490,16 @@ def summarize(
         return summary
     b_noise = _pooled(at_target, keys.B_NOISE)
     eps_max = _pooled(at_target, keys.EPS_MAX, reference=b_noise)
+    trained = front[front["steps_interp"] > 0]  # a target met at step 0 says nothing of lr
     if math.isfinite(b_noise) and math.isfinite(eps_max):
         summary.update(
             b_noise=b_noise, eps_max=eps_max,
             b_noise_source="measured (curvature), pooled at the target",
         )  # fmt: skip
-    elif front[keys.BATCH_SIZE].nunique() >= 2:
-        lr = front[keys.LR].to_numpy(float)
-        effective = lr / (1.0 - front[keys.MOMENTUM].to_numpy(float))
-        lr_fit = theory.fit_eps_opt(front[keys.BATCH_SIZE].to_numpy(float), effective)
+    elif trained[keys.BATCH_SIZE].nunique() >= 2:
+        lr = trained[keys.LR].to_numpy(float)
+        effective = lr / (1.0 - trained[keys.MOMENTUM].to_numpy(float))
+        lr_fit = theory.fit_eps_opt(trained[keys.BATCH_SIZE].to_numpy(float), effective)
         summary.update(
             b_noise=lr_fit.b_noise, eps_max=lr_fit.eps_max,
             b_noise_source="fitted to the best effective lr per batch size",

@@ -109,9 +109,11 @@ def fit_model(records: Iterable[TrialRecord], mode: str) -> theory.EpsOptFit | N
     Measured noise scales are pooled over the trials that reached the target, taken at
     the target, so that every trial enters at the same loss. B_simple never stands in
     for B_noise: near the target it is often 10x the B_noise that the best lrs follow,
-    and a model built on it prunes the best trials at small batch sizes.
+    and a model built on it prunes the best trials at small batch sizes. A trial that
+    met the target at step 0 says nothing about the lr (any lr meets it there): it is
+    left out.
     """
-    reached = [r for r in records if r.status == keys.REACHED]
+    reached = [r for r in records if r.status == keys.REACHED and r.steps_to_target > 0]
     best = best_per_batch(reached)
     batch_sizes = [float(b) for b in best]
     best_lrs = [r.effective_lr for r in best.values()]
