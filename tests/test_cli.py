@@ -257,7 +257,7 @@ def test_ctrl_c_keeps_finished_trials_and_resume_completes_them(tmp_path: Path) 
 @pytest.mark.parametrize(
     ("workload", "target", "message"),
     [
-        ("failing_build", {"metric": "loss", "value": 0.1}, "FileNotFoundError: no dataset at"),
+        ("failing_build", {"metric": "loss", "value": 0.1}, "FileNotFoundError while being built"),
         ("classifier", {"metric": "acc", "value": 0.9}, "target metric 'acc' is not reported"),
         ("reserved_metric", {"metric": "loss", "value": 0.1}, "'step' would overwrite"),
     ],

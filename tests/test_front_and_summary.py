@@ -86,10 +86,23 @@ def test_with_three_seeds_the_front_is_the_median_of_each_seeds_best() -> None:
         assert (front.loc[b, "seeds_reached"], front.loc[b, "seeds"]) == (3, 3)
         assert front.loc[b, "trial_id"] == f"a{b}1"
     s = tables.summary
-    assert s["seeds"] == 3 and s["fit_points"] == 12  # every seed's best enters the fit
-    lo, hi = s["b_crit_interval"]
-    assert lo < B_CRIT < hi  # the seed-to-seed spread widens the interval
-    assert "seed-to-seed" in s["b_crit_interval_covers"]
+    assert s["seeds"] == 3 and s["fit_points"] == 4  # one point per batch size: its median
+    assert s["b_crit"] == pytest.approx(B_CRIT, rel=1e-6)
+    assert "median over 3 training seeds" in s["b_crit_interval_covers"]
+
+
+def test_a_seed_that_missed_the_target_counts_in_the_median_that_is_fitted() -> None:
+    """Leaving it out would bias the long runs' steps low; as infinitely many steps it
+    moves the median up instead."""
+    rows = []
+    for b in (16, 64, 256, 1024):
+        for seed, factor in enumerate((0.9, 1.0, 1.1)):
+            rows.append(trial(f"t{b}{seed}", b, exact(b) * factor, seed=seed))
+    rows = [r for r in rows if r["trial_id"] != "t162"]  # B=16, seed 2: never reached
+    rows.append(trial("t162", 16, 3000.0, seed=2, status=keys.EXHAUSTED))
+    front = tables_of(rows).front.set_index(keys.BATCH_SIZE)
+    assert front.loc[16, "steps_interp"] == pytest.approx(exact(16))  # median of 0.9, 1.0, inf
+    assert front.loc[16, "seeds_reached"] == 2 and math.isinf(front.loc[16, "steps_hi"])
 
 
 def test_a_batch_size_most_seeds_missed_is_not_on_the_front() -> None:

@@ -79,7 +79,7 @@ def test_a_net_stuck_where_it_started_stalls_after_the_patience() -> None:
     curve = [(t, 2.3026 + 0.005 * math.sin(t)) for t in range(0, 2001, 20)]
     ended, verdict = judge_curve(judge, curve)
     assert (ended, verdict.status) == (500, keys.STALLED)
-    assert "no gain of 0.01 of the way to the target in the 500 steps" in verdict.reason
+    assert "no evaluation since step 0 closed 0.01 of the distance left" in verdict.reason
 
 
 def test_slow_steady_progress_does_not_stall() -> None:
@@ -94,15 +94,32 @@ def test_a_plateau_after_progress_stalls_patience_steps_after_the_last_record() 
     judge = Judge(Target("accuracy", 0.95, "max"), max_steps=5000, patience_steps=300)
     curve = [(t, min(0.1 + 0.002 * t, 0.5)) for t in range(0, 5001, 50)]  # flat from step 200
     ended, verdict = judge_curve(judge, curve)
-    assert verdict.status == keys.STALLED and judge.best_step == 200 and ended == 500
+    assert verdict.status == keys.STALLED and judge.record_step == 200 and ended == 500
+
+
+def test_a_curve_closing_in_slowly_on_its_target_is_not_stalled() -> None:
+    """L(t) = 0.25 + 2.05/(1 + 40t/T) meets 0.3 exactly at T = 2000: late in the budget
+    it gains little in absolute terms, but a large share of what is left to do."""
+    judge = Judge(Target("loss", 0.3), max_steps=2000, patience_steps=500)
+    curve = [(t, 0.25 + 2.05 / (1 + 40 * t / 2000)) for t in range(0, 2001, 20)]
+    ended, verdict = judge_curve(judge, curve)
+    assert (ended, verdict.status) == (2000, keys.REACHED)
+
+
+def test_a_large_first_drop_does_not_set_the_bar_for_later_records() -> None:
+    """An MSE from 1e4 to 2 in 20 steps, then slowly on: the records after the drop are
+    measured against what is left, not against the first distance."""
+    judge = Judge(Target("loss", 0.1), max_steps=1000, patience_steps=100)
+    curve = [(0, 1e4)] + [(t, 0.1 + 1.9 * math.exp(-(t - 20) / 300)) for t in range(20, 1001, 20)]
+    ended, verdict = judge_curve(judge, curve)
+    assert verdict.status == keys.EXHAUSTED and ended == 1000
 
 
 def test_the_stall_rule_waits_for_the_warmup_and_can_be_off() -> None:
     flat = [(t, 1.0) for t in range(0, 1001, 10)]
-    ended, _ = judge_curve(
-        Judge(Target("loss", 0.1), 1000, patience_steps=100, warmup_steps=400), flat
-    )
-    assert ended == 400
+    warm = Judge(Target("loss", 0.1), 1000, patience_steps=100, warmup_steps=400)
+    ended, _ = judge_curve(warm, flat)
+    assert ended == 500  # the patience counts from the end of the warmup
     ended, verdict = judge_curve(Judge(Target("loss", 0.1), 1000, patience_steps=0), flat)
     assert (ended, verdict.status) == (1000, keys.EXHAUSTED)
 

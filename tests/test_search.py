@@ -235,14 +235,17 @@ def test_gap_penalty_of_a_target_the_metric_rises_to(
     assert objective.gap_penalty(value) == pytest.approx(math.log1p(gap))
 
 
-def test_a_stalled_trial_ranks_behind_every_exhausted_one_and_before_diverged() -> None:
-    objective = Objective.from_spec(make_spec())  # budget 300 steps
-    exhausted = objective.values(report(keys.EXHAUSTED, 300, 0.5))
+def test_a_stalled_trial_scores_as_if_it_had_spent_its_own_budget() -> None:
+    spec = make_spec(budget={"max_steps": 300, "max_examples": 16 * 200})
+    objective = Objective.from_spec(spec)  # budget 200 steps at B=16, 12 at B=256
+    exhausted = objective.values(report(keys.EXHAUSTED, 200, 0.5))
     stalled = objective.values(report(keys.STALLED, 40, 0.5))
     diverged = objective.values(report(keys.DIVERGED, 10, math.nan))
     assert exhausted is not None and stalled is not None and diverged is not None
-    assert exhausted <= stalled < diverged
-    assert stalled[0] == pytest.approx(L(300) + objective.gap_penalty(0.5))
+    assert exhausted == stalled < diverged  # at B=16 (report's examples / step)
+    assert stalled[0] == pytest.approx(L(200) + objective.gap_penalty(0.5))
+    at_256 = report(keys.STALLED, 4, 0.5, batch_size=256)
+    assert objective.values(at_256) == pytest.approx([L(12) + objective.gap_penalty(0.5)])
 
 
 def test_running_reports_score_as_if_exhausted_now() -> None:

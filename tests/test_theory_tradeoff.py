@@ -492,8 +492,8 @@ def test_finding_kind_and_note(batch_sizes: Array, steps: Array, kind: str, note
     assert finding.n_points == batch_sizes.size
     assert finding.covers.startswith(
         f"90% profile-likelihood interval (t, n−2 = {batch_sizes.size - 2} dof) of B_crit in "
-        f"S(B)=S_min(1+B_crit/B) over the {batch_sizes.size} points given, one point per "
-        "batch size"
+        f"S(B)=S_min(1+B_crit/B) over the {batch_sizes.size} points given, one per batch "
+        "size from one training seed"
     )
 
 
@@ -504,9 +504,11 @@ def test_finding_with_seeds_says_the_interval_includes_seed_variation() -> None:
     assert (finding.n_points, finding.n_sizes, finding.level) == (9, 3, 0.95)
     assert finding.covers == (
         "95% profile-likelihood interval (t, n−2 = 7 dof) of B_crit in S(B)=S_min(1+B_crit/B) "
-        "over the 9 points given, including seed-to-seed variation (several points per batch "
-        "size); not the lr grid's resolution nor the round-up of steps to evaluations"
+        "over the 9 points given, several per batch size, taken as independent; not the lr "
+        "grid's resolution nor how often the target is evaluated"
     )
+    medians = b_crit_finding([64.0, 256.0, 1024.0, 4096.0], [130.0, 70.0, 55.0, 52.0], seeds=3)
+    assert "each the median over 3 training seeds of each seed's best" in medians.covers
     assert finding.interval is not None
     lo, hi = finding.interval
     assert lo < finding.b_crit < hi
@@ -570,3 +572,28 @@ def test_finding_rejects(
 ) -> None:
     with pytest.raises(ValueError, match=match):
         b_crit_finding(batch_sizes, steps, level)
+
+
+@pytest.mark.parametrize(
+    ("steps", "kind", "note"),
+    [
+        (
+            [500.0, 100.0, 90.0, 20.0],
+            "beyond",
+            "not bounded above by the batch sizes tried (fit 424, but all the data say at "
+            "90% is B_crit > 21)",
+        ),
+        (
+            [600.0, 60.0, 100.0, 30.0],
+            "undetermined",
+            "not determined by the batch sizes tried (fit 197, but its 90% interval is open "
+            "at both ends)",
+        ),
+    ],
+)
+def test_a_fit_inside_the_sizes_with_an_open_interval_is_no_finding(
+    steps: list[float], kind: str, note: str
+) -> None:
+    finding = b_crit_finding([16.0, 64.0, 256.0, 1024.0], steps)
+    assert 16 <= finding.b_crit <= 1024  # the point estimate alone looks like a finding
+    assert (finding.kind, finding.note) == (kind, note)

@@ -6,11 +6,13 @@ A trial ends at the first evaluation where, in this order:
 2. reached: the target value meets the target (at or below it for mode "min", at or above
    for "max"); step 0 counts (an untrained model that already meets it);
 3. exhausted: the step budget is spent;
-4. stalled: from the end of the warmup on, the last record is `patience_steps` or more
-   steps old, a record being an evaluation that improved the best target value so far by
-   at least `min_delta` of the distance from the step-0 value to the target (early
-   stopping's "no improvement for a while"): a net stuck where it started, or on a
-   plateau, stops instead of spending its whole budget.
+4. stalled: the last record is `patience_steps` or more steps old, counting from the
+   end of the warmup at the earliest; a record is an evaluation that closed at least
+   `min_delta` of the distance that remained between the previous record and the target
+   (early stopping's "no improvement for a while", relative to what is left to do): a
+   net stuck where it started, or on a plateau, stops instead of spending its whole
+   budget, while a curve that keeps closing in on the target, however slowly in
+   absolute terms, does not.
 
 Steps to the target is that evaluation's step, and also the crossing interpolated between
 it and the evaluation before (`tuner.theory.crossing_step`): the first evaluation rounds
@@ -78,17 +80,16 @@ class Judge:
     min_delta: float = 0.01
     warmup_steps: int = 0
     initial_loss: float = math.nan
-    initial_value: float = math.nan
-    best_value: float = math.nan  # the last record (an improvement by min_delta or more)
-    best_step: int = 0
+    record_value: float = math.nan  # the target value at the last record
+    record_step: int = 0
     last_step: int = 0  # the evaluation before the one being judged
     last_value: float = math.nan
 
     def judge(self, step: int, loss: float, value: float) -> Verdict:
         """The verdict of the evaluation at `step` (step 0 first, then increasing)."""
         if step == 0:
-            self.initial_loss, self.initial_value = loss, value
-            self.best_value, self.best_step = value, 0
+            self.initial_loss = loss
+            self.record_value, self.record_step = value, 0
         verdict = self._verdict(step, loss, value)
         if verdict.status == keys.RUNNING:
             self._record(step, value)
@@ -96,7 +97,8 @@ class Judge:
 
     def _verdict(self, step: int, loss: float, value: float) -> Verdict:
         if not (math.isfinite(loss) and math.isfinite(value)):
-            return Verdict(keys.DIVERGED, f"diverged: non-finite loss at step {step}")
+            what = "loss" if not math.isfinite(loss) else self.target.metric
+            return Verdict(keys.DIVERGED, f"diverged: non-finite {what} at step {step}")
         if step > 0 and self.initial_loss > 0 and loss > self.divergence_factor * self.initial_loss:
             return Verdict(
                 keys.DIVERGED,
@@ -120,32 +122,30 @@ class Judge:
         return self._stall(step, value)
 
     def _stall(self, step: int, value: float) -> Verdict:
-        if self.patience_steps <= 0 or step < max(self.patience_steps, self.warmup_steps):
-            return Verdict(keys.RUNNING)
-        if self._is_record(value) or step - self.best_step < self.patience_steps:
+        since = step - max(self.record_step, self.warmup_steps)
+        if self.patience_steps <= 0 or since < self.patience_steps or self._is_record(value):
             return Verdict(keys.RUNNING)
         return Verdict(
             keys.STALLED,
-            f"stalled: {self.target.metric} best {self.best_value:.4g} at step "
-            f"{self.best_step}, no gain of {self.min_delta:g} of the way to the target "
-            f"in the {step - self.best_step} steps since",
+            f"stalled: {self.target.metric} {value:.4g} at step {step}, no evaluation since "
+            f"step {step - since} closed {self.min_delta:g} of the distance left to the "
+            f"target ({self.target.metric} {self.record_value:.4g} at step {self.record_step})",
         )
 
     def _is_record(self, value: float) -> bool:
-        distance = abs(self.initial_value - self.target.value)
-        return self.target.gain(value, self.best_value) >= self.min_delta * distance
+        gain = self.target.gain(value, self.record_value)
+        return gain > 0 and gain >= self.min_delta * abs(self.record_value - self.target.value)
 
     def _record(self, step: int, value: float) -> None:
         if step > 0 and self._is_record(value):
-            self.best_value, self.best_step = value, step
+            self.record_value, self.record_step = value, step
         self.last_step, self.last_value = step, value
 
     def state_dict(self) -> dict[str, Any]:
         return {
             name: value
             for name, value in asdict(self).items()
-            if name in ("initial_loss", "initial_value", "best_value", "best_step")
-            or name.startswith("last_")
+            if name == "initial_loss" or name.startswith(("record_", "last_"))
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

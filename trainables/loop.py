@@ -14,6 +14,7 @@ the batches it would have seen (`Checkpoints`: the executors bind it to Ray).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import itertools
@@ -352,18 +353,25 @@ class Trial:
         """
         batch = self.next_batch(self.hessian_sampler)
         big = [p.grad for p in self.params]
-        buffers = [b.detach().clone() for b in self.model.buffers()]
-        devices = [] if self.device.type == "cpu" else [self.device]
-        with torch.random.fork_rng(devices=devices, device_type=self.device.type):
+        with self.side_effects_undone():
             loss = self.workload.loss(self.model, batch)
-            curvature = curvature_pair(
+            return curvature_pair(
                 loss, self.params, small, big, pair.b_small, pair.b_big, self.world.size
             )
-        if buffers:
+
+    @contextlib.contextmanager
+    def side_effects_undone(self) -> Iterator[None]:
+        """A forward pass off the training path: the global RNG and the module buffers
+        (BatchNorm statistics) are as they were afterwards."""
+        buffers = [b.detach().clone() for b in self.model.buffers()]
+        devices = [] if self.device.type == "cpu" else [self.device]
+        try:
+            with torch.random.fork_rng(devices=devices, device_type=self.device.type):
+                yield
+        finally:
             with torch.no_grad():
                 for buffer, saved in zip(self.model.buffers(), buffers, strict=True):
                     buffer.copy_(saved)
-        return curvature
 
     def step(self, step: int) -> None:
         lr = warmup_lr(step, self.hp.lr, self.hp.warmup_steps)
@@ -415,13 +423,16 @@ class Trial:
         The workers' noise-scale averages are made one first: reports and checkpoints
         follow evaluations."""
         self.average_noise_over_workers()
+        eval_data = self.workload.eval_data
+        initial = None
+        if self.workload.eval_loss is None and eval_data is None and self.train_loss.count == 0:
+            initial = self.initial_train_loss()  # in train mode, as the later windows are
         self.model.eval()
         try:
-            eval_data = self.workload.eval_data
             if self.workload.eval_loss is not None:
                 loss = float(self.workload.eval_loss(self.model))
-            elif eval_data is None and self.train_loss.count == 0:
-                loss = self.initial_train_loss()
+            elif initial is not None:
+                loss = initial
             elif eval_data is None:
                 loss = self.train_loss.take(self.world)
             else:
@@ -452,7 +463,13 @@ class Trial:
         weights over the whole training set when it holds at most INITIAL_LOSS_EXAMPLES,
         else over that many examples drawn from a stream of the training seed alone (every
         trial of a seed starts from the same value whatever its batch size). Each worker
-        takes its share of the examples; the workers' sums are added."""
+        takes its share of the examples; the workers' sums are added. Taken as the
+        training losses after it are (train mode: dropout, batch statistics), with no
+        gradient, and with the torch RNG and the module buffers as they were before."""
+        with self.side_effects_undone(), torch.no_grad():
+            return self._initial_train_loss()
+
+    def _initial_train_loss(self) -> float:
         n = len(self.workload.train_data)  # type: ignore[arg-type]
         if n <= INITIAL_LOSS_EXAMPLES:
             indices = torch.arange(n)
@@ -544,16 +561,20 @@ def run_trial(
 
     if saved is None:
         # Dropout and augmentation drawn in `loss` follow the trial, not the order in which
-        # a reused actor ran trials before it (each worker its own stream).
-        torch.manual_seed(stream_seed(hp.seed, hp.batch_size, TORCH_STREAM, world.rank))
+        # a reused actor ran trials before it. The same stream on every worker: their
+        # evaluations, and so their decisions, must not differ.
+        torch.manual_seed(stream_seed(hp.seed, hp.batch_size, TORCH_STREAM))
         loss, metrics = trial.evaluate()
         last = result(0, loss, metrics)
         report(last)
         step = 0
     else:
         step = trial.load_state_dict(saved)
-        # A checkpoint from before the judge kept only the initial loss.
-        judge.load_state_dict(saved.get("judge", {"initial_loss": saved.get("initial_loss")}))
+        if "judge" in saved:
+            judge.load_state_dict(saved["judge"])
+        else:  # a checkpoint from before the judge: no record history, so no stall rule
+            judge.initial_loss = float(saved.get("initial_loss", math.nan))
+            judge.patience_steps = 0
         last = {keys.STEP: step, keys.TRIAL_STATUS: keys.RUNNING}
     while last[keys.TRIAL_STATUS] == keys.RUNNING:
         step += 1

@@ -96,7 +96,7 @@ def build_workload(reference: str, args: Mapping[str, Any], seed: int = 0) -> Wo
     model's initialisation, differs between seeds; the caller's RNG is left as it was),
     checking what it returns."""
     build = resolve_workload(reference)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng():  # every visible device's RNG too: manual_seed sets them
         torch.manual_seed(seed)
         workload = build(dict(args))
     if not isinstance(workload, Workload):

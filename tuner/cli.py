@@ -125,8 +125,8 @@ def _print_errors(outcome: Any) -> None:
     """Each distinct error of the errored trials once, with where its traceback is."""
     if not outcome.errors:
         return
-    n_error, n_trials = outcome.tables.summary["n_error"], outcome.tables.summary["n_trials"]
-    lines = [f"{n_error} of {n_trials} trials raised an error:"]
+    n_error = sum(group.count for group in outcome.errors)
+    lines = [f"{n_error} of {outcome.tables.summary['n_trials']} trials raised an error:"]
     for group in outcome.errors:
         lines.append(f"  {group.count} x {group.message}")
         lines.append(f"      traceback: {outcome.location.join(group.traceback)}")
@@ -151,6 +151,22 @@ def _storage_errors() -> Iterator[None]:
         yield
     except StorageError as exc:
         raise BadInput([str(exc)]) from exc
+
+
+@contextlib.contextmanager
+def _run_spec_errors(location: Any) -> Iterator[None]:
+    """A run directory without a usable spec copy -> exit 2, one line."""
+    from tuner.runner import RunDirError
+    from tuner.spec import SpecError
+
+    try:
+        yield
+    except RunDirError as exc:
+        raise BadInput([str(exc)]) from exc
+    except SpecError as exc:
+        raise BadInput(
+            [f"{location}: its spec copy is not valid for this noisetune: {exc.problems[0]}"]
+        ) from exc
 
 
 def _location(run_dir: str) -> Any:
@@ -181,10 +197,10 @@ def _probe(path: str, spec: Any) -> None:
     evaluation does: bad input (exit 2) when the build raises, a metric is named like a
     report key, or the target metric is not reported; a warning when the untrained model
     already meets the target."""
+    from trainables.judge import Target
     from trainables.loop import TrialInputError
     from trainables.probe import probe_workload
     from trainables.settings import Hyperparameters
-    from tuner.results import target_text
     from tuner.runner import trial_settings
 
     dims = spec.space.dimensions()
@@ -198,22 +214,21 @@ def _probe(path: str, spec: Any) -> None:
         probe = probe_workload(trial_settings(spec, ""), hp)
     except TrialInputError as exc:
         raise _spec_problems(path, [f"workload {spec.workload!r}: {exc}"]) from exc
-    except Exception as exc:  # the user's build, whatever it raises, in one line
+    except Exception as exc:  # the user's code, whatever it raises, in one line
         message = " ".join(str(exc).split()) or type(exc).__name__
         raise _spec_problems(
-            path, [f"workload {spec.workload!r}: its build raised {type(exc).__name__}: {message}"]
+            path,
+            [
+                f"workload {spec.workload!r} raised {type(exc).__name__} while being built or "
+                f"evaluated at step 0: {message}"
+            ],
         ) from exc
-    target = spec.target
-    if (
-        (probe.target_value <= target.value)
-        if target.mode == "min"
-        else (probe.target_value >= target.value)
-    ):
+    target = Target(spec.target.metric, spec.target.value, spec.target.mode)
+    if target.met(probe.target_value):
         hint = " (did you mean target.mode: max?)" if target.mode == "min" else ""
         click.echo(
-            f"{path}: warning: the untrained model already meets the target "
-            f"{target_text(target.model_dump())} ({target.metric} "
-            f"{probe.target_value:.4g} at step 0){hint}",
+            f"{path}: warning: the untrained model already meets the target {target} "
+            f"({target.metric} {probe.target_value:.4g} at step 0){hint}",
             err=True,
         )
 
@@ -270,7 +285,9 @@ def run(
             staging_dir(location)  # an unsafe staging directory is bad input
         if holds_sweep(location):
             where = shlex.quote(str(location))
-            if sweep_finished(location):
+            with _run_spec_errors(location):
+                finished = sweep_finished(location)
+            if finished:
                 state, advice = "a finished", f"read it with `noisetune report {where}`"
             else:
                 state, advice = "an unfinished", f"resume it with `noisetune resume {where}`"
@@ -301,7 +318,6 @@ def resume(run_dir: str, address: str | None, num_cpus: int | None, verbose: boo
     finished trials."""
     _before_ray(address)
     from tuner.runner import (
-        RunDirError,
         load_run_spec,
         resume_problems,
         resume_sweep,
@@ -315,10 +331,8 @@ def resume(run_dir: str, address: str | None, num_cpus: int | None, verbose: boo
         location.check()
         if not location.is_local:
             staging_dir(location)  # an unsafe staging directory is bad input
-        try:
+        with _run_spec_errors(location):
             load_run_spec(location)
-        except RunDirError as exc:
-            raise BadInput([str(exc)]) from exc
         problems = resume_problems(location)
         finished = not problems and sweep_finished(location)
     if problems:  # checked before Ray starts: bad input writes nothing

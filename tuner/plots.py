@@ -31,7 +31,7 @@ from matplotlib.ticker import (
 
 from trainables import keys
 from tuner import theory
-from tuner.results import UNFINISHED, Tables
+from tuner.results import UNFINISHED, Tables, target_text
 
 __all__ = [
     "PLOT_FILES",
@@ -351,11 +351,11 @@ def _interval(summary: dict[str, Any]) -> str:
 def _target(summary: dict[str, Any]) -> str:
     target = summary.get("target")
     if isinstance(target, dict) and "metric" in target and "value" in target:
-        relation = "≥" if target.get("mode", "min") == "max" else "≤"
         try:
-            return f"target {target['metric']} {relation} {float(target['value']):g}"
+            text = target_text(target).replace("<=", "≤").replace(">=", "≥")
+            return f"target {text}"
         except (TypeError, ValueError):
-            return f"target {target['metric']} {relation} {target['value']}"
+            return f"target {target['metric']} {target['value']}"
     return "target"
 
 
@@ -388,6 +388,12 @@ def _reached(trials: pd.DataFrame) -> pd.DataFrame:
     if trials.empty or not needed <= set(trials.columns):
         return pd.DataFrame(columns=[keys.STEPS_TO_TARGET, keys.EXAMPLES_TO_TARGET])
     steps, examples = _col(trials, keys.STEPS_TO_TARGET), _col(trials, keys.EXAMPLES_TO_TARGET)
+    if keys.STEPS_TO_TARGET_INTERP in trials:  # as the front and the fit
+        interp = _col(trials, keys.STEPS_TO_TARGET_INTERP)
+        steps = np.where(np.isfinite(interp), interp, steps)
+        examples = np.where(
+            np.isfinite(interp), _col(trials, keys.EXAMPLES_TO_TARGET_INTERP), examples
+        )
     mask = (trials["status"] == keys.REACHED).to_numpy() & (steps > 0) & (examples > 0)
     return pd.DataFrame(
         {keys.STEPS_TO_TARGET: steps[mask], keys.EXAMPLES_TO_TARGET: examples[mask]}
@@ -395,11 +401,15 @@ def _reached(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def _clean_front(front: pd.DataFrame) -> pd.DataFrame:
-    """The front's rows with finite, positive B, steps and examples, sorted by B."""
+    """The front's rows with finite, positive B, steps and examples, sorted by B; the
+    steps and examples interpolated between evaluations where the front has them (what
+    the fit and the Pareto flag use)."""
     needed = {keys.BATCH_SIZE, "steps", "examples"}
     if front.empty or not needed <= set(front.columns):
         return pd.DataFrame(columns=[*needed, "trial_id", keys.LR, keys.MOMENTUM, "pareto"])
     out = front.copy()
+    if "steps_interp" in out and out["steps_interp"].notna().all():
+        out["steps"], out["examples"] = out["steps_interp"], out["examples_interp"]
     for column in needed:
         out[column] = pd.to_numeric(out[column], errors="coerce")
     good = np.ones(len(out), dtype=bool)

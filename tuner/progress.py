@@ -36,7 +36,9 @@ def quiet_trial_errors() -> None:
     """Drop Tune's per-trial error tracebacks from the console (they stay in each
     trial's error.txt)."""
     for name, prefix in _TRIAL_ERROR_LOGS.items():
-        logging.getLogger(name).addFilter(_DropMessages(prefix))
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessages) for f in log.filters):
+            log.addFilter(_DropMessages(prefix))
 
 
 @dataclass

@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 
 from trainables import keys
+from trainables.judge import Target
 from tuner import theory
 from tuner.tune_state import (
     ERROR_FILE,
@@ -382,8 +383,8 @@ def front_table(trials: pd.DataFrame) -> pd.DataFrame:
         rows.append(
             {
                 keys.BATCH_SIZE: int(batch_size),
-                "steps": int(np.median(steps)),
-                "examples": int(np.median(steps)) * int(batch_size),
+                "steps": round(float(np.median(steps))),
+                "examples": round(float(np.median(steps))) * int(batch_size),
                 "trial_id": middle["trial_id"],
                 keys.LR: middle[keys.LR],
                 keys.MOMENTUM: middle[keys.MOMENTUM],
@@ -482,7 +483,7 @@ def summarize(
     at_target = _rows_at_target(trials, curves)
     b_simple = _pooled(at_target, keys.B_SIMPLE)
     summary["b_simple"] = b_simple if math.isfinite(b_simple) else None
-    _b_crit_summary(summary, trials, front, eval_every)
+    _b_crit_summary(summary, front, summary["seeds"], eval_every)
     if optimizer != "sgd":
         summary["lr_law"] = (
             f"none: eps_opt(B) = eps_max/(1 + B_noise/B) is an SGD law, not shown for {optimizer}"
@@ -510,31 +511,33 @@ def summarize(
 
 
 def _b_crit_summary(
-    summary: dict[str, Any], trials: pd.DataFrame, front: pd.DataFrame, eval_every: int | None
+    summary: dict[str, Any], front: pd.DataFrame, seeds: int, eval_every: int | None
 ) -> None:
-    """The fit of S(B) = S_min(1 + B_crit/B) to every seed's best steps at the front's
-    batch sizes (interpolated steps; a target met at step 0 is kept out), and what it
-    finds (`theory.b_crit_finding`): B_crit and its interval only when it lies within the
-    batch sizes tried, else a note saying why not."""
+    """The fit of S(B) = S_min(1 + B_crit/B) to the front's interpolated steps (with
+    several seeds, each batch size's median over seeds: the seeds at one batch size share
+    its lr grid and its misfit of the law, so they are one point, not several
+    independent ones; a seed that missed counts in the median), a target met at step 0
+    kept out, and what the fit finds (`theory.b_crit_finding`): B_crit and its interval
+    only when they are a finding, else a note saying why not."""
     if front.empty:
         return
-    leaders = seed_leaders(trials)
-    leaders = leaders[leaders[keys.BATCH_SIZE].isin(front[keys.BATCH_SIZE])]
-    steps = _interp_steps(leaders).to_numpy(float)
-    at_zero = sorted(int(b) for b in leaders[keys.BATCH_SIZE][steps <= 0].unique())
+    steps = front["steps_interp"].to_numpy(float)
+    at_zero = sorted(int(b) for b in front[keys.BATCH_SIZE][steps <= 0])
     if at_zero:
         sizes = ", ".join(map(str, at_zero))
         summary["fit_note"] = (
             f"B={sizes}: the target was met at step 0 (before any training); kept out of the fit"
         )
     keep = steps > 0
-    finding = theory.b_crit_finding(leaders[keys.BATCH_SIZE].to_numpy(float)[keep], steps[keep])
+    finding = theory.b_crit_finding(
+        front[keys.BATCH_SIZE].to_numpy(float)[keep], steps[keep], seeds=seeds
+    )
     summary.update(
         b_crit_kind=finding.kind, b_crit_note=finding.note,
         b_crit_interval_covers=finding.covers, fit_points=finding.n_points,
     )  # fmt: skip
     fit = finding.fit
-    if fit is not None and finding.kind != "too_few":
+    if fit is not None and finding.kind not in ("too_few", "undetermined"):
         summary["fit_rms_log"] = fit.rms_log
         if finding.kind in ("inside", "below"):
             summary["s_min"] = fit.s_min
@@ -568,9 +571,8 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
 
 
 def target_text(target: dict[str, Any]) -> str:
-    """ "loss <= 0.3", "accuracy >= 0.96": the target as the sweep compares it."""
-    relation = ">=" if target.get("mode", "min") == "max" else "<="
-    return f"{target['metric']} {relation} {float(target['value']):g}"
+    """The target as the sweep compares it: "loss <= 0.3", "accuracy >= 0.96"."""
+    return str(Target(target["metric"], float(target["value"]), target.get("mode", "min")))
 
 
 def b_crit_text(summary: dict[str, Any]) -> str:

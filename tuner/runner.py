@@ -31,7 +31,6 @@ from tuner.spec import Spec, load_spec
 from tuner.storage import Location, clear, resolve, staging_dir
 from tuner.tune_loggers import NoTensorBoard, ReportsCache
 from tuner.tune_state import (
-    TUNE_ERROR,
     TUNE_TERMINATED,
     is_experiment,
     read_trials,
@@ -115,13 +114,14 @@ def holds_sweep(location: Location) -> bool:
 
 
 def sweep_finished(location: Location) -> bool:
-    """Whether the sweep at `location` ran every trial its spec asks for to the end (no
-    pending, running or paused trial): there is nothing to resume."""
+    """Whether the sweep at `location` ran every trial its spec asks for to the end
+    without an error (no pending, running, paused or errored trial): there is nothing to
+    resume (`resume_sweep` runs errored trials again)."""
     expected = search.expected_trials(load_run_spec(location))
 
     def finished(local: Path) -> bool:
         trials = read_trials(local, with_results=False)
-        done = [t for t in trials if t.status in (TUNE_TERMINATED, TUNE_ERROR)]
+        done = [t for t in trials if t.status == TUNE_TERMINATED]
         return len(done) == len(trials) and (expected is None or len(trials) >= expected)
 
     return _on_top_level(location, finished)

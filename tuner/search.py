@@ -16,7 +16,7 @@ Objective (all in log units, so that a value reads as "log of the steps this tri
   `MAX_GAP_PENALTY`. Every exhausted trial scores at least the log of its budget, so it
   ranks behind every trial that reached the target within the same budget, and closer
   misses rank better.
-- stalled:   log(largest budget) + log(1 + gap): as if it had spent the whole budget
+- stalled:   log(its budget) + log(1 + gap): as if it had spent its whole budget
   without getting closer (it stopped because it was not getting closer).
 - diverged:  the worst value of the sweep, log(largest budget) + `DIVERGED_PENALTY`,
   beyond any exhausted trial: TPE must learn that those learning rates are bad (FAIL
@@ -58,7 +58,7 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from trainables import keys
-from tuner.spec import DimModel, Spec
+from tuner.spec import Budget, DimModel, Spec
 
 logger = logging.getLogger(__name__)
 
@@ -142,15 +142,15 @@ class Objective:
     """What Optuna minimises, computed on the driver from a trial's report (module doc).
 
     `multi`: NSGA-II's (log steps, log examples) to target; else TPE's log steps alone.
-    `budget`: (log steps, log examples) of the largest budget; `worst`: the diverged
-    value, beyond it.
+    `worst`: the diverged value, (log steps, log examples). `budget`: the spec's per-trial
+    budget, which a stalled trial is scored at (without it, at the step it stopped).
     """
 
     target: float
     worst: tuple[float, float]
     multi: bool = False
     mode: str = "min"
-    budget: tuple[float, float] = (0.0, 0.0)
+    budget: Budget | None = None
 
     @classmethod
     def from_spec(cls, spec: Spec) -> Objective:
@@ -158,13 +158,12 @@ class Objective:
         sizes = [int(b) for b in spec.space.batch_size.points()]  # a range's bounds
         most_steps = max(spec.max_steps_for(b) for b in sizes)
         most_examples = max(spec.max_steps_for(b) * b for b in sizes)
-        budget = (_log(most_steps), _log(most_examples))
         return cls(
             target=spec.target.value,
-            worst=(budget[0] + DIVERGED_PENALTY, budget[1] + DIVERGED_PENALTY),
+            worst=(_log(most_steps) + DIVERGED_PENALTY, _log(most_examples) + DIVERGED_PENALTY),
             multi=spec.search.algorithm == "optuna-nsga2",
             mode=spec.target.mode,
-            budget=budget,
+            budget=spec.budget,
         )
 
     @property
@@ -201,8 +200,11 @@ class Objective:
         if status == keys.DIVERGED or math.isnan(value):
             return self.worst
         penalty = self.gap_penalty(value)
-        if status == keys.STALLED:
-            return self.budget[0] + penalty, self.budget[1] + penalty
+        if status == keys.STALLED and self.budget is not None and step > 0:
+            # As if it had spent its own budget without getting closer.
+            batch_size = round(examples / step)
+            steps = self.budget.max_steps_for(batch_size)
+            return _log(steps) + penalty, _log(steps * batch_size) + penalty
         return _log(step) + penalty, _log(examples) + penalty
 
     def values(self, result: Mapping[str, Any] | None) -> list[float] | None:

@@ -343,8 +343,8 @@ def b_crit_interval(
     return float(lo[0]), float(hi[0])
 
 
-BCritKind = Literal["inside", "beyond", "below", "too_few"]
-B_CRIT_KINDS: tuple[BCritKind, ...] = ("inside", "beyond", "below", "too_few")
+BCritKind = Literal["inside", "beyond", "below", "undetermined", "too_few"]
+B_CRIT_KINDS: tuple[BCritKind, ...] = ("inside", "beyond", "below", "undetermined", "too_few")
 _MIN_SIZES = 3
 
 
@@ -352,11 +352,13 @@ _MIN_SIZES = 3
 class BCritFinding:
     """What a B_crit fit may be reported as (S(B) = S_min·(1 + B_crit/B), eq. 2.11).
 
-    ``kind``: "inside" (B_crit within [min B, max B], ≥ 3 distinct batch sizes), "beyond"
-    (B_crit > max B: steps still fall about as 1/B, only E_min is determined), "below"
-    (B_crit < min B: steps barely fall with B, only S_min is), "too_few" (< 3 distinct
-    batch sizes: no interval, not a finding). ``b_crit`` is the fitted value (nan with
-    fewer than 2 distinct batch sizes); ``interval`` is :func:`b_crit_interval` at
+    ``kind``: "inside" (B_crit within [min B, max B], ≥ 3 distinct batch sizes, its
+    interval closed), "beyond" (B_crit > max B: steps still fall about as 1/B, only E_min
+    is determined; or an interval open above), "below" (B_crit < min B: steps barely fall
+    with B, only S_min is; or an interval open below), "undetermined" (an interval open at
+    both ends), "too_few" (< 3 distinct batch sizes: no interval, not a finding).
+    ``b_crit`` is the fitted value (nan with fewer than 2 distinct batch sizes);
+    ``interval`` is :func:`b_crit_interval` at
     ``level`` (None for "too_few"); ``note`` is a one-line verdict and ``covers`` a
     one-line statement of what the interval covers.
     """
@@ -382,16 +384,20 @@ def _pct(level: float) -> str:
     return f"{100 * level:g}%"
 
 
-def _covers(level: float, n: int, n_sizes: int) -> str:
-    seeds = (
-        "including seed-to-seed variation (several points per batch size)"
-        if n > n_sizes
-        else "one point per batch size"
-    )
+def _covers(level: float, n: int, n_sizes: int, seeds: int) -> str:
+    if seeds > 1:
+        points = (
+            f"each the median over {seeds} training seeds of each seed's best, so that "
+            "seed-to-seed variation enters through the scatter of the medians"
+        )
+    elif n > n_sizes:
+        points = "several per batch size, taken as independent"
+    else:
+        points = "one per batch size from one training seed (seed-to-seed variation not in it)"
     return (
         f"{_pct(level)} profile-likelihood interval (t, n−2 = {n - 2} dof) of B_crit in "
-        f"S(B)=S_min(1+B_crit/B) over the {n} points given, {seeds}; not the lr grid's "
-        "resolution nor the round-up of steps to evaluations"
+        f"S(B)=S_min(1+B_crit/B) over the {n} points given, {points}; not the lr grid's "
+        "resolution nor how often the target is evaluated"
     )
 
 
@@ -399,11 +405,26 @@ def _note(
     kind: BCritKind, b_crit: float, lo: float, hi: float, b_min: float, b_max: float, level: float
 ) -> str:
     pct = _pct(level)
+    if kind == "undetermined":
+        return (
+            f"not determined by the batch sizes tried (fit {_fmt(b_crit)}, but its {pct} "
+            "interval is open at both ends)"
+        )
+    if kind == "beyond" and b_crit <= b_max:
+        return (
+            f"not bounded above by the batch sizes tried (fit {_fmt(b_crit)}, but all the "
+            f"data say at {pct} is B_crit > {_fmt(lo)})"
+        )
     if kind == "beyond":
         bound = f"B_crit > {_fmt(lo)}" if lo > 0 else "no bound on B_crit"
         return (
             "beyond the batch sizes tried (steps still fall about as 1/B up to "
             f"B={_fmt(b_max)}; {bound} at {pct})"
+        )
+    if kind == "below" and b_crit >= b_min:
+        return (
+            f"not bounded below by the batch sizes tried (fit {_fmt(b_crit)}, but all the "
+            f"data say at {pct} is B_crit < {_fmt(hi)})"
         )
     if kind == "below":
         bound = f"B_crit < {_fmt(hi)}" if math.isfinite(hi) else "no bound on B_crit"
@@ -418,12 +439,15 @@ def _note(
 
 
 def b_crit_finding(
-    batch_sizes: npt.ArrayLike, steps: npt.ArrayLike, level: float = 0.9
+    batch_sizes: npt.ArrayLike, steps: npt.ArrayLike, level: float = 0.9, seeds: int = 1
 ) -> BCritFinding:
     """Fit S(B) = S_min·(1 + B_crit/B) (eq. 2.11) and say what, if anything, it finds.
 
     ``steps`` are the fewest steps to the target, one or more points per batch size (only
-    batch sizes that reached the target). See :class:`BCritFinding` for the kinds.
+    batch sizes that reached the target); ``seeds`` > 1 says each point is a median over
+    that many training seeds (for what the interval covers). See :class:`BCritFinding`
+    for the kinds; an interval open at one end makes the fit no finding ("beyond" or
+    "below") even where the fitted value lies within the batch sizes tried.
     """
     _check_level(level)
     x, y = _as_array(batch_sizes), _as_array(steps)
@@ -449,7 +473,13 @@ def b_crit_finding(
     lo, hi = b_crit_interval(x, y, level)
     b_min, b_max = float(x.min()), float(x.max())
     kind: BCritKind = (
-        "beyond" if fit.b_crit > b_max else "below" if fit.b_crit < b_min else "inside"
+        "undetermined"
+        if math.isinf(hi) and lo <= 0
+        else "beyond"
+        if fit.b_crit > b_max or math.isinf(hi)
+        else "below"
+        if fit.b_crit < b_min or lo <= 0
+        else "inside"
     )
     return BCritFinding(
         kind=kind,
@@ -460,7 +490,7 @@ def b_crit_finding(
         n_sizes=n_sizes,
         fit=fit,
         note=_note(kind, fit.b_crit, lo, hi, b_min, b_max, level),
-        covers=_covers(level, int(x.size), n_sizes),
+        covers=_covers(level, int(x.size), n_sizes, seeds),
     )
 
 
