@@ -286,10 +286,21 @@ def test_validate_warns_of_a_target_the_untrained_model_meets(tmp_path: Path) ->
     assert "did you mean target.mode: max?" in result.stderr
 
 
-@pytest.mark.ray
-def test_a_sweep_whose_every_trial_errored_exits_1_with_each_error_once(tmp_path: Path) -> None:
+def test_run_checks_the_workload_before_ray_starts(tmp_path: Path) -> None:
     spec = write_spec(tmp_path / "spec.yaml", workload="tests.user_workloads:failing_build")
     result = noisetune("run", str(spec))
+    assert result.returncode == 2 and "FileNotFoundError while being built" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()  # nothing written
+    named = noisetune("run", str(spec), "--name", "../outside")
+    assert named.returncode == 2 and "--name '../outside' must match" in named.stderr
+
+
+@pytest.mark.ray
+def test_a_sweep_whose_every_trial_errored_exits_1_with_each_error_once(tmp_path: Path) -> None:
+    """--no-build: the trials meet the failing build, each on its own."""
+    spec = write_spec(tmp_path / "spec.yaml", workload="tests.user_workloads:failing_build")
+    result = noisetune("run", str(spec), "--no-build")
     assert result.returncode == 1
     assert "4 of 4 trials raised an error:" in result.stderr
     assert result.stderr.count("FileNotFoundError: no dataset at /data/cifar10") == 1

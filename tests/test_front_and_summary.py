@@ -181,3 +181,20 @@ def test_the_summary_exports_as_one_object_or_one_row_with_the_target() -> None:
         header.split(",")
     )
     assert np.isfinite(float(row.split(",")[header.split(",").index("b_crit")]))
+
+
+def test_a_best_lr_at_the_edge_of_the_lrs_tried_gets_a_note() -> None:
+    rows = []
+    for b in (16, 64, 256):
+        for lr, factor in ((0.1, 1.0), (0.2, 1.2), (0.4, 1.5)):  # the smallest lr is best
+            rows.append(trial(f"t{b}{lr}", b, exact(b) * factor, lr=lr))
+    note = tables_of(rows).summary["lr_note"]
+    assert note.startswith("the best lr is the smallest lr tried at B=16, 64, 256")
+    middle = [r for r in rows if r[keys.LR] != 0.1]
+    middle += [trial(f"u{b}", b, exact(b) * 1.3, lr=0.05) for b in (16, 64, 256)]
+    assert tables_of(middle).summary["lr_note"] is None
+
+
+def test_a_sweep_where_no_trial_reached_the_target_says_so() -> None:
+    s = tables_of([trial("t", 64, 300.0, status=keys.EXHAUSTED)]).summary
+    assert s["b_crit"] is None and s["b_crit_note"] == "no trial reached the target"

@@ -155,7 +155,7 @@ def test_prepare_builds_the_entrypoint_and_excludes(tmp_path: Path) -> None:
     assert parsed.name == "tiny"
     assert submission.entrypoint == (
         "'/opt/py 3/python' -X utf8 -m tuner run spec.yaml --storage s3://bucket/runs --name n1 "
-        "--address auto"
+        "--address auto --no-build"
     )
     excludes = submission.runtime_env["excludes"]
     assert {"/runs/", ".git/", "/.venv/", "/myenv/"} <= set(excludes)

@@ -64,6 +64,11 @@ CREDENTIAL_URIS = [
     (f"gs://user:{SECRET}@bucket/runs", "gs://user:***@bucket/runs", GCS_HINT),
     # an access key id alone: taken with an empty secret, in place of the real credentials
     (f"s3://AKID@bucket/runs?{NOWHERE}", "s3://AKID@bucket/runs", AWS_HINT),
+    # spellings users try, found by a newcomer: AWS's names, a bare token, an encoded ':'
+    (f"s3://bucket/x?aws_secret_access_key={SECRET}", "aws_secret_access_key=***", AWS_HINT),
+    (f"s3://bucket/x?token={SECRET}", "s3://bucket/x?token=***", AWS_HINT),
+    (f"s3://AKIAXX%3A{SECRET}@bucket/x", "s3://AKIAXX:***@bucket/x", AWS_HINT),
+    (f"s3://bucket/x#{SECRET}", "s3://bucket/x#***", AWS_HINT),
 ]
 
 

@@ -521,6 +521,13 @@ BAD_CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "grid needs at least one categorical dimension",
     ),
     ("target mode", with_(("target.mode", "higher")), "target.mode", "choose from min, max"),
+    ("target a report key", with_(("target.metric", "step")), "target.metric", "reports itself"),
+    (
+        "every bad value of a list",
+        with_(("space.batch_size", [0, -4, 16])),
+        "space.batch_size",
+        "values 0, -4 must be an integer >= 1",
+    ),
     ("stall patience", with_(("stall.patience_steps", -1)), "stall.patience_steps", "0"),
     ("stall min_delta", with_(("stall.min_delta", 1.5)), "stall.min_delta", "less than 1"),
     ("seeds zero", with_(("search.seeds", 0)), "search.seeds", "greater than or equal to 1"),

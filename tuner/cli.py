@@ -105,9 +105,8 @@ def _print_outcome(outcome: Any) -> None:
         f"E_min {_fmt(summary.get('e_min'), 3)}  B_simple {_fmt(summary.get('b_simple'), 3)}  "
         f"examples spent {summary['total_examples']:,}"
     )
-    notes = ["fit_note", "resolution_note"] + (
-        ["lr_law"] if summary.get("optimizer") != "sgd" else []
-    )
+    notes = ["fit_note", "resolution_note", "lr_note"]
+    notes += ["lr_law"] if summary.get("optimizer") != "sgd" else []
     for note in notes:
         if summary.get(note):
             click.echo(f"note: {summary[note]}")
@@ -263,6 +262,11 @@ def validate(spec: str, no_build: bool) -> None:
     "RAY_ADDRESS is not read.",
 )
 @click.option("--num-cpus", type=click.IntRange(min=1), help="CPUs of the embedded Ray.")
+@click.option(
+    "--no-build",
+    is_flag=True,
+    help="Start without building the workload once here first (validate's check).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Ray Tune's own tables and logs.")
 def run(
     spec: str,
@@ -270,14 +274,23 @@ def run(
     name: str | None,
     address: str | None,
     num_cpus: int | None,
+    no_build: bool,
     verbose: bool,
 ) -> None:
-    """Run the sweep SPEC.yaml and write <storage>/<name>/results/."""
+    """Run the sweep SPEC.yaml and write <storage>/<name>/results/. The workload is built
+    and evaluated at step 0 once here first (as `validate` does; --no-build skips it), so
+    that a workload that cannot run is bad input before Ray starts."""
     _before_ray(address)
     from tuner.runner import RunDirError, holds_sweep, run_location, run_sweep, sweep_finished
+    from tuner.spec import run_name_problem
     from tuner.storage import staging_dir
 
     parsed = _load_spec(spec)
+    problem = run_name_problem(name) if name is not None else None
+    if problem:
+        raise BadInput([f"--name {problem}"])
+    if not no_build:
+        _probe(spec, parsed)
     with _storage_errors():  # checked before Ray starts: bad input writes nothing
         location = run_location(parsed, storage, name)
         location.check()

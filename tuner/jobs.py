@@ -3,7 +3,7 @@
 `submit` (`prepare`, then `send`) validates the spec here first (a bad spec raises
 `SpecError` and nothing is sent), ships the working directory as the job's runtime_env
 `working_dir` (so a user's own workload module travels with it) and starts
-`<python> -m tuner run SPEC --address auto` on the head. `status`, `logs`,
+`<python> -m tuner run SPEC --address auto --no-build` on the head. `status`, `logs`,
 `follow_logs`, `stop`, `list_jobs` and `wait` talk to the job server of the dashboard
 at `address` (http://HOST:8265).
 
@@ -35,7 +35,6 @@ import contextlib
 import ipaddress
 import logging
 import os
-import re
 import shlex
 import sys
 import time
@@ -59,7 +58,6 @@ WORKING_DIR_EXCLUDES: tuple[str, ...] = (
     ".pytest_cache/",
     ".ruff_cache/",
 )
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 _ADDRESS_VARS = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")
 
@@ -394,8 +392,11 @@ def prepare(
             f"{spec_path}: the spec must lie inside the working directory {root}, "
             "which is what is shipped to the cluster"
         ) from exc
-    if name is not None and not NAME_PATTERN.match(name):
-        raise JobsInputError(f"--name {name!r}: use letters, digits, '.', '_' and '-' only")
+    from tuner.spec import run_name_problem
+
+    problem = run_name_problem(name) if name is not None else None
+    if problem:
+        raise JobsInputError(f"--name {problem}")
     from tuner.storage import uri_problem
 
     if storage is not None:
@@ -414,7 +415,9 @@ def prepare(
         command += ["--storage", storage]
     if name:
         command += ["--name", name]
-    command += ["--address", "auto"]
+    # The head need not build the workload (it may lack the data or the memory): the
+    # spec was checked here, and the trials report a workload that cannot run.
+    command += ["--address", "auto", "--no-build"]
     submission = Submission(
         entrypoint=shlex.join(command),
         runtime_env={"working_dir": str(root), "excludes": excludes},
@@ -439,8 +442,8 @@ def submit(
     (default: the current directory) is shipped as the job's working directory, less
     runs/, .git and virtualenvs; the spec must lie inside it. The job runs
     `<python> -m tuner run <spec relative to working_dir> [--storage S] [--name N]
-    --address auto` on the head: `python` is the head's interpreter that has noisetune
-    installed (default "python" on its PATH).
+    --address auto --no-build` on the head: `python` is the head's interpreter that has
+    noisetune installed (default "python" on its PATH).
     """
     url = resolve_address(address)
     submission, _ = prepare(

@@ -9,6 +9,7 @@ global state, no GUI backend needed.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ PLOT_FILES = {
 FIGSIZE = (6.0, 4.5)
 DPI = 100
 NO_TARGET_NOTE = "no trial reached the target"
+NOTE_WIDTH = 45  # characters per line of a note in a legend (two columns of them fit)
 TRUE_B_SIMPLE = "true_b_simple"  # reported by the linear_regression workload
 
 # Marker style per trial status: (colour, marker).
@@ -152,8 +154,8 @@ def pareto_front_figure(tables: Tables) -> Figure:
         ys += [s_min, 2 * s_min]
 
     note = s.get("b_crit_note")
-    if not front.empty and b_crit is None and note:
-        ax.plot([], [], " ", label=f"$B_{{crit}}$: {note}")  # in the legend: why no B_crit
+    if not front.empty and b_crit is None and note:  # in the legend: why no B_crit
+        ax.plot([], [], " ", label=textwrap.fill(f"$B_{{crit}}$: {note}", NOTE_WIDTH))
     ax.set_xlabel("examples to target (E = B·S)")
     ax.set_ylabel("steps to target (S)")
     ax.set_title(f"Steps vs examples to {_target(s)}", fontsize=11)

@@ -468,7 +468,7 @@ def summarize(
         "b_crit_kind": None, "b_crit_note": None, "b_crit_interval_covers": None,
         "fit_rms_log": None, "fit_points": 0, "fit_note": None, "resolution_note": None,
         "b_simple": None, "b_noise": None, "eps_max": None, "b_noise_source": None,
-        "lr_law": None,
+        "lr_law": None, "lr_note": None,
         "n_trials": len(trials),
         "n_reached": int((status == keys.REACHED).sum()),
         "n_pruned": int((status == keys.PRUNED).sum()),
@@ -484,6 +484,7 @@ def summarize(
     b_simple = _pooled(at_target, keys.B_SIMPLE)
     summary["b_simple"] = b_simple if math.isfinite(b_simple) else None
     _b_crit_summary(summary, front, summary["seeds"], eval_every)
+    summary["lr_note"] = _lr_edge_note(trials, front)
     if optimizer != "sgd":
         summary["lr_law"] = (
             f"none: eps_opt(B) = eps_max/(1 + B_noise/B) is an SGD law, not shown for {optimizer}"
@@ -510,6 +511,31 @@ def summarize(
     return summary
 
 
+def _lr_edge_note(trials: pd.DataFrame, front: pd.DataFrame) -> str | None:
+    """Where a batch size's best lr is the largest or the smallest of 3 or more tried
+    there: its best lr may lie beyond the range, and its steps be too many."""
+    edges: dict[str, list[int]] = {"largest": [], "smallest": []}
+    for row in front.itertuples():
+        tried = trials.loc[trials[keys.BATCH_SIZE] == row.batch_size, keys.LR].unique()
+        if len(tried) < 3:
+            continue
+        if row.lr >= tried.max():
+            edges["largest"].append(int(row.batch_size))
+        elif row.lr <= tried.min():
+            edges["smallest"].append(int(row.batch_size))
+    parts = [
+        f"the {edge} lr tried at B={', '.join(map(str, sizes))}"
+        for edge, sizes in edges.items()
+        if sizes
+    ]
+    if not parts:
+        return None
+    return (
+        f"the best lr is {' and '.join(parts)}: the best may lie beyond the range (and the "
+        "steps there be too many); widen the lr range"
+    )
+
+
 def _b_crit_summary(
     summary: dict[str, Any], front: pd.DataFrame, seeds: int, eval_every: int | None
 ) -> None:
@@ -520,6 +546,7 @@ def _b_crit_summary(
     kept out, and what the fit finds (`theory.b_crit_finding`): B_crit and its interval
     only when they are a finding, else a note saying why not."""
     if front.empty:
+        summary["b_crit_note"] = "no trial reached the target"
         return
     steps = front["steps_interp"].to_numpy(float)
     at_zero = sorted(int(b) for b in front[keys.BATCH_SIZE][steps <= 0])
@@ -591,7 +618,7 @@ def summary_markdown(tables: Tables) -> str:
         for name in ("reached", "pruned", "diverged", "exhausted", "stalled", "error")
         if s.get(f"n_{name}") is not None
     ) + (f", {s['n_unfinished']} unfinished" if s["n_unfinished"] else "")
-    notes = [s.get(k) for k in ("fit_note", "resolution_note", "lr_law")]
+    notes = [s.get(k) for k in ("fit_note", "resolution_note", "lr_note", "lr_law")]
     lines = [
         f"# noisetune summary: target {target_text(s['target'])}",
         "",
@@ -611,8 +638,8 @@ def summary_markdown(tables: Tables) -> str:
         "",
         *[f"- {note}" for note in notes if note],
         "",
-        "B_crit depends on the target: it grows as the target loss falls. B_simple is not",
-        "B_crit: their ratio is a finding (published ratios span 0.05-8), not an error.",
+        "B_crit depends on the target: it grows as the target gets harder to reach. B_simple",
+        "is not B_crit: their ratio is a finding (published ratios span 0.05-8), not an error.",
         "",
         "![Pareto front: steps vs examples](plots/pareto_front.png)",
         "![Best lr per batch size and eps_opt(B)](plots/lr_vs_batch.png)",

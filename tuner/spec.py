@@ -42,6 +42,15 @@ EPS_OPT_ADAMW = (
 )
 
 
+def run_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a run directory (one level under the storage), else None."""
+    if not re.match(NAME_PATTERN, name):
+        return f"{name!r} must match {NAME_PATTERN.strip('^$')} (it becomes a directory name)"
+    if set(name) == {"."}:
+        return f"{name!r} is not a usable directory name"
+    return None
+
+
 class SpecError(Exception):
     """An invalid spec; `problems` holds one line per problem ("<field.path>: <message>")."""
 
@@ -259,11 +268,18 @@ def _check_dim(dim: DimModel, integer: bool, ok: Callable[[float | int], bool], 
     if not integer and dim.kind in ("int_uniform", "log_int_uniform"):
         raise ValueError(f"{dim.kind} draws ints; use a list, uniform or log_uniform")
     what = "value" if dim.categorical else "bound"
-    for v in dim.points():
-        if integer and not isinstance(v, int):
-            raise ValueError(f"{what} {v} must be an integer")
-        if not ok(v):
-            raise ValueError(f"{what} {v} must be {rule}")
+    not_integer = [v for v in dim.points() if integer and not isinstance(v, int)]
+    if not_integer:
+        raise ValueError(f"{_listed(what, not_integer)} must be an integer")
+    breaking = [v for v in dim.points() if not ok(v)]
+    if breaking:
+        raise ValueError(f"{_listed(what, breaking)} must be {rule}")
+
+
+def _listed(what: str, values: list[float | int]) -> str:
+    """ "value 0", "values 0, -4": every offending value at once."""
+    plural = "s" if len(values) > 1 else ""
+    return f"{what}{plural} {', '.join(map(str, values))}"
 
 
 class Space(_Model):
@@ -318,6 +334,18 @@ class Target(_Model):
     metric: NonEmptyStr
     value: Real
     mode: Literal["min", "max"] = "min"
+
+    @field_validator("metric")
+    @classmethod
+    def _a_metric(cls, name: str) -> str:
+        from trainables import keys
+
+        if name != keys.LOSS and keys.is_reserved(name):
+            raise ValueError(
+                f"{name!r} is a key noisetune reports itself, not a metric to reach: use "
+                "loss or a metric the workload reports"
+            )
+        return name
 
 
 class Budget(_Model):

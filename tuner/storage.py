@@ -55,16 +55,18 @@ SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
 # Object stores write an object whole when its stream closes: a reader sees the old
 # object or the new one, never half of one.
 _OBJECT_STORES = (pafs.S3FileSystem, pafs.GcsFileSystem)
-# Query parameters that carry secrets (pyarrow's S3, GCS and Azure filesystems, older
-# and newer): never accepted, never printed.
-_SECRET_PARAMS = (
-    "secret_key",
-    "session_token",
-    "credential_token",
-    "client_secret",
-    "account_key",
-    "sas_token",
-)
+# What names a query parameter that carries credentials (pyarrow's S3, GCS and Azure
+# filesystems, older and newer, and the AWS spellings users try): never accepted, never
+# printed. None of pyarrow's other parameters (region, scheme, endpoint_override, ...)
+# matches.
+_SECRET_WORDS = ("secret", "token", "password", "passwd", "credential", "signature", "sas")
+
+
+def _is_secret_param(key: str) -> bool:
+    name = unquote(key).lower()
+    return any(word in name for word in _SECRET_WORDS) or name.endswith("key")
+
+
 # Schemes whose host is a bucket name: never a ':' or '@' in it.
 _BUCKET_SCHEMES = ("s3", "gs", "gcs")
 _CREDENTIALS_HINT = {
@@ -122,11 +124,13 @@ def _credentials_problem(scheme: str, uri: str) -> str | None:
         f"handed to every Ray worker); remove them and {hint}"
     )
     head, query = _head_and_query(uri)
-    if any(key.lower() in _SECRET_PARAMS for key, _ in parse_qsl(query)):
+    if any(_is_secret_param(key) for key, _ in parse_qsl(query, keep_blank_values=True)):
         return why
+    if "#" in uri:
+        return f"a storage URI takes no #fragment; if that was a secret, {why}"
     found = _userinfo(scheme, head)
     if found is not None:
-        user, has_secret, _ = found[0].partition(":")
+        user, has_secret, _ = unquote(found[0]).partition(":")
         if has_secret:
             return why
         if scheme == "s3":
@@ -189,8 +193,8 @@ def _redact(uri: str) -> str:
     found = _userinfo(scheme.lower(), head)
     if found is not None:
         userinfo, after = found
-        if ":" in userinfo:
-            head = f"{userinfo.partition(':')[0]}:***@{after}"
+        if ":" in unquote(userinfo):  # user:secret, or user%3Asecret
+            head = f"{unquote(userinfo).partition(':')[0]}:***@{after}"
     else:
         authority = head.split("/", 1)[0]
         if scheme.lower() in _BUCKET_SCHEMES and ":" in authority:
@@ -199,9 +203,10 @@ def _redact(uri: str) -> str:
         items = []
         for item in query.split("&"):
             key, eq, _ = item.partition("=")
-            secret = unquote(key).lower() in _SECRET_PARAMS
-            items.append(f"{key}{eq}***" if secret and eq else item)
+            items.append(f"{key}{eq}***" if _is_secret_param(key) and eq else item)
         tail = tail.replace(query, "&".join(items), 1)
+    if "#" in tail:
+        tail = tail.split("#", 1)[0] + "#***"
     return f"{scheme}://{head}{tail}"
 
 
