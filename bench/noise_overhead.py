@@ -1,6 +1,6 @@
 """Step-time overhead of the noise-scale (and curvature) measurement in the real training loop.
 
-Runs `trainables.loop.Trial.step` (no evaluation) for a baseline with every measurement
+Runs `trainables.loop.TrainingRun.train_step` (no evaluation) for a baseline with every measurement
 off (noise_every = 0, curvature_every = 0) and for variants measuring the noise scale
 every k steps, side by side in one process, or in each of N DDP processes with
 `--workers N`. With `--curvature-every c` one more variant measures the noise scale every
@@ -38,7 +38,7 @@ smallest interval whose curvature share extra/(c·t_0) is at most 10%.
         # B 64,1024,4096: ~7 min on 2 busy cores (~12 min with --repeats 32)
 
 The training data of a workload is built once (per process) and shared; every trial gets
-its own copy of the model and optimiser (Trial(settings, hp, cpu, World(...), workload)).
+its own copy of the model and optimiser (TrainingRun(settings, hp, cpu, World(...), workload)).
 """
 
 from __future__ import annotations
@@ -64,9 +64,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from trainables.loop import Trial, World
+from trainables.loop import TrainingRun
 from trainables.settings import Hyperparameters, TrialSettings
 from trainables.workload import Workload, build_workload
+from trainables.world import World
 
 WORKLOAD_ARGS: dict[str, dict[str, Any]] = {
     "linear_regression": {"dim": 100, "noise": 1.0},
@@ -189,7 +190,7 @@ def block_steps(steps: int, batch_size: int, unit: int) -> int:
 
 def make_trial(
     base: Workload, name: str, batch_size: int, variant: Variant, world: World | None = None
-) -> Trial:
+) -> TrainingRun:
     """A trial of its own model copy on the shared training data; no evaluation is run.
 
     With world.size > 1 (a process group must be up) the loop wraps the model in DDP with
@@ -206,13 +207,13 @@ def make_trial(
     )
     hp = Hyperparameters(batch_size=batch_size, lr=LR, momentum=MOMENTUM, warmup_steps=0)
     workload = Workload(model=copy.deepcopy(base.model), train_data=base.train_data, loss=base.loss)
-    return Trial(settings, hp, torch.device("cpu"), world, workload)
+    return TrainingRun(settings, hp, torch.device("cpu"), world, workload)
 
 
 class Runner:
     """One variant: its trial, its next step number, and the weights to restore on NaN."""
 
-    def __init__(self, trial: Trial) -> None:
+    def __init__(self, trial: TrainingRun) -> None:
         self.trial = trial
         self.next_step = 1
         self.initial = copy.deepcopy(trial.model.state_dict())
@@ -229,7 +230,7 @@ class Runner:
             dist.barrier()
         start = time.perf_counter()
         for s in range(step, step + steps):
-            trial.step(s)
+            trial.train_step(s)
         elapsed = time.perf_counter() - start
         self.next_step = step + steps
         self.guard_finite()

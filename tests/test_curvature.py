@@ -18,11 +18,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import TensorDataset
 
 from trainables import keys
+from trainables.batches import split_batch
 from trainables.curvature import CurvaturePair, curvature_pair, hessian_quadratic_forms
-from trainables.loop import Trial, World, run_trial, split_batch
+from trainables.loop import TrainingRun, run_trial
 from trainables.noise_capture import DDPNormState, MicroBatchNorms, allreduce_with_norms
 from trainables.settings import Hyperparameters, TrialSettings
 from trainables.workload import Workload, build_workload
+from trainables.world import World
 from tuner.theory import ghg_estimate, trace_h_sigma_estimate
 
 LINREG = {"dim": 16, "noise": 0.5, "n_train": 8192}
@@ -197,15 +199,15 @@ def test_curvature_does_not_perturb_the_training_trajectory(workload: str) -> No
 
 
 def test_grad_is_unchanged_by_the_measurement() -> None:
-    trial = Trial(
+    run = TrainingRun(
         settings(curvature_every=1), Hyperparameters(32, 0.1, 0.0, 0), torch.device("cpu"), World()
     )
-    captured = trial.backward(trial.next_batch(), measure=True, keep_grads=True)
+    captured = run.strategy.backward(run.batches.next(), measure=True, keep_grads=True)
     assert captured.pair is not None and captured.small_grads is not None
-    before = [p.grad.clone() for p in trial.params if p.grad is not None]
-    forms = trial.measure_curvature(captured.pair, captured.small_grads)
+    before = [p.grad.clone() for p in run.params if p.grad is not None]
+    forms = run.curvature.measure(captured.pair, captured.small_grads)
     assert forms.is_finite() and forms.b_small == 16 and forms.b_big == 32
-    after = [p.grad for p in trial.params]
+    after = [p.grad for p in run.params]
     for a, b in zip(after, before, strict=True):
         assert a is not None and torch.equal(a, b)
 

@@ -32,7 +32,8 @@ import yaml
 from _helpers import run_noisetune
 
 from trainables import keys
-from trainables.loop import load_state, run_trial, save_state
+from trainables.checkpointing import load_state, save_state
+from trainables.loop import run_trial
 from trainables.settings import Hyperparameters, TrialSettings
 from tuner import results, runner
 from tuner.tune_state import TUNE_TERMINATED, read_trials, restore_problems

@@ -10,7 +10,9 @@ import torch
 from torch.utils.data import TensorDataset
 
 from trainables import keys
-from trainables.loop import TrialInputError, fetch_batch, run_trial, split_batch
+from trainables.batches import fetch_batch, split_batch
+from trainables.errors import TrialInputError
+from trainables.loop import run_trial
 from trainables.schedule import warmup_lr
 from trainables.settings import Hyperparameters, TrialSettings
 
@@ -93,10 +95,11 @@ def test_unknown_target_metric_is_named() -> None:
 
 
 def test_batch_must_split_evenly_over_workers() -> None:
-    from trainables.loop import Trial, World
+    from trainables.loop import TrainingRun
+    from trainables.world import World
 
     with pytest.raises(TrialInputError, match="not divisible by 2 workers"):
-        Trial(settings(), Hyperparameters(15, 0.1, 0.0, 0), torch.device("cpu"), World(0, 2))
+        TrainingRun(settings(), Hyperparameters(15, 0.1, 0.0, 0), torch.device("cpu"), World(0, 2))
 
 
 def test_stationary_noise_scale_matches_the_exact_value() -> None:
@@ -217,7 +220,7 @@ def _no_eval_worker(rank: int, world: int, port: int, queue: Any) -> None:
 
     import torch.distributed as dist
 
-    from trainables.loop import World
+    from trainables.world import World
 
     torch.set_num_threads(1)
     store = f"file://{_tempfile.gettempdir()}/noisetune-test-no-eval-{port}"

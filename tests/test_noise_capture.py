@@ -14,7 +14,7 @@ from _helpers import tiny_loss as _loss
 from _helpers import tiny_model as _model
 from torch.nn.parallel import DistributedDataParallel
 
-from trainables.loop import split_batch
+from trainables.batches import split_batch
 from trainables.noise_capture import (
     DDPNormState,
     MicroBatchNorms,

@@ -155,7 +155,7 @@ def test_bias_trap_mean_of_ratios_vs_ratio_of_averages() -> None:
         ema = NoiseScaleEMA(beta=beta, horizon=1.0)
         for a, t in zip(g2_all, tr_all, strict=True):
             ema.update(float(a), float(t))
-        assert ema.b_simple == pytest.approx(truth, rel=tol)
+        assert ema.scale == pytest.approx(truth, rel=tol)
 
 
 @pytest.mark.parametrize("beta", [0.9, 0.99])
@@ -168,35 +168,35 @@ def test_ema_is_running_mean_then_exponential(beta: float) -> None:
     for i in range(n_warm):
         ema.update(float(xs[i]), float(ys[i]))
         assert ema.count == i + 1
-        assert ema.g2 == pytest.approx(xs[: i + 1].mean(), rel=1e-12)
-        assert ema.trace_sigma == pytest.approx(ys[: i + 1].mean(), rel=1e-12)
-    g2_ref, tr_ref = ema.g2, ema.trace_sigma
+        assert ema.signal == pytest.approx(xs[: i + 1].mean(), rel=1e-12)
+        assert ema.noise == pytest.approx(ys[: i + 1].mean(), rel=1e-12)
+    g2_ref, tr_ref = ema.signal, ema.noise
     for i in range(n_warm, xs.size):
         ema.update(float(xs[i]), float(ys[i]))
         g2_ref = beta * g2_ref + (1 - beta) * xs[i]
         tr_ref = beta * tr_ref + (1 - beta) * ys[i]
-    assert ema.g2 == pytest.approx(g2_ref, rel=1e-12)
-    assert ema.trace_sigma == pytest.approx(tr_ref, rel=1e-12)
-    assert ema.b_simple == pytest.approx(tr_ref / g2_ref, rel=1e-12)
+    assert ema.signal == pytest.approx(g2_ref, rel=1e-12)
+    assert ema.noise == pytest.approx(tr_ref, rel=1e-12)
+    assert ema.scale == pytest.approx(tr_ref / g2_ref, rel=1e-12)
 
 
 def test_ema_ignores_non_finite_and_starts_nan() -> None:
     ema = NoiseScaleEMA(horizon=1.0)
-    assert math.isnan(ema.b_simple)
-    assert math.isnan(ema.g2)
-    assert math.isnan(ema.trace_sigma)
+    assert math.isnan(ema.scale)
+    assert math.isnan(ema.signal)
+    assert math.isnan(ema.noise)
     for g2, tr in ((math.nan, 1.0), (1.0, math.inf), (-math.inf, 2.0)):
         ema.update(g2, tr)
     assert ema.count == 0
-    assert math.isnan(ema.b_simple)
+    assert math.isnan(ema.scale)
     ema.update(2.0, 8.0)
     ema.update(math.nan, math.nan)
     ema.update(4.0, math.inf)
     assert ema.count == 1
-    assert ema.b_simple == 4.0
+    assert ema.scale == 4.0
     ema.update(-6.0, 8.0)  # mean |G|² now negative: B_simple undefined
-    assert ema.g2 == -2.0
-    assert math.isnan(ema.b_simple)
+    assert ema.signal == -2.0
+    assert math.isnan(ema.scale)
 
 
 @pytest.mark.parametrize("horizon", [2.0, 3.0, 4.0])
@@ -210,8 +210,8 @@ def test_ema_horizon_weights_grow_polynomially(horizon: float) -> None:
         ema.update(float(x), float(y))
     s = np.arange(1, n + 1)
     weights = np.where(s >= c, np.prod([s - j for j in range(1, c)], axis=0), 0.0)
-    assert ema.g2 == pytest.approx(np.sum(weights * xs) / weights.sum(), rel=1e-10)
-    assert ema.trace_sigma == pytest.approx(np.sum(weights * ys) / weights.sum(), rel=1e-10)
+    assert ema.signal == pytest.approx(np.sum(weights * xs) / weights.sum(), rel=1e-10)
+    assert ema.noise == pytest.approx(np.sum(weights * ys) / weights.sum(), rel=1e-10)
 
 
 def test_ema_rejects_horizon_below_one() -> None:

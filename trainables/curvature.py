@@ -11,12 +11,16 @@ then one Hessian-vector product per v (Pearlmutter 1994). Nothing here touches `
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
+from trainables.batches import BatchSource
+from trainables.noise_capture import NormPair
+from trainables.side_effects import side_effects_undone
 from tuner.theory import ghg_estimate, trace_h_sigma_estimate
 
 # One gradient vector: a tensor per parameter (None where the parameter got no gradient).
@@ -103,3 +107,34 @@ def curvature_pair(
         local /= world_size
     h_small, h_big = local.tolist()
     return CurvaturePair(b_small=b_small, b_big=b_big, h_small=h_small, h_big=h_big)
+
+
+class CurvatureProbe:
+    """Measures a step's quadratic forms vᵀHv, H from a fresh batch of its own stream.
+
+    Runs before the optimizer step (same weights as the gradients), in fp32 without
+    autocast, with `torch.autograd.grad` only (`.grad` stays as it is), the global RNG
+    and the module buffers (BatchNorm statistics) restored afterwards. Each worker takes
+    its slice of the Hessian batch (McCandlish et al. 2018, App. A.1).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        params: Sequence[torch.nn.Parameter],
+        loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor],
+        hessian_batches: BatchSource,
+        world_size: int,
+    ) -> None:
+        self.model, self.params, self.loss_fn = model, params, loss_fn
+        self.hessian_batches, self.world_size = hessian_batches, world_size
+
+    def measure(self, pair: NormPair, small: Sequence[GradVector]) -> CurvaturePair:
+        """The forms of the step's small-batch gradients `small` and of `.grad`."""
+        batch = self.hessian_batches.next()
+        big = [p.grad for p in self.params]
+        with side_effects_undone(self.model, self.hessian_batches.device):
+            loss = self.loss_fn(self.model, batch)
+            return curvature_pair(
+                loss, self.params, small, big, pair.b_small, pair.b_big, self.world_size
+            )

@@ -23,9 +23,11 @@ from typing import Any
 
 import torch
 
-from trainables.loop import World, load_state, run_trial, save_state
+from trainables.checkpointing import load_state, save_state
+from trainables.loop import run_trial
 from trainables.settings import Hyperparameters, TrialSettings
 from trainables.workload import cached_workload
+from trainables.world import World
 
 # A trial's Train run keeps this many of its latest checkpoints (a restart needs only
 # the latest; the one before is a margin).

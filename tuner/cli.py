@@ -196,8 +196,8 @@ def _probe(path: str, spec: Any) -> None:
     evaluation does: bad input (exit 2) when the build raises, a metric is named like a
     report key, or the target metric is not reported; a warning when the untrained model
     already meets the target."""
+    from trainables.errors import TrialInputError
     from trainables.judge import Target
-    from trainables.loop import TrialInputError
     from trainables.probe import probe_workload
     from trainables.settings import Hyperparameters
     from tuner.runner import trial_settings

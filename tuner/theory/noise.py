@@ -105,7 +105,11 @@ trace_h_sigma_estimate = trace_sigma_estimate
 
 @dataclass
 class NoiseScaleEMA:
-    """Separate moving averages of |G|² and tr(Σ); their ratio is B_simple.
+    """Separate moving averages of a signal and a noise term; their ratio is a noise scale.
+
+    Fed (|G|², tr(Σ)) pairs it gives B_simple = tr(Σ)/|G|²; fed (GᵀHG, tr(HΣ)) pairs it
+    gives B_noise = tr(HΣ)/GᵀHG (McCandlish et al. 2018, eqs. 2.7 and 2.8): one estimator,
+    one instance per noise scale.
 
     McCandlish et al. 2018, App. A.1: average numerator and denominator separately, then
     divide (the mean of per-step ratios is badly biased). Weight of the old average at the
@@ -116,15 +120,12 @@ class NoiseScaleEMA:
     is stationary) while its centre of mass stays at t·c/(c + 1) (it follows the growth
     of the noise scale during training, DESIGN.md §1 pitfall 2). Non-finite pairs are
     ignored.
-
-    Fed with (GᵀHG, tr(HΣ)) instead, ``g2`` holds GᵀHG, ``trace_sigma`` holds tr(HΣ) and
-    ``b_simple`` is B_noise.
     """
 
     beta: float = 0.99
     horizon: float = 3.0
-    g2_avg: float = 0.0
-    trace_sigma_avg: float = 0.0
+    signal_avg: float = 0.0
+    noise_avg: float = 0.0
     count: int = 0
 
     def __post_init__(self) -> None:
@@ -135,31 +136,31 @@ class NoiseScaleEMA:
         if self.count < 0:
             raise ValueError(f"count must be >= 0, got {self.count}")
 
-    def update(self, g2: float, trace_sigma: float) -> None:
-        """Fold in one (|G|², tr(Σ)) estimate; skipped unless both are finite."""
-        if not (math.isfinite(g2) and math.isfinite(trace_sigma)):
+    def update(self, signal: float, noise: float) -> None:
+        """Fold in one (signal, noise) estimate; skipped unless both are finite."""
+        if not (math.isfinite(signal) and math.isfinite(noise)):
             return
         self.count += 1
         beta_t = min(self.beta, max(0.0, 1.0 - self.horizon / self.count))
-        self.g2_avg = beta_t * self.g2_avg + (1.0 - beta_t) * float(g2)
-        self.trace_sigma_avg = beta_t * self.trace_sigma_avg + (1.0 - beta_t) * float(trace_sigma)
+        self.signal_avg = beta_t * self.signal_avg + (1.0 - beta_t) * float(signal)
+        self.noise_avg = beta_t * self.noise_avg + (1.0 - beta_t) * float(noise)
 
     @property
-    def g2(self) -> float:
-        """Averaged |G|² (nan before the first update)."""
-        return self.g2_avg if self.count > 0 else math.nan
+    def signal(self) -> float:
+        """Averaged signal, |G|² or GᵀHG (nan before the first update)."""
+        return self.signal_avg if self.count > 0 else math.nan
 
     @property
-    def trace_sigma(self) -> float:
-        """Averaged tr(Σ) (nan before the first update)."""
-        return self.trace_sigma_avg if self.count > 0 else math.nan
+    def noise(self) -> float:
+        """Averaged noise term, tr(Σ) or tr(HΣ) (nan before the first update)."""
+        return self.noise_avg if self.count > 0 else math.nan
 
     @property
-    def b_simple(self) -> float:
-        """B_simple = tr(Σ)/|G|² of the averages; nan before any update or when |G|² <= 0."""
-        if self.count == 0 or not self.g2_avg > 0:
+    def scale(self) -> float:
+        """noise/signal of the averages; nan before any update or when the signal is <= 0."""
+        if self.count == 0 or not self.signal_avg > 0:
             return math.nan
-        return self.trace_sigma_avg / self.g2_avg
+        return self.noise_avg / self.signal_avg
 
 
 @overload

@@ -1,0 +1,189 @@
+"""How one optimisation step's gradient is computed: the only module that knows whether a
+trial runs in one process or on several DDP workers.
+
+A step strategy runs the forward and backward passes of one global batch, leaving the
+gradient of its mean loss in `.grad`, and on measured steps returns the squared gradient
+norms at two batch sizes taken in that same backward pass (trainables.noise_capture):
+
+- `OneProcess`: one backward pass; on measured steps the batch is split into
+  `micro_batches` whose gradients accumulate (`MicroBatched`);
+- `DataParallel`: the model in DDP, whose communication hook measures each worker's
+  local and the all-reduced global norm.
+
+A new way to compute a step (gradient accumulation, per-example norms) is a new class here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from trainables.batches import split_batch
+from trainables.noise_capture import DDPNormState, MicroBatchNorms, NormPair, allreduce_with_norms
+from trainables.noise_meter import NoiseMeter
+from trainables.world import World
+
+LossFn = Callable[[torch.nn.Module, Any], torch.Tensor]
+Autocast = Callable[[], AbstractContextManager[Any]]
+
+
+@dataclass
+class Captured:
+    """What one step's backward gave: the mean training loss of the global batch (this
+    worker's share on DDP), and on measured steps the norm pair and, on curvature steps,
+    the small-batch gradient vectors (each micro-batch's, or this worker's local one)."""
+
+    loss: torch.Tensor
+    pair: NormPair | None = None
+    small_grads: list[list[torch.Tensor | None]] | None = None
+
+
+class StepStrategy(Protocol):
+    """Computes the gradient of one global batch into `.grad` (see the module docstring)."""
+
+    world: World
+    can_measure: bool  # whether a step can give two batch sizes (one example cannot)
+
+    def backward(self, batch: Any, measure: bool, keep_grads: bool = False) -> Captured:
+        """Gradient of the mean loss over the global batch; norms when `measure`, and
+        with `keep_grads` the small-batch gradient vectors too (no extra backward)."""
+
+    def merge_worker_averages(self, meter: NoiseMeter) -> None:
+        """Make the workers' noise-scale averages one (before reports and checkpoints)."""
+
+
+def autocast_for(precision: str, device: torch.device) -> Autocast:
+    """The forward pass's autocast context for the trial's precision."""
+    if precision == "bf16":
+        return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext
+
+
+def plain_backward(
+    model: torch.nn.Module, loss_fn: LossFn, batch: Any, autocast: Autocast
+) -> Captured:
+    """One forward and backward pass of the whole batch, nothing measured."""
+    with autocast():
+        loss = loss_fn(model, batch)
+    loss.backward()
+    return Captured(loss)
+
+
+@dataclass
+class MicroBatched:
+    """The batch split into `parts` micro-batches whose gradients accumulate into `.grad`,
+    each micro-batch's squared norm captured on the way (no extra backward pass)."""
+
+    model: torch.nn.Module
+    params: list[torch.nn.Parameter]
+    loss_fn: LossFn
+    autocast: Autocast
+    parts: int
+
+    def backward(self, batch: Any, batch_size: int, keep_grads: bool) -> Captured:
+        norms = MicroBatchNorms(self.params, keep_grads=keep_grads)
+        losses = []
+        with norms.capturing():
+            for micro, size in split_batch(batch, min(self.parts, batch_size)):
+                weight = size / batch_size
+                with norms.micro_batch(size, weight):
+                    with self.autocast():
+                        loss = self.loss_fn(self.model, micro) * weight
+                    loss.backward()
+                losses.append(loss.detach())
+        return Captured(
+            torch.stack(losses).sum(), norms.pair(), norms.take_grads() if keep_grads else None
+        )
+
+
+class OneProcess:
+    """A trial in one process: a plain step, micro-batched on measured steps."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        params: list[torch.nn.Parameter],
+        loss_fn: LossFn,
+        autocast: Autocast,
+        batch_size: int,
+        micro_batches: int,
+    ) -> None:
+        self.world = World()
+        self.can_measure = batch_size >= 2  # two micro-batches need two examples
+        self.model, self.loss_fn, self.autocast = model, loss_fn, autocast
+        self.batch_size = batch_size
+        self.micro_batched = MicroBatched(model, params, loss_fn, autocast, micro_batches)
+
+    def backward(self, batch: Any, measure: bool, keep_grads: bool = False) -> Captured:
+        if not measure:
+            return plain_backward(self.model, self.loss_fn, batch, self.autocast)
+        return self.micro_batched.backward(batch, self.batch_size, keep_grads)
+
+    def merge_worker_averages(self, meter: NoiseMeter) -> None:
+        """One process: nothing to merge."""
+
+
+class DataParallel:
+    """A trial on several DDP workers; the comm hook measures the norms."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        params: list[torch.nn.Parameter],
+        loss_fn: LossFn,
+        autocast: Autocast,
+        world: World,
+        device: torch.device,
+        local_batch: int,
+    ) -> None:
+        self.world, self.device, self.local_batch = world, device, local_batch
+        self.can_measure = True  # local and global batch
+        self.params, self.loss_fn, self.autocast = params, loss_fn, autocast
+        self.norms = DDPNormState(world.size)
+        self.module = DistributedDataParallel(model)
+        self.module.register_comm_hook(self.norms, allreduce_with_norms)
+
+    def backward(self, batch: Any, measure: bool, keep_grads: bool = False) -> Captured:
+        if measure:
+            self.norms.start(self.device, keep_grads=keep_grads)
+        captured = plain_backward(self.module, self.loss_fn, batch, self.autocast)
+        if not measure:
+            return captured
+        small = [self.norms.local_grads(self.params)] if keep_grads else None
+        return Captured(captured.loss, self.norms.local_pair(self.local_batch), small)
+
+    def merge_worker_averages(self, meter: NoiseMeter) -> None:
+        """Between evaluations each DDP worker folds its own local |G_small|² into its own
+        averages (`DDPNormState.local_pair`): no collective on a measured step. The
+        two-batch estimates are linear in |G_small|² and every worker's moving averages
+        take the same weights on the same steps (a non-finite pair, the only one skipped,
+        is non-finite everywhere, as the all-reduced |G_big|² is), so the mean of the
+        workers' averages equals the average of the workers' mean pairs: what one
+        all-reduce per measured step gave, for one per evaluation."""
+        b_simple = meter.b_simple
+        averages = torch.tensor([b_simple.signal_avg, b_simple.noise_avg], dtype=torch.float64)
+        averages = self.world.sum(averages.to(self.device)) / self.world.size
+        b_simple.signal_avg, b_simple.noise_avg = averages.tolist()
+
+
+def step_strategy(
+    model: torch.nn.Module,
+    params: list[torch.nn.Parameter],
+    loss_fn: LossFn,
+    autocast: Autocast,
+    world: World,
+    device: torch.device,
+    batch_size: int,
+    micro_batches: int,
+) -> OneProcess | DataParallel:
+    """The strategy for a trial of `batch_size` examples a step on `world`."""
+    if world.size > 1:
+        return DataParallel(
+            model, params, loss_fn, autocast, world, device, batch_size // world.size
+        )
+    return OneProcess(model, params, loss_fn, autocast, batch_size, micro_batches)
