@@ -30,9 +30,9 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainables import keys
-from tuner.guided import candidates
-from tuner.runner import trial_settings
-from tuner.spec import Spec, load_spec
+from tuner.config.spec import Spec, load_spec
+from tuner.runtime.runner import trial_settings
+from tuner.strategy.guided import candidates
 
 CURVES_DIR = Path(__file__).resolve().parent / "curves"
 CONFIG_COLUMNS = list(keys.HYPERPARAMETERS)

@@ -16,8 +16,8 @@ import tempfile
 import time
 from typing import Any
 
-from tuner.ray_runtime import init_ray
-from tuner.spec import parse_spec
+from tuner.config.spec import parse_spec
+from tuner.runtime.ray_runtime import init_ray
 
 LRS = [0.0625, 0.088, 0.125, 0.177, 0.25, 0.354, 0.5, 0.707, 1.0, 1.414, 2.0]
 WORKLOADS: dict[str, dict[str, Any]] = {
@@ -57,7 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no Tune tables between our lines
     init_ray(num_cpus=2)  # before importing Ray: it keeps the embedded Ray on 127.0.0.1
-    from tuner.runner import run_sweep
+    from tuner.runtime.runner import run_sweep
 
     storage = tempfile.mkdtemp(prefix="noisetune-bench-")
     rows = {}

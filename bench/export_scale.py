@@ -14,12 +14,12 @@
    reached, exhausted, diverged or pruned; one in a hundred restarted from its last
    checkpoint (its reports after the checkpoint come twice). Not written: progress.csv,
    params.pkl and TensorBoard files, which nothing here reads.
-   Then, as a sweep's driver does when each trial ends (tuner.tune_loggers.ReportsCache),
+   Then, as a sweep's driver does when each trial ends (tuner.runtime.tune_loggers.ReportsCache),
    each trial's reports are cached beside its result.json (`results.cache_trial_reports`,
    timed per trial, kept with the run directory); `--uncached` removes those caches, so
    that `build` parses every result.json as it did before they existed.
 2. Measure, each step in a fresh Python process (wall time; peak RSS from wait4):
-   `build` = tuner.results.build_tables, `write` = write_tables (the same process, after
+   `build` = tuner.results.tables.build_tables, `write` = write_tables (the same process, after
    build, timed apart); `export` = `python -m tuner export RUN_DIR --format F --table T
    --out FILE` (a user's command: imports, reading results/, writing) for the trials and
    curves tables as csv and parquet.
@@ -389,7 +389,7 @@ def dir_size(path: Path) -> int:
 
 def child_build(run_dir: Path, out_dir: Path) -> dict[str, float]:
     """In the child: build_tables, then write_tables into a copy's results/ (timed apart)."""
-    from tuner.results import build_tables, write_tables
+    from tuner.results.tables import build_tables, write_tables
 
     started = time.perf_counter()
     tables = build_tables(run_dir, TARGET)
@@ -407,10 +407,10 @@ def child_build(run_dir: Path, out_dir: Path) -> dict[str, float]:
 
 
 def child_cache(run_dir: Path) -> dict[str, float]:
-    """In the child: what `tuner.tune_loggers.ReportsCache` does as each trial ends
+    """In the child: what `tuner.runtime.tune_loggers.ReportsCache` does as each trial ends
     (`results.cache_trial_reports` on its directory), for every trial, timed per trial."""
-    from tuner.results import cache_trial_reports
-    from tuner.tune_state import read_trials
+    from tuner.results.tables import cache_trial_reports
+    from tuner.results.tune_state import read_trials
 
     per_trial = []
     cached = 0
@@ -443,7 +443,7 @@ def write_caches(code: Path, run_dir: Path, script: Path) -> dict[str, float]:
 
 
 def remove_caches(run_dir: Path) -> None:
-    # tuner.results.REPORTS_CACHE, named here: this process imports none of the code
+    # tuner.results.tables.REPORTS_CACHE, named here: this process imports none of the code
     # it measures (--against runs another commit's).
     for cache in run_dir.glob("*/noisetune_reports.arrow"):
         cache.unlink()
@@ -531,7 +531,7 @@ def scheduler_cost(n_trials: int, calls: int, seed: int = 0) -> dict[str, float]
 
     from ray.tune.schedulers import FIFOScheduler
 
-    from tuner.schedulers import EpsOptScheduler, PruneRule
+    from tuner.strategy.schedulers import EpsOptScheduler, PruneRule
 
     rng = np.random.default_rng(seed)
     scheduler = EpsOptScheduler(FIFOScheduler(), PruneRule("calibrated", 4.0), max_concurrent=2)

@@ -35,7 +35,7 @@ from curves import CONFIG_COLUMNS, load_or_record
 
 from trainables import keys
 from tuner import theory
-from tuner.spec import Spec, parse_spec
+from tuner.config.spec import Spec, parse_spec
 
 
 def best_per_batch(frame: Any) -> Any:
@@ -51,7 +51,7 @@ def _measure(job: tuple[Spec, dict[str, Any], int]) -> dict[str, Any]:
 
     from trainables.loop import run_trial
     from trainables.settings import Hyperparameters
-    from tuner.runner import trial_settings
+    from tuner.runtime.runner import trial_settings
 
     torch.set_num_threads(1)
     spec, config, curvature_every = job

@@ -46,7 +46,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tuner.ray_runtime import keep_local_ray_on_loopback
+from tuner.runtime.ray_runtime import keep_local_ray_on_loopback
 
 # Before Ray is imported: the embedded Ray this script may start stays on 127.0.0.1.
 keep_local_ray_on_loopback()
@@ -62,9 +62,10 @@ from curves import load_or_record
 from replay import Curves, Outcome, replay
 
 from trainables import keys
-from tuner import guided, schedulers, search, theory
-from tuner.runner import search_plan
-from tuner.spec import Spec, parse_spec
+from tuner import theory
+from tuner.config.spec import Spec, parse_spec
+from tuner.runtime.runner import search_plan
+from tuner.strategy import guided, schedulers, search
 
 STRATEGIES = (
     "grid",
@@ -231,8 +232,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 def live_eps_opt(base: dict[str, Any]) -> None:
     """The eps_opt strategy run for real (embedded Ray, 2 trials at a time)."""
-    from tuner.ray_runtime import init_ray
-    from tuner.runner import run_sweep
+    from tuner.runtime.ray_runtime import init_ray
+    from tuner.runtime.runner import run_sweep
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no Tune tables between our lines
     init_ray(num_cpus=2)

@@ -12,7 +12,8 @@ all its steps) three ways, interleaved in rotating order within each repeat:
 - `loop`: `trainables.loop.run_trial` in this process, one trial after the other, the
   workload built for each trial as a bare loop does (`build` and `train` timed apart),
   after one untimed trial;
-- `single`: `tuner.runner.run_sweep` on an embedded Ray (`tuner.ray_runtime.init_ray`),
+- `single`: `tuner.runtime.runner.run_sweep` on an embedded Ray
+  (`tuner.runtime.ray_runtime.init_ray`),
   one worker per trial: the loop runs in the Tune function actor, with actor reuse;
 - `multi`: `run_sweep` with `workers_per_trial: 2`, a Ray Train V2 TorchTrainer per trial.
 
@@ -48,7 +49,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tuner.ray_runtime import keep_local_ray_on_loopback
+from tuner.runtime.ray_runtime import keep_local_ray_on_loopback
 
 # Before Ray is imported: the embedded Ray this script may start stays on 127.0.0.1.
 keep_local_ray_on_loopback()
@@ -87,7 +88,7 @@ def lrs(n: int) -> list[float]:
 
 
 def make_spec(workload: str, executor: str, n: int, args: argparse.Namespace, storage: str) -> Any:
-    from tuner.spec import parse_spec
+    from tuner.config.spec import parse_spec
 
     return parse_spec(
         {
@@ -112,7 +113,7 @@ def time_loop(workload: str, args: argparse.Namespace, storage: str) -> dict[str
     from trainables.loop import run_trial
     from trainables.settings import Hyperparameters
     from trainables.workload import build_workload
-    from tuner.runner import run_dir_for, trial_settings
+    from tuner.runtime.runner import run_dir_for, trial_settings
 
     torch.set_num_threads(1)  # as in the Tune actor (cpus_per_worker = 1)
     spec = make_spec(workload, "loop", args.trials, args, storage)
@@ -136,7 +137,7 @@ def time_loop(workload: str, args: argparse.Namespace, storage: str) -> dict[str
 
 
 def time_sweep(workload: str, executor: str, args: argparse.Namespace, storage: str) -> dict:
-    from tuner.runner import run_sweep
+    from tuner.runtime.runner import run_sweep
 
     n = args.multi_trials if executor == "multi" else args.trials
     spec = make_spec(workload, executor, n, args, storage)
@@ -181,7 +182,7 @@ def run_repeat(args: argparse.Namespace, turn: int) -> dict[str, dict[str, float
 
 
 def start_ray(args: argparse.Namespace) -> None:
-    from tuner.ray_runtime import init_ray
+    from tuner.runtime.ray_runtime import init_ray
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no Tune tables between our lines
     os.environ["RAY_TUNE_CALLBACKS"] = "__main__.Timeline"
@@ -233,7 +234,7 @@ def logger_costs(args: argparse.Namespace, trials: int = 100) -> dict[str, list[
 
     from trainables.loop import run_trial
     from trainables.settings import Hyperparameters
-    from tuner.runner import run_dir_for, trial_settings
+    from tuner.runtime.runner import run_dir_for, trial_settings
 
     spec = make_spec("linear_regression", "loop", 2, args, tempfile.gettempdir())
     settings = trial_settings(spec, run_dir_for(spec))

@@ -1,6 +1,6 @@
 """Built-in joint search spaces, as plain dicts in the format of a spec's `space:` mapping.
 
-A spec names one with `space: sgd_joint`; `tuner.spec.parse_spec` expands it.
+A spec names one with `space: sgd_joint`; `tuner.config.spec.parse_spec` expands it.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import pytest
 import torch
 from _helpers import S3Server, free_port
 
-from tuner.ray_runtime import keep_local_ray_on_loopback
+from tuner.runtime.ray_runtime import keep_local_ray_on_loopback
 
 keep_local_ray_on_loopback()  # before any test module imports Ray
 torch.set_num_threads(1)
@@ -31,7 +31,7 @@ def ray_session() -> Iterator[None]:
     """A real embedded Ray (2 CPUs, loopback only), started once and stopped at the end."""
     import ray
 
-    from tuner.ray_runtime import init_ray
+    from tuner.runtime.ray_runtime import init_ray
 
     init_ray(num_cpus=2)
     yield

@@ -22,8 +22,9 @@ import pytest
 import yaml
 from _helpers import ROOT, Head, S3Server, alive_nodes, ray_head, ray_worker_node, run_noisetune
 
-from tuner import jobs, storage
-from tuner.tune_state import read_trials
+from tuner.cluster import jobs
+from tuner.results.tune_state import read_trials
+from tuner.runtime import storage
 
 pytestmark = pytest.mark.ray
 

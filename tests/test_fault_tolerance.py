@@ -35,8 +35,9 @@ from trainables import keys
 from trainables.checkpointing import load_state, save_state
 from trainables.loop import run_trial
 from trainables.settings import Hyperparameters, TrialSettings
-from tuner import results, runner
-from tuner.tune_state import TUNE_TERMINATED, read_trials, restore_problems
+from tuner.results.tables import last_run
+from tuner.results.tune_state import TUNE_TERMINATED, read_trials, restore_problems
+from tuner.runtime import runner
 
 ROOT = Path(__file__).resolve().parents[1]
 LINREG = {"dim": 16, "noise": 0.5, "n_train": 4096}
@@ -136,9 +137,9 @@ def test_last_run_keeps_each_step_of_the_run_that_finished() -> None:
         return [{keys.STEP: s, "run": i} for i, s in enumerate(steps)]
 
     # A restart from a checkpoint at 20 that stops earlier than the first run got.
-    kept = results.last_run(reports(0, 10, 20, 30, 40, 30, 40))
+    kept = last_run(reports(0, 10, 20, 30, 40, 30, 40))
     assert [(r[keys.STEP], r["run"]) for r in kept] == [(0, 0), (10, 1), (20, 2), (30, 5), (40, 6)]
-    kept = results.last_run(reports(0, 10, 20, 30, 0, 10))  # a restart from scratch
+    kept = last_run(reports(0, 10, 20, 30, 0, 10))  # a restart from scratch
     assert [r[keys.STEP] for r in kept] == [0, 10]
 
 

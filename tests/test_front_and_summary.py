@@ -13,8 +13,19 @@ import pandas as pd
 import pytest
 
 from trainables import keys
-from tuner import results, theory
-from tuner.tune_state import TuneTrial
+from tuner import theory
+from tuner.results.tables import (
+    CURVE_COLUMNS,
+    TRIAL_COLUMNS,
+    Tables,
+    b_crit_text,
+    export,
+    front_table,
+    summarize,
+    summary_markdown,
+    trials_table,
+)
+from tuner.results.tune_state import TuneTrial
 
 TARGET = {"metric": "loss", "value": 0.5, "mode": "min"}
 S_MIN, B_CRIT = 50.0, 200.0
@@ -45,13 +56,11 @@ def trial(
     }  # fmt: skip
 
 
-def tables_of(rows: list[dict[str, Any]], **options: Any) -> results.Tables:
-    trials = pd.DataFrame(rows, columns=results.TRIAL_COLUMNS)
-    curves = pd.DataFrame(columns=results.CURVE_COLUMNS)
-    front = results.front_table(trials)
-    return results.Tables(
-        trials, curves, front, results.summarize(trials, curves, front, TARGET, **options)
-    )
+def tables_of(rows: list[dict[str, Any]], **options: Any) -> Tables:
+    trials = pd.DataFrame(rows, columns=TRIAL_COLUMNS)
+    curves = pd.DataFrame(columns=CURVE_COLUMNS)
+    front = front_table(trials)
+    return Tables(trials, curves, front, summarize(trials, curves, front, TARGET, **options))
 
 
 def exact(batch_size: int) -> float:
@@ -128,7 +137,7 @@ def test_b_crit_outside_the_batch_sizes_or_from_too_few_is_no_finding(
     s = tables_of(rows).summary
     assert (s["b_crit_kind"], s["b_crit"], s["b_crit_interval"]) == (kind, None, None)
     assert note in s["b_crit_note"]
-    assert note in results.b_crit_text(s) and note in results.summary_markdown(tables_of(rows))
+    assert note in b_crit_text(s) and note in summary_markdown(tables_of(rows))
 
 
 def test_a_target_met_at_step_0_is_a_result_kept_out_of_the_fit() -> None:
@@ -161,7 +170,7 @@ def test_the_trials_table_comes_out_sorted() -> None:
         TuneTrial(f"t{i}", "TERMINATED", {keys.BATCH_SIZE: b, keys.LR: lr}, None)
         for i, (b, lr) in enumerate([(64, 0.2), (16, 0.4), (64, 0.1), (16, 0.1)])
     ]
-    table = results.trials_table(made, run_dir=Path("/nonexistent"))
+    table = trials_table(made, run_dir=Path("/nonexistent"))
     assert list(zip(table[keys.BATCH_SIZE], table[keys.LR], strict=True)) == [
         (16, 0.1),
         (16, 0.4),
@@ -172,10 +181,10 @@ def test_the_trials_table_comes_out_sorted() -> None:
 
 def test_the_summary_exports_as_one_object_or_one_row_with_the_target() -> None:
     tables = tables_of([trial(f"t{b}", b, exact(b)) for b in (16, 64, 256, 1024)])
-    as_json = json.loads(results.export(tables, "json", "summary", None) or "")
+    as_json = json.loads(export(tables, "json", "summary", None) or "")
     assert isinstance(as_json, dict) and as_json["target"] == TARGET
     assert as_json["b_crit"] == pytest.approx(B_CRIT, rel=1e-6)
-    csv = results.export(tables, "csv", "summary", None) or ""
+    csv = export(tables, "csv", "summary", None) or ""
     header, row = csv.splitlines()[:2]
     assert {"target_metric", "target_value", "target_mode", "b_crit_interval_lo"} <= set(
         header.split(",")

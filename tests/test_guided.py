@@ -9,9 +9,9 @@ from ray.tune.search import Searcher
 
 from trainables import keys
 from tuner import theory
-from tuner.guided import EpsGuidedSearcher, GuidedCandidates, candidates, temperature_key
-from tuner.schedulers import SweepState
-from tuner.spec import parse_spec
+from tuner.config.spec import parse_spec
+from tuner.strategy.guided import EpsGuidedSearcher, GuidedCandidates, candidates, temperature_key
+from tuner.strategy.schedulers import SweepState
 
 BASE: dict[str, Any] = {
     "name": "g",
@@ -153,7 +153,7 @@ def test_eps_guided_does_not_repeat_a_config_once_b_crit_has_grown_past_it() -> 
 
 
 def test_eps_guided_needs_eps_opt_pruning() -> None:
-    from tuner.spec import SpecError
+    from tuner.config.spec import SpecError
 
     with pytest.raises(SpecError, match="eps-guided"):
         parse_spec({**BASE, "search": {"algorithm": "eps-guided"}, "pruning": {"kind": "none"}})

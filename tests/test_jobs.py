@@ -23,7 +23,7 @@ import pytest
 import yaml
 from _helpers import LOOPBACK, Head, free_port, proc_table, ray_head, run_noisetune
 
-from tuner import jobs
+from tuner.cluster import jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,7 @@ from matplotlib.image import imread
 
 from trainables import keys
 from tuner import theory
-from tuner.plots import (
+from tuner.results.plots import (
     NO_TARGET_NOTE,
     PLOT_FILES,
     lr_vs_batch_figure,
@@ -23,7 +23,7 @@ from tuner.plots import (
     plot_paths,
     write_plots,
 )
-from tuner.results import (
+from tuner.results.tables import (
     CURVE_COLUMNS,
     FRONT_COLUMNS,
     TRIAL_COLUMNS,

@@ -8,7 +8,7 @@ import time
 from types import SimpleNamespace
 
 from trainables import keys
-from tuner.progress import ProgressLine, SweepCounts
+from tuner.runtime.progress import ProgressLine, SweepCounts
 
 
 def test_counts_and_best_steps_per_batch_size() -> None:

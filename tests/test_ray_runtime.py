@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tuner.ray_runtime import worker_env_vars
+from tuner.runtime.ray_runtime import worker_env_vars
 
 
 def test_train_polls_fast_everywhere_and_skips_the_preemption_watcher_locally() -> None:

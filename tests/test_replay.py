@@ -100,7 +100,7 @@ def test_recorded_curves_are_reused_only_for_the_spec_they_came_from(
     under the same name (another grid, workload or target) is recorded again."""
     import curves
 
-    from tuner.spec import parse_spec
+    from tuner.config.spec import parse_spec
 
     monkeypatch.setattr(curves, "CURVES_DIR", tmp_path)
     recorded: list[str] = []

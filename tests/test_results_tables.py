@@ -18,8 +18,27 @@ import pandas as pd
 import pytest
 
 from trainables import keys
-from tuner import results
-from tuner.tune_state import read_result_file, read_trials
+from tuner import theory
+from tuner.results.tables import (
+    CURVE_COLUMNS,
+    REPORTS_CACHE,
+    Tables,
+    _cached_reports,
+    _per_row,
+    _read_reports,
+    _RowByRow,
+    build_tables,
+    cache_trial_reports,
+    curves_table,
+    export,
+    front_table,
+    pooled_at_target,
+    read_tables,
+    summarize,
+    trials_table,
+    write_tables,
+)
+from tuner.results.tune_state import read_result_file, read_trials
 
 TARGET = {"metric": "loss", "value": 0.5}
 
@@ -87,22 +106,22 @@ def write_run(run_dir: Path, trials: dict[str, list[dict[str, Any]] | str | None
     return run_dir
 
 
-def assert_same_tables(run_dir: Path, column_wise: bool = True) -> results.Tables:
+def assert_same_tables(run_dir: Path, column_wise: bool = True) -> Tables:
     """build_tables equals the row-by-row tables; `column_wise`: without falling back.
     The same again once every trial's reports are cached as a finished trial's are."""
     try:
-        results._read_reports(read_trials(run_dir, with_results=False))
+        _read_reports(read_trials(run_dir, with_results=False))
         assert column_wise, "expected the row-by-row fallback"
-    except results._RowByRow:
+    except _RowByRow:
         assert not column_wise, "fell back to the row-by-row reader"
-    built = results.build_tables(run_dir, TARGET)
+    built = build_tables(run_dir, TARGET)
     reference = read_trials(run_dir)
-    trials = results.trials_table(reference, run_dir)
-    curves = results.curves_table(reference)
-    expected = results.summarize(trials, curves, results.front_table(trials), TARGET)
-    cached = [t.path for t in reference if t.path and results.cache_trial_reports(t.path)]
+    trials = trials_table(reference, run_dir)
+    curves = curves_table(reference)
+    expected = summarize(trials, curves, front_table(trials), TARGET)
+    cached = [t.path for t in reference if t.path and cache_trial_reports(t.path)]
     assert column_wise or len(cached) < len(reference), "cached what needs the row-by-row reader"
-    for tables in (built, results.build_tables(run_dir, TARGET)):
+    for tables in (built, build_tables(run_dir, TARGET)):
         pd.testing.assert_frame_equal(tables.trials, trials, check_exact=True)
         pd.testing.assert_frame_equal(tables.curves, curves, check_exact=True)
         assert list(tables.curves.dtypes) == list(curves.dtypes)
@@ -188,14 +207,14 @@ def test_what_the_column_wise_reader_leaves_to_the_row_by_row_one(
 
 def test_no_reports_at_all(tmp_path: Path) -> None:
     built = assert_same_tables(write_run(tmp_path, {"a": None, "b": ""}), column_wise=False)
-    assert built.curves.empty and list(built.curves.columns) == results.CURVE_COLUMNS
+    assert built.curves.empty and list(built.curves.columns) == CURVE_COLUMNS
 
 
 def test_a_cache_is_read_only_while_its_result_file_is_unchanged(tmp_path: Path) -> None:
     run = write_run(tmp_path, {"a": [*steps(0, 10), finished(20)], "b": steps(0, 10)})
     for trial in read_trials(run, with_results=False):
-        assert trial.path is not None and results.cache_trial_reports(trial.path)
-        assert (trial.path / results.REPORTS_CACHE).exists()
+        assert trial.path is not None and cache_trial_reports(trial.path)
+        assert (trial.path / REPORTS_CACHE).exists()
     # Trial b is resumed and finishes: its result.json grows, its cache is stale.
     with (run / "trial_b" / "result.json").open("a") as handle:
         handle.write(json.dumps(finished(20)) + "\n")
@@ -203,9 +222,9 @@ def test_a_cache_is_read_only_while_its_result_file_is_unchanged(tmp_path: Path)
     assert set(built.trials["status"]) == {keys.REACHED}
     assert list(built.curves[keys.STEP]) == [0, 10, 20, 0, 10, 20]
     # A cache cut short (copied mid-write, a full disk) or not Arrow is parsed around.
-    cache = run / "trial_a" / results.REPORTS_CACHE
+    cache = run / "trial_a" / REPORTS_CACHE
     cache.write_bytes(cache.read_bytes()[:-50])
-    assert results._cached_reports(run / "trial_a") is None
+    assert _cached_reports(run / "trial_a") is None
     assert_same_tables(run)
     cache.write_bytes(b"not arrow")
     assert_same_tables(run)
@@ -215,7 +234,7 @@ def test_values_per_row_looked_up_per_run_of_ids() -> None:
     ids = pd.Series(["a", "a", "b", "c", "c", "a", "d", "b"], dtype=object)
     values = pd.Series({"a": 1.0, "b": 2.5, "c": math.nan})
     expected = ids.map(values).to_numpy(dtype=float)
-    assert np.array_equal(results._per_row(ids, values), expected, equal_nan=True)
+    assert np.array_equal(_per_row(ids, values), expected, equal_nan=True)
 
 
 def test_read_result_file_matches_read_trials(tmp_path: Path) -> None:
@@ -239,7 +258,7 @@ def test_pooled_at_target_is_the_merge_it_replaces(tmp_path: Path) -> None:
             for i in range(12)
         },
     )
-    tables = results.build_tables(run, TARGET)
+    tables = build_tables(run, TARGET)
     trials, curves = tables.trials, tables.curves
     reached = trials[trials["status"] == keys.REACHED]
     assert len(reached) >= 3
@@ -248,20 +267,18 @@ def test_pooled_at_target_is_the_merge_it_replaces(tmp_path: Path) -> None:
     )  # the former implementation
     merged = merged[merged[keys.STEP] == merged[keys.STEPS_TO_TARGET]]
     for column, reference in [(keys.B_SIMPLE, None), (keys.B_NOISE, None), (keys.EPS_MAX, 50.0)]:
-        expected = results.theory.pooled_noise_scale(
-            merged[column], merged[keys.BATCH_SIZE], reference
-        )
-        assert results.pooled_at_target(trials, curves, column, reference) == expected
-    assert math.isnan(results.pooled_at_target(trials, curves, "not_a_column"))
-    assert math.isnan(results.pooled_at_target(trials.iloc[:0], curves, keys.B_SIMPLE))
+        expected = theory.pooled_noise_scale(merged[column], merged[keys.BATCH_SIZE], reference)
+        assert pooled_at_target(trials, curves, column, reference) == expected
+    assert math.isnan(pooled_at_target(trials, curves, "not_a_column"))
+    assert math.isnan(pooled_at_target(trials.iloc[:0], curves, keys.B_SIMPLE))
 
 
 def test_tables_read_back_without_the_curves(tmp_path: Path) -> None:
     run = write_run(tmp_path, {"a": [*steps(0, 10), finished(20)], "b": steps(0, 10)})
-    results.write_tables(run, results.build_tables(run, TARGET))
-    full, light = results.read_tables(run), results.read_tables(run, curves=False)
+    write_tables(run, build_tables(run, TARGET))
+    full, light = read_tables(run), read_tables(run, curves=False)
     assert len(full.curves) == 5 and light.curves.empty
-    assert list(light.curves.columns) == results.CURVE_COLUMNS
+    assert list(light.curves.columns) == CURVE_COLUMNS
     pd.testing.assert_frame_equal(light.trials, full.trials)
     for fmt, table in [("csv", "trials"), ("json", "front"), ("markdown", "summary")]:
-        assert results.export(light, fmt, table, None) == results.export(full, fmt, table, None)
+        assert export(light, fmt, table, None) == export(full, fmt, table, None)

@@ -14,7 +14,8 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from trainables import keys
 from tuner import theory
-from tuner.schedulers import (
+from tuner.config.spec import parse_spec
+from tuner.strategy.schedulers import (
     EpsOptScheduler,
     PerBatchSize,
     PruneRule,
@@ -29,7 +30,6 @@ from tuner.schedulers import (
     rate_key,
     start_priority,
 )
-from tuner.spec import parse_spec
 
 MODEL = theory.EpsOptFit(eps_max=1.0, b_noise=64.0, rms_log=0.0)  # eps_opt(64) = 0.5
 RULE = PruneRule(mode="fitted", tolerance=4.0)

@@ -19,10 +19,15 @@ from ray import cloudpickle as ray_pickle
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
 from trainables import keys
-from tuner import search
-from tuner.runner import run_sweep
-from tuner.search import DIVERGED_PENALTY, MAX_GAP_PENALTY, NoiseTuneOptunaSearch, Objective
-from tuner.spec import Spec, parse_spec
+from tuner.config.spec import Spec, parse_spec
+from tuner.runtime.runner import run_sweep
+from tuner.strategy import search
+from tuner.strategy.search import (
+    DIVERGED_PENALTY,
+    MAX_GAP_PENALTY,
+    NoiseTuneOptunaSearch,
+    Objective,
+)
 
 TARGET = 0.16
 

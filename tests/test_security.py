@@ -30,8 +30,9 @@ import pytest
 import yaml
 from _helpers import LOOPBACK, ROOT, free_port, run_noisetune
 
-from tuner import jobs, storage
-from tuner.spec import SpecError, parse_spec
+from tuner.cluster import jobs
+from tuner.config.spec import SpecError, parse_spec
+from tuner.runtime import storage
 
 SECRET = "SEKRIT"  # never in anything printed
 # A closed loopback port: an s3:// URI that names it makes pyarrow ask no one else.
@@ -337,7 +338,7 @@ def test_real_requests_carry_the_token_only_where_they_may(
 
 _WITHHELD = """
 import sys
-from tuner import jobs
+from tuner.cluster import jobs
 jobs.is_loopback = lambda address: False
 try:
     jobs.list_jobs(sys.argv[1])

@@ -22,10 +22,10 @@ import yaml
 from _helpers import ROOT, S3Server, free_port, run_noisetune
 
 from trainables.executors import train_storage_path
-from tuner import storage
-from tuner.runner import resume_sweep, run_sweep
-from tuner.spec import SpecError, parse_spec
-from tuner.tune_state import read_trials
+from tuner.config.spec import SpecError, parse_spec
+from tuner.results.tune_state import read_trials
+from tuner.runtime import storage
+from tuner.runtime.runner import resume_sweep, run_sweep
 
 SPEC: dict[str, Any] = {
     "name": "uri",

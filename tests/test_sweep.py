@@ -10,10 +10,18 @@ import pandas as pd
 import pytest
 
 from trainables import keys
-from tuner import results
-from tuner.runner import RunDirError, resume_sweep, run_sweep
-from tuner.spec import parse_spec
-from tuner.tune_state import read_trials
+from tuner.config.spec import parse_spec
+from tuner.results.tables import (
+    _cached_reports,
+    _read_reports,
+    b_crit_text,
+    build_tables,
+    curves_table,
+    read_tables,
+    trials_table,
+)
+from tuner.results.tune_state import read_trials
+from tuner.runtime.runner import RunDirError, resume_sweep, run_sweep
 
 pytestmark = pytest.mark.ray
 
@@ -97,7 +105,7 @@ def test_front_and_summary_follow_from_the_trials(grid_run: Any) -> None:
         assert summary["b_crit"] > 0 and summary["s_min"] > 0
     else:  # a fit that finds no B_crit says why instead
         assert summary["b_crit"] is None and summary["b_crit_note"]
-    assert results.b_crit_text(summary) in (out / "summary.md").read_text()
+    assert b_crit_text(summary) in (out / "summary.md").read_text()
 
 
 def test_an_existing_run_directory_is_refused(grid_run: Any) -> None:
@@ -140,8 +148,8 @@ def test_two_worker_ddp_sweep_through_ray_train(ray_session: None, tmp_path: Pat
 
 
 def test_results_read_back_without_ray(grid_run: Any) -> None:
-    tables = results.read_tables(grid_run.run_dir)
-    rebuilt = results.build_tables(grid_run.run_dir, tables.summary["target"])
+    tables = read_tables(grid_run.run_dir)
+    rebuilt = build_tables(grid_run.run_dir, tables.summary["target"])
     pd.testing.assert_frame_equal(rebuilt.trials, tables.trials, check_dtype=False)
 
 
@@ -150,14 +158,14 @@ def test_tables_read_column_wise_are_the_row_by_row_ones(grid_run: Any) -> None:
     run_dir = grid_run.run_dir
     reference = read_trials(run_dir)
     assert all(len(t.results) > 1 for t in reference)
-    results._read_reports(read_trials(run_dir, with_results=False))  # no row-by-row fallback
+    _read_reports(read_trials(run_dir, with_results=False))  # no row-by-row fallback
     # Each trial's reports were cached as it ended (tune_loggers.ReportsCache), and the
     # tables below are built from those caches.
-    assert all(t.path and results._cached_reports(t.path) for t in reference)
-    built = results.build_tables(run_dir, {"metric": "loss", "value": 0.16})
-    trials = results.trials_table(reference, run_dir)
+    assert all(t.path and _cached_reports(t.path) for t in reference)
+    built = build_tables(run_dir, {"metric": "loss", "value": 0.16})
+    trials = trials_table(reference, run_dir)
     pd.testing.assert_frame_equal(built.trials, trials, check_exact=True)
-    pd.testing.assert_frame_equal(built.curves, results.curves_table(reference), check_exact=True)
+    pd.testing.assert_frame_equal(built.curves, curves_table(reference), check_exact=True)
 
 
 def test_eps_opt_pruning_spends_less_for_the_same_front(ray_session: None, tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ def _spec_problems(path: str, problems: list[str]) -> BadInput:
 
 
 def _load_spec(path: str) -> Any:
-    from tuner.spec import SpecError, load_spec
+    from tuner.config.spec import SpecError, load_spec
 
     try:
         return load_spec(path)
@@ -50,16 +50,16 @@ def _before_ray(address: str | None) -> None:
     whatever the environment holds; RAY_ADDRESS never makes `run` or `resume` join a
     cluster (only --address does)."""
     if not address:
-        from tuner.ray_runtime import keep_local_ray_on_loopback
+        from tuner.runtime.ray_runtime import keep_local_ray_on_loopback
 
         keep_local_ray_on_loopback()
 
 
 def _start_ray(address: str | None, num_cpus: int | None, verbose: bool) -> None:
-    from tuner.ray_runtime import init_ray
+    from tuner.runtime.ray_runtime import init_ray
 
     if not verbose:
-        from tuner.progress import quiet_trial_errors
+        from tuner.runtime.progress import quiet_trial_errors
 
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's tables only with --verbose
         quiet_trial_errors()
@@ -75,7 +75,7 @@ def _fmt(value: Any, digits: int = 4) -> str:
 def _print_outcome(outcome: Any) -> None:
     from tabulate import tabulate
 
-    from tuner.results import b_crit_text, target_text
+    from tuner.results.tables import b_crit_text, target_text
 
     tables = outcome.tables
     trials, front, summary = tables.trials, tables.front, tables.summary
@@ -144,7 +144,7 @@ def _sweep_exit(outcome: Any) -> None:
 @contextlib.contextmanager
 def _storage_errors() -> Iterator[None]:
     """A storage location that cannot be used -> exit 2, one line."""
-    from tuner.storage import StorageError
+    from tuner.runtime.storage import StorageError
 
     try:
         yield
@@ -155,8 +155,8 @@ def _storage_errors() -> Iterator[None]:
 @contextlib.contextmanager
 def _run_spec_errors(location: Any) -> Iterator[None]:
     """A run directory without a usable spec copy -> exit 2, one line."""
-    from tuner.runner import RunDirError
-    from tuner.spec import SpecError
+    from tuner.config.spec import SpecError
+    from tuner.runtime.runner import RunDirError
 
     try:
         yield
@@ -169,9 +169,9 @@ def _run_spec_errors(location: Any) -> Iterator[None]:
 
 
 def _location(run_dir: str) -> Any:
-    """RUN_DIR (a directory or a URI) -> tuner.storage.Location; exit 2 if unusable or,
+    """RUN_DIR (a directory or a URI) -> tuner.runtime.storage.Location; exit 2 if unusable or,
     for a local path, missing."""
-    from tuner.storage import resolve
+    from tuner.runtime.storage import resolve
 
     with _storage_errors():
         location = resolve(run_dir)
@@ -200,7 +200,7 @@ def _probe(path: str, spec: Any) -> None:
     from trainables.judge import Target
     from trainables.probe import probe_workload
     from trainables.settings import Hyperparameters
-    from tuner.runner import trial_settings
+    from tuner.runtime.runner import trial_settings
 
     dims = spec.space.dimensions()
     hp = Hyperparameters(
@@ -281,9 +281,15 @@ def run(
     and evaluated at step 0 once here first (as `validate` does; --no-build skips it), so
     that a workload that cannot run is bad input before Ray starts."""
     _before_ray(address)
-    from tuner.runner import RunDirError, holds_sweep, run_location, run_sweep, sweep_finished
-    from tuner.spec import run_name_problem
-    from tuner.storage import staging_dir
+    from tuner.config.spec import run_name_problem
+    from tuner.runtime.runner import (
+        RunDirError,
+        holds_sweep,
+        run_location,
+        run_sweep,
+        sweep_finished,
+    )
+    from tuner.runtime.storage import staging_dir
 
     parsed = _load_spec(spec)
     problem = run_name_problem(name) if name is not None else None
@@ -330,14 +336,14 @@ def resume(run_dir: str, address: str | None, num_cpus: int | None, verbose: boo
     """Continue an interrupted sweep in RUN_DIR (a directory or a URI) without rerunning
     finished trials."""
     _before_ray(address)
-    from tuner.runner import (
+    from tuner.runtime.runner import (
         load_run_spec,
         resume_problems,
         resume_sweep,
         sweep_finished,
         write_results,
     )
-    from tuner.storage import staging_dir
+    from tuner.runtime.storage import staging_dir
 
     location = _location(run_dir)
     with _storage_errors():
@@ -365,7 +371,7 @@ def resume(run_dir: str, address: str | None, num_cpus: int | None, verbose: boo
 def _read_tables(location: Any, curves: bool = True) -> Any:
     """The results tables of the run at `location` (the curves only if asked for); a run
     at a URI is read through a local copy of its results/ (figures left out)."""
-    from tuner.results import RESULTS_DIR, no_tables_message, read_tables
+    from tuner.results.tables import RESULTS_DIR, no_tables_message, read_tables
 
     if location.is_local:
         try:
@@ -386,7 +392,7 @@ def _read_tables(location: Any, curves: bool = True) -> Any:
 def _copy_table_file(location: Any, name: str, out: Path) -> None:
     """Copy results/NAME of the run at `location` to `out` (through a temporary file
     beside it, so `out` is never half-written)."""
-    from tuner.results import RESULTS_DIR, no_tables_message
+    from tuner.results.tables import RESULTS_DIR, no_tables_message
 
     rel = f"{RESULTS_DIR}/{name}"
     missing = BadInput([no_tables_message(location)])
@@ -437,7 +443,7 @@ def _export_format(fmt: str | None, out: str | None) -> str:
 def export(run_dir: str, fmt: str | None, table: str | None, out: str | None) -> None:
     """Export a results table of RUN_DIR (a directory or a URI) as csv, parquet, json or
     markdown."""
-    from tuner.results import export as export_table
+    from tuner.results.tables import export as export_table
 
     location = _location(run_dir)
     fmt = _export_format(fmt, out)
@@ -461,8 +467,8 @@ def export(run_dir: str, fmt: str | None, table: str | None, out: str | None) ->
 def report(run_dir: str) -> None:
     """Print the summary of RUN_DIR (a directory or a URI) and (re)draw its figures into
     results/plots/."""
-    from tuner.plots import write_plots
-    from tuner.results import RESULTS_DIR, results_dir, summary_markdown
+    from tuner.results.plots import write_plots
+    from tuner.results.tables import RESULTS_DIR, results_dir, summary_markdown
 
     location = _location(run_dir)
     tables = _read_tables(location)
@@ -485,8 +491,8 @@ _ADDRESS_HELP = "Ray dashboard URL, http://HOST:8265 (default: $RAY_ADDRESS)."
 
 @contextlib.contextmanager
 def _jobs_errors() -> Iterator[None]:
-    """tuner.jobs errors -> exit 2 (bad input) or 1 (the cluster), one line each."""
-    from tuner.jobs import JobsError, JobsInputError
+    """tuner.cluster.jobs errors -> exit 2 (bad input) or 1 (the cluster), one line each."""
+    from tuner.cluster.jobs import JobsError, JobsInputError
 
     try:
         yield
@@ -498,7 +504,7 @@ def _jobs_errors() -> Iterator[None]:
 
 def _token_warning(address: str | None) -> None:
     """Warn once (stderr) when the auth token would travel unencrypted."""
-    from tuner import jobs
+    from tuner.cluster import jobs
 
     warning = jobs.token_warning(address)
     if warning:
@@ -533,8 +539,8 @@ def submit(
     working_dir: str,
 ) -> None:
     """Submit the sweep SPEC.yaml to a Ray cluster through Ray Jobs; print the job id."""
-    from tuner import jobs
-    from tuner.spec import SpecError
+    from tuner.cluster import jobs
+    from tuner.config.spec import SpecError
 
     with _jobs_errors():
         url = jobs.resolve_address(address)
@@ -559,7 +565,7 @@ def submit(
 @click.option("--address", help=_ADDRESS_HELP)
 def status(job_id: str, address: str | None) -> None:
     """Print the status of JOB_ID (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED)."""
-    from tuner import jobs
+    from tuner.cluster import jobs
 
     with _jobs_errors():
         _token_warning(address)
@@ -577,7 +583,7 @@ def logs(job_id: str, address: str | None, follow: bool) -> None:
     """Print the driver log of JOB_ID (the sweep's output).
 
     With --follow, exit 1 unless the job ends SUCCEEDED."""
-    from tuner import jobs
+    from tuner.cluster import jobs
 
     with _jobs_errors():
         _token_warning(address)
@@ -596,7 +602,7 @@ def logs(job_id: str, address: str | None, follow: bool) -> None:
 @click.option("--no-wait", is_flag=True, help="Return once the stop is requested.")
 def stop(job_id: str, address: str | None, no_wait: bool) -> None:
     """Stop JOB_ID and wait until it has stopped; print its status."""
-    from tuner import jobs
+    from tuner.cluster import jobs
 
     with _jobs_errors():
         _token_warning(address)
@@ -611,7 +617,7 @@ def list_(address: str | None) -> None:
 
     from tabulate import tabulate
 
-    from tuner import jobs
+    from tuner.cluster import jobs
 
     with _jobs_errors():
         _token_warning(address)

@@ -35,7 +35,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from trainables import keys
 from trainables.settings import Hyperparameters
 from tuner import theory
-from tuner.spec import Spec
+from tuner.config.spec import Spec
 
 DECISIONS_FILE = "decisions.jsonl"  # results/decisions.jsonl: why each trial was pruned
 
@@ -419,7 +419,7 @@ def make_scheduler(
 ) -> TrialScheduler | None:
     """The scheduler `pruning.kind` asks for; None means Tune's FIFO (no pruning).
 
-    `state` is shared with the searcher that orders the trials (tuner.guided)."""
+    `state` is shared with the searcher that orders the trials (tuner.strategy.guided)."""
     kind = spec.pruning.kind
     if kind == "none":
         return None

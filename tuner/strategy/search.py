@@ -58,7 +58,7 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from trainables import keys
-from tuner.spec import Budget, DimModel, Spec
+from tuner.config.spec import Budget, DimModel, Spec
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def _domain(dim: DimModel, grid: bool) -> Any:
 
 def param_space(spec: Spec) -> dict[str, Any]:
     """Tune domains for batch_size, lr, momentum and warmup_steps (empty under Optuna;
-    not used with several training seeds, whose candidates `tuner.guided` draws).
+    not used with several training seeds, whose candidates `tuner.strategy.guided` draws).
 
     Under `grid`, every list is a grid axis and ranges are sampled once per grid point
     and repeat (Tune's semantics); otherwise every dimension is sampled. Under the Optuna
@@ -367,7 +367,7 @@ def search_algorithm(spec: Spec) -> Searcher | BasicVariantGenerator:
         )
     if algorithm in OPTUNA_ALGORITHMS:
         return ConcurrencyLimiter(optuna_search(spec), max_concurrent=spec.search.max_concurrent)
-    # eps-guided shares the eps_opt scheduler's state: tuner.runner.search_plan builds both.
+    # eps-guided shares the eps_opt scheduler's state: tuner.runtime.runner.search_plan builds both.
     raise ValueError(f"search.algorithm {algorithm!r} is built with its scheduler by search_plan")
 
 

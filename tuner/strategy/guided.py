@@ -21,14 +21,14 @@ from ray.tune.search import Searcher
 
 from trainables import keys
 from tuner import theory
-from tuner.schedulers import (
+from tuner.config.spec import Spec
+from tuner.strategy.schedulers import (
     Started,
     SweepState,
     TrialRecord,
     middle_lrs,
     start_priority,
 )
-from tuner.spec import Spec
 
 
 def _draw(dim: Any, rng: np.random.Generator) -> float | int:

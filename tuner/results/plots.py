@@ -32,7 +32,7 @@ from matplotlib.ticker import (
 
 from trainables import keys
 from tuner import theory
-from tuner.results import UNFINISHED, Tables, target_text
+from tuner.results.tables import UNFINISHED, Tables, target_text
 
 __all__ = [
     "PLOT_FILES",

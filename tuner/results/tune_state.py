@@ -115,7 +115,7 @@ def restore_problems(run_dir: Path) -> list[str]:
     Where Tune cannot restore an experiment it logs an error and starts a new one in the
     same directory (whose state file then hides the old trials). Two causes are checked:
     a searcher inside Tune's SearchGenerator that saves no state of its own (Tune then
-    fails to restore it; seen with the eps_opt searchers of tuner.guided), and a state
+    fails to restore it; seen with the eps_opt searchers of tuner.strategy.guided), and a state
     file that does not parse (Tune copies it into the run directory in place, so a
     driver killed during the copy can leave it cut short).
     """

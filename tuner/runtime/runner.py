@@ -2,10 +2,10 @@
 
 Ray must already be running (tuner.cli starts it, or the caller does).
 
-A run lives at a `tuner.storage.Location`: a local directory, or a URI (s3://, gs://)
+A run lives at a `tuner.runtime.storage.Location`: a local directory, or a URI (s3://, gs://)
 that Ray Tune syncs its experiment state and checkpoints to. For a URI, noisetune's own
 files (the spec copy, results/, decisions.jsonl, plots) are written into a local
-staging directory (`tuner.storage.staging_dir`) and uploaded: the spec copy when the
+staging directory (`tuner.runtime.storage.staging_dir`) and uploaded: the spec copy when the
 sweep starts, the rest when it ends (or is interrupted). To build the tables, the
 experiment state and each trial's result.json are downloaded there first.
 """
@@ -25,17 +25,27 @@ from ray.tune.search import ConcurrencyLimiter
 
 from trainables.executors import multi_worker_trial, single_worker_trial
 from trainables.settings import TrialSettings
-from tuner import guided, plots, results, schedulers, search
-from tuner.progress import ProgressLine
-from tuner.spec import Spec, load_spec
-from tuner.storage import Location, clear, resolve, staging_dir
-from tuner.tune_loggers import NoTensorBoard, ReportsCache
-from tuner.tune_state import (
+from tuner.config.spec import Spec, load_spec
+from tuner.results import plots
+from tuner.results.tables import (
+    REPORTS_CACHE,
+    RESULTS_DIR,
+    ErrorGroup,
+    Tables,
+    build_tables,
+    trial_errors,
+    write_tables,
+)
+from tuner.results.tune_state import (
     TUNE_TERMINATED,
     is_experiment,
     read_trials,
     restore_problems,
 )
+from tuner.runtime.progress import ProgressLine
+from tuner.runtime.storage import Location, clear, resolve, staging_dir
+from tuner.runtime.tune_loggers import NoTensorBoard, ReportsCache
+from tuner.strategy import guided, schedulers, search
 
 T = TypeVar("T")
 SPEC_FILE = "noisetune_spec.yaml"
@@ -56,9 +66,9 @@ class RunDirError(ValueError):
 @dataclass(frozen=True)
 class SweepOutcome:
     location: Location
-    tables: results.Tables
+    tables: Tables
     interrupted: bool
-    errors: list[results.ErrorGroup] = field(default_factory=list)  # paths under `location`
+    errors: list[ErrorGroup] = field(default_factory=list)  # paths under `location`
 
     @property
     def produced_results(self) -> int:
@@ -84,7 +94,7 @@ def _workdir(location: Location) -> Path:
     return location.local_path if location.is_local else staging_dir(location)
 
 
-_TRIAL_FILES = ("result.json", "error.txt", results.REPORTS_CACHE)
+_TRIAL_FILES = ("result.json", "error.txt", REPORTS_CACHE)
 
 
 def _tune_files(rel: str) -> bool:
@@ -93,7 +103,7 @@ def _tune_files(rel: str) -> bool:
     state)."""
     parts = rel.split("/")
     return len(parts) == 1 or (
-        len(parts) == 2 and parts[0] != results.RESULTS_DIR and parts[1] in _TRIAL_FILES
+        len(parts) == 2 and parts[0] != RESULTS_DIR and parts[1] in _TRIAL_FILES
     )
 
 
@@ -247,18 +257,18 @@ def write_results(spec: Spec, location: Location) -> SweepOutcome:
     if not location.is_local:
         _stage_decisions(location)  # the pruning reasons, if not staged here already
         location.download(run_dir, _tune_files)
-    tables = results.build_tables(
+    tables = build_tables(
         run_dir, _target(spec), optimizer=spec.optimizer, eval_every=spec.eval_every
     )
-    errors = results.trial_errors(run_dir)
-    out = results.write_tables(run_dir, tables)
+    errors = trial_errors(run_dir)
+    out = write_tables(run_dir, tables)
     plots.write_plots(tables, out / "plots")
     expected = search.expected_trials(spec)
     interrupted = tables.summary["n_unfinished"] > 0 or (
         expected is not None and len(tables.trials) < expected
     )
     if not location.is_local:
-        location.upload(out, results.RESULTS_DIR)
+        location.upload(out, RESULTS_DIR)
         if not interrupted:  # what a resume would need is at the URI now
             clear(run_dir)
     return SweepOutcome(location, tables, interrupted, errors)
@@ -331,7 +341,7 @@ def _stage_decisions(location: Location) -> None:
     """Bring the remote run's decisions.jsonl into its staging directory, where the
     restored scheduler appends to it; a longer local copy (left by a killed driver on
     this machine) is newer and stays."""
-    rel = f"{results.RESULTS_DIR}/{schedulers.DECISIONS_FILE}"
+    rel = f"{RESULTS_DIR}/{schedulers.DECISIONS_FILE}"
     local = _workdir(location) / rel
     if not location.exists(rel):
         return
@@ -349,7 +359,7 @@ def resume_sweep(
     Trials finished in the snapshot stay as they are; the others run again, from their
     latest checkpoint where they have one (trainables.loop), else from the start; trials
     the searcher had not proposed by then are proposed now. A trial's reports after its
-    checkpoint come again and replace the earlier ones (results.last_run).
+    checkpoint come again and replace the earlier ones (tuner.results.tables.last_run).
     """
     location = _as_location(run_dir)
     location.check()

@@ -20,7 +20,7 @@ from doing so, so that only this decision counts. `token_warning` says when a gi
 token would travel unencrypted (plain http:// to a host that is not loopback); the
 CLI prints it. Nothing here ever turns auth off, and no token ever appears in a
 message. Entrypoints and messages read back from the job server (`list_jobs`,
-`status`) have their URIs redacted (`tuner.storage.redact_uris`), for jobs submitted
+`status`) have their URIs redacted (`tuner.runtime.storage.redact_uris`), for jobs submitted
 before credentials in storage URIs were refused.
 
 Errors: `JobsInputError` for bad input (exit 2: a malformed address, a spec outside the
@@ -357,7 +357,7 @@ def storage_warning(spec: Any, storage: str | None) -> str | None:
 def _validate_spec(spec_file: Path, working_dir: Path) -> Any:
     """load_spec with the working directory importable first (the workload module is
     imported from it, as it will be on the cluster). Raises SpecError."""
-    from tuner.spec import load_spec
+    from tuner.config.spec import load_spec
 
     entry = str(working_dir)
     sys.path.insert(0, entry)
@@ -392,12 +392,12 @@ def prepare(
             f"{spec_path}: the spec must lie inside the working directory {root}, "
             "which is what is shipped to the cluster"
         ) from exc
-    from tuner.spec import run_name_problem
+    from tuner.config.spec import run_name_problem
 
     problem = run_name_problem(name) if name is not None else None
     if problem:
         raise JobsInputError(f"--name {problem}")
-    from tuner.storage import uri_problem
+    from tuner.runtime.storage import uri_problem
 
     if storage is not None:
         problem = uri_problem(storage)
@@ -478,7 +478,7 @@ def status(address: str | None, job_id: str, *, token: str | None = None) -> tup
     job whose interpreter could not import noisetune gets a hint on what to change."""
     with _connect(address, token).call(job_id) as jobs:
         info = jobs.get_job_info(job_id)
-    from tuner.storage import redact_uris
+    from tuner.runtime.storage import redact_uris
 
     message = redact_uris(str(info.message or ""))
     if "No module named tuner" in message:
@@ -563,7 +563,7 @@ def stop(
 def list_jobs(address: str | None, *, token: str | None = None) -> list[JobRow]:
     """The submitted jobs of the cluster, oldest first (any URI in an entrypoint or
     message redacted)."""
-    from tuner.storage import redact_uris
+    from tuner.runtime.storage import redact_uris
 
     with _connect(address, token).call() as jobs:
         details = jobs.list_jobs()

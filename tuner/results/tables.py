@@ -18,7 +18,7 @@ import pyarrow as pa
 from trainables import keys
 from trainables.judge import Target
 from tuner import theory
-from tuner.tune_state import (
+from tuner.results.tune_state import (
     ERROR_FILE,
     TUNE_ERROR,
     TUNE_TERMINATED,

@@ -1,0 +1,1 @@
+"""Running a sweep here: the runner, its run location and storage, Ray start-up, progress."""

@@ -1,0 +1,1 @@
+"""How trials are proposed and stopped: search algorithms, guided order, schedulers."""
