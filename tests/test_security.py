@@ -31,6 +31,7 @@ import yaml
 from _helpers import LOOPBACK, ROOT, free_port, run_noisetune
 
 from tuner.cluster import jobs
+from tuner.config import uris
 from tuner.config.spec import SpecError, parse_spec
 from tuner.runtime import storage
 
@@ -85,7 +86,7 @@ def assert_refused(message: str, shown: str, hint: str) -> None:
 
 @pytest.mark.parametrize(("uri", "shown", "hint"), CREDENTIAL_URIS)
 def test_a_uri_with_credentials_is_refused_by_every_check(uri: str, shown: str, hint: str) -> None:
-    problem = storage.uri_problem(uri)
+    problem = uris.uri_problem(uri)
     assert problem is not None, uri
     assert_refused(problem, shown, hint)
     with pytest.raises(storage.StorageError) as caught:  # every command goes through resolve
@@ -99,7 +100,7 @@ def test_a_uri_with_credentials_is_refused_by_every_check(uri: str, shown: str, 
 
 def test_azure_and_other_secret_parameters_are_refused() -> None:
     uri = f"abfs://c@acct.dfs.core.windows.net/r?tenant_id=t&client_id=i&client_secret={SECRET}"
-    problem = storage.uri_problem(uri)
+    problem = uris.uri_problem(uri)
     assert problem is not None and SECRET not in problem and "client_secret=***" in problem
     # a user name that is not a credential passes as it did: the container of abfs://,
     # pyarrow's anonymous access to a public gs:// bucket, the user of hdfs://
@@ -111,7 +112,7 @@ def test_azure_and_other_secret_parameters_are_refused() -> None:
         "s3://bucket/runs@v2",
         f"s3://bucket/runs?{NOWHERE}",
     ):
-        assert storage.uri_problem(fine) is None, fine
+        assert uris.uri_problem(fine) is None, fine
 
 
 def test_redaction_of_uris_in_free_text() -> None:
@@ -120,12 +121,12 @@ def test_redaction_of_uris_in_free_text() -> None:
         f"python -m tuner run spec.yaml --storage 's3://AKID:{SECRET}@b/r?{NOWHERE}' "
         f"--name x --other gs://b/p?credential_token={SECRET}"
     )
-    shown = storage.redact_uris(entrypoint)
+    shown = uris.redact_uris(entrypoint)
     assert SECRET not in shown
     assert f"'s3://AKID:***@b/r?{NOWHERE}'" in shown
     assert "gs://b/p?credential_token=***" in shown
     assert shown.startswith("python -m tuner run spec.yaml --storage ")
-    assert storage.redact_uris("no uri here: ./runs") == "no uri here: ./runs"
+    assert uris.redact_uris("no uri here: ./runs") == "no uri here: ./runs"
 
 
 def test_submit_refuses_a_storage_uri_with_credentials(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ import yaml
 from _helpers import ROOT, S3Server, free_port, run_noisetune
 
 from trainables.executors import train_storage_path
+from tuner.config import uris
 from tuner.config.spec import SpecError, parse_spec
 from tuner.results.tune_state import read_trials
 from tuner.runtime import storage
@@ -95,7 +96,7 @@ def test_secrets_in_a_uri_are_refused_and_never_shown() -> None:
         storage.resolve(f"s3://AKID:SEKRIT@bucket/r{query}")
     assert "SEKRIT" not in str(caught.value)
     assert str(caught.value).startswith(f"s3://AKID:***@bucket/r{query}: credentials ")
-    assert storage._redact(f"s3://AKID:SEKRIT@bucket/r{query}") == f"s3://AKID:***@bucket/r{query}"
+    assert uris.redact(f"s3://AKID:SEKRIT@bucket/r{query}") == f"s3://AKID:***@bucket/r{query}"
     location = storage.resolve(f"s3://bucket/r{query}")
     assert str(location.join("x")) == f"s3://bucket/r/x{query}"
 

@@ -20,7 +20,7 @@ from doing so, so that only this decision counts. `token_warning` says when a gi
 token would travel unencrypted (plain http:// to a host that is not loopback); the
 CLI prints it. Nothing here ever turns auth off, and no token ever appears in a
 message. Entrypoints and messages read back from the job server (`list_jobs`,
-`status`) have their URIs redacted (`tuner.runtime.storage.redact_uris`), for jobs submitted
+`status`) have their URIs redacted (`tuner.config.uris.redact_uris`), for jobs submitted
 before credentials in storage URIs were refused.
 
 Errors: `JobsInputError` for bad input (exit 2: a malformed address, a spec outside the
@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from tuner.config.uris import one_line
 
 DEFAULT_PYTHON = "python"
 # Never shipped: results, version control, virtualenvs and caches (gitignore patterns,
@@ -227,11 +229,6 @@ def _auth_message(url: str, choice: TokenChoice, text: str) -> str:
     )
 
 
-def _one_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
-
-
 @contextlib.contextmanager
 def _errors(url: str, choice: TokenChoice, job_id: str | None = None) -> Iterator[None]:
     """Turn what the Ray client raises into one-line JobsError / JobsInputError."""
@@ -250,12 +247,12 @@ def _errors(url: str, choice: TokenChoice, job_id: str | None = None) -> Iterato
             "dashboard port, 8265 by default?)"
         ) from exc
     except requests.exceptions.RequestException as exc:
-        raise JobsError(f"request to {url} failed: {_one_line(exc)}") from exc
+        raise JobsError(f"request to {url} failed: {one_line(exc)}") from exc
     except RuntimeError as exc:
         text = str(exc)
         if job_id is not None and ("404" in text or "does not exist" in text):
             raise JobsInputError(f"no job {job_id} on {url}") from exc
-        raise JobsError(f"{url}: {_one_line(exc)}") from exc
+        raise JobsError(f"{url}: {one_line(exc)}") from exc
 
 
 @dataclass(frozen=True)
@@ -397,7 +394,7 @@ def prepare(
     problem = run_name_problem(name) if name is not None else None
     if problem:
         raise JobsInputError(f"--name {problem}")
-    from tuner.runtime.storage import uri_problem
+    from tuner.config.uris import uri_problem
 
     if storage is not None:
         problem = uri_problem(storage)
@@ -478,7 +475,7 @@ def status(address: str | None, job_id: str, *, token: str | None = None) -> tup
     job whose interpreter could not import noisetune gets a hint on what to change."""
     with _connect(address, token).call(job_id) as jobs:
         info = jobs.get_job_info(job_id)
-    from tuner.runtime.storage import redact_uris
+    from tuner.config.uris import redact_uris
 
     message = redact_uris(str(info.message or ""))
     if "No module named tuner" in message:
@@ -563,7 +560,7 @@ def stop(
 def list_jobs(address: str | None, *, token: str | None = None) -> list[JobRow]:
     """The submitted jobs of the cluster, oldest first (any URI in an entrypoint or
     message redacted)."""
-    from tuner.runtime.storage import redact_uris
+    from tuner.config.uris import redact_uris
 
     with _connect(address, token).call() as jobs:
         details = jobs.list_jobs()

@@ -460,7 +460,7 @@ class Spec(_Model):
     @field_validator("storage")
     @classmethod
     def _storage_form(cls, value: str) -> str:
-        from tuner.runtime.storage import uri_problem
+        from tuner.config.uris import uri_problem
 
         problem = uri_problem(value)
         if problem:
