@@ -21,7 +21,8 @@ from tuner.results.tables import (
     trials_table,
 )
 from tuner.results.tune_state import read_trials
-from tuner.runtime.runner import RunDirError, resume_sweep, run_sweep
+from tuner.runtime.run_location import RunDirError
+from tuner.runtime.runner import resume_sweep, run_sweep
 
 pytestmark = pytest.mark.ray
 

@@ -156,7 +156,7 @@ def _storage_errors() -> Iterator[None]:
 def _run_spec_errors(location: Any) -> Iterator[None]:
     """A run directory without a usable spec copy -> exit 2, one line."""
     from tuner.config.spec import SpecError
-    from tuner.runtime.runner import RunDirError
+    from tuner.runtime.run_location import RunDirError
 
     try:
         yield
@@ -178,6 +178,13 @@ def _location(run_dir: str) -> Any:
     if location.is_local and not location.local_path.exists():
         raise BadInput([f"{run_dir}: no such directory"])
     return location
+
+
+def _run_location(run_dir: str) -> Any:
+    """RUN_DIR -> tuner.runtime.run_location.RunLocation, as `_location` checks it."""
+    from tuner.runtime.run_location import RunLocation
+
+    return RunLocation(_location(run_dir))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -282,14 +289,8 @@ def run(
     that a workload that cannot run is bad input before Ray starts."""
     _before_ray(address)
     from tuner.config.spec import run_name_problem
-    from tuner.runtime.runner import (
-        RunDirError,
-        holds_sweep,
-        run_location,
-        run_sweep,
-        sweep_finished,
-    )
-    from tuner.runtime.storage import staging_dir
+    from tuner.runtime.run_location import RunDirError
+    from tuner.runtime.runner import run_location, run_sweep, sweep_finished
 
     parsed = _load_spec(spec)
     problem = run_name_problem(name) if name is not None else None
@@ -298,20 +299,18 @@ def run(
     if not no_build:
         _probe(spec, parsed)
     with _storage_errors():  # checked before Ray starts: bad input writes nothing
-        location = run_location(parsed, storage, name)
-        location.check()
-        if not location.is_local:
-            staging_dir(location)  # an unsafe staging directory is bad input
-        if holds_sweep(location):
-            where = shlex.quote(str(location))
-            with _run_spec_errors(location):
-                finished = sweep_finished(location)
+        run = run_location(parsed, storage, name)
+        run.check()  # an unsafe staging directory is bad input too
+        if run.holds_sweep():
+            where = shlex.quote(str(run))
+            with _run_spec_errors(run):
+                finished = sweep_finished(run)
             if finished:
                 state, advice = "a finished", f"read it with `noisetune report {where}`"
             else:
                 state, advice = "an unfinished", f"resume it with `noisetune resume {where}`"
             raise BadInput(
-                [f"{location} already holds {state} sweep: {advice} or choose another --name"]
+                [f"{run} already holds {state} sweep: {advice} or choose another --name"]
             )
     _start_ray(address, num_cpus, verbose)
     try:
@@ -336,34 +335,25 @@ def resume(run_dir: str, address: str | None, num_cpus: int | None, verbose: boo
     """Continue an interrupted sweep in RUN_DIR (a directory or a URI) without rerunning
     finished trials."""
     _before_ray(address)
-    from tuner.runtime.runner import (
-        load_run_spec,
-        resume_problems,
-        resume_sweep,
-        sweep_finished,
-        write_results,
-    )
-    from tuner.runtime.storage import staging_dir
+    from tuner.runtime.runner import resume_problems, resume_sweep, sweep_finished, write_results
 
-    location = _location(run_dir)
+    run = _run_location(run_dir)
     with _storage_errors():
-        location.check()
-        if not location.is_local:
-            staging_dir(location)  # an unsafe staging directory is bad input
-        with _run_spec_errors(location):
-            load_run_spec(location)
-        problems = resume_problems(location)
-        finished = not problems and sweep_finished(location)
+        run.check()  # an unsafe staging directory is bad input too
+        with _run_spec_errors(run):
+            run.load_spec()
+        problems = resume_problems(run)
+        finished = not problems and sweep_finished(run)
     if problems:  # checked before Ray starts: bad input writes nothing
         raise BadInput(problems)
     if finished:  # no Ray: the tables are (re)written from what Tune recorded
-        click.echo(f"{location}: every trial has finished; nothing to resume", err=True)
+        click.echo(f"{run}: every trial has finished; nothing to resume", err=True)
         with _storage_errors():
-            outcome = write_results(load_run_spec(location), location)
+            outcome = write_results(run.load_spec(), run)
     else:
         _start_ray(address, num_cpus, verbose)
         with _storage_errors():
-            outcome = resume_sweep(location, verbose=verbose)
+            outcome = resume_sweep(run, verbose=verbose)
     _print_outcome(outcome)
     _sweep_exit(outcome)
 

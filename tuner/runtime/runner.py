@@ -1,20 +1,13 @@
 """run_sweep(spec): the Tuner, its executor, its storage; then the results tables.
 
-Ray must already be running (tuner.cli starts it, or the caller does).
-
-A run lives at a `tuner.runtime.storage.Location`: a local directory, or a URI (s3://, gs://)
-that Ray Tune syncs its experiment state and checkpoints to. For a URI, noisetune's own
-files (the spec copy, results/, decisions.jsonl, plots) are written into a local
-staging directory (`tuner.runtime.storage.staging_dir`) and uploaded: the spec copy when the
-sweep starts, the rest when it ends (or is interrupted). To build the tables, the
-experiment state and each trial's result.json are downloaded there first.
+Ray must already be running (tuner.cli starts it, or the caller does). The run's place
+is one `RunLocation` (tuner.runtime.run_location), resolved once per command: where the
+run lives (a directory or a URI) and where this driver writes noisetune's own files.
 """
 
 from __future__ import annotations
 
 import shlex
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,11 +18,9 @@ from ray.tune.search import ConcurrencyLimiter
 
 from trainables.executors import multi_worker_trial, single_worker_trial
 from trainables.settings import TrialSettings
-from tuner.config.spec import Spec, load_spec
+from tuner.config.spec import Spec
 from tuner.results import plots
 from tuner.results.tables import (
-    REPORTS_CACHE,
-    RESULTS_DIR,
     ErrorGroup,
     Tables,
     build_tables,
@@ -38,17 +29,16 @@ from tuner.results.tables import (
 )
 from tuner.results.tune_state import (
     TUNE_TERMINATED,
-    is_experiment,
     read_trials,
     restore_problems,
 )
 from tuner.runtime.progress import ProgressLine
-from tuner.runtime.storage import Location, clear, resolve, staging_dir
+from tuner.runtime.run_location import RunDirError, RunLocation
+from tuner.runtime.storage import Location
 from tuner.runtime.tune_loggers import NoTensorBoard, ReportsCache
 from tuner.strategy import guided, schedulers, search
 
 T = TypeVar("T")
-SPEC_FILE = "noisetune_spec.yaml"
 # A Train driver trial must hold no CPU its workers need: even 0.01 CPU leaves a
 # 2-CPU machine unable to place 2 one-CPU workers. Every node has `memory`.
 DRIVER_RESOURCES: dict[str, float] = {"CPU": 0, "memory": 1 << 20}
@@ -57,10 +47,6 @@ DRIVER_RESOURCES: dict[str, float] = {"CPU": 0, "memory": 1 << 20}
 # snapshots the experiment state after every this many checkpoints of a trial, which
 # keeps what a killed driver leaves behind recent.
 CHECKPOINTS_KEPT = 2
-
-
-class RunDirError(ValueError):
-    """A run directory that cannot be used as asked (bad input, exit code 2)."""
 
 
 @dataclass(frozen=True)
@@ -83,65 +69,30 @@ class SweepOutcome:
         return self.location.local_path
 
 
-def run_location(spec: Spec, storage_uri: str | None = None, name: str | None = None) -> Location:
-    """`<storage>/<name>`: a local directory or a URI. StorageError for a bad URI."""
-    return resolve(storage_uri or spec.storage).join(name or spec.name)
+def run_location(spec: Spec, storage: str | None = None, name: str | None = None) -> RunLocation:
+    """`<storage>/<name>` of this spec (the spec's own unless given). StorageError for a
+    bad URI."""
+    return RunLocation.under(storage or spec.storage, name or spec.name)
 
 
-def _workdir(location: Location) -> Path:
-    """Where this driver writes the run's own files: a local run's directory itself, or
-    the local staging directory of a run at a URI."""
-    return location.local_path if location.is_local else staging_dir(location)
-
-
-_TRIAL_FILES = ("result.json", "error.txt", REPORTS_CACHE)
-
-
-def _tune_files(rel: str) -> bool:
-    """What tune_state and results read: the experiment state and each trial's
-    result.json, error.txt and reports cache (not checkpoints, not Ray Train's own
-    state)."""
-    parts = rel.split("/")
-    return len(parts) == 1 or (
-        len(parts) == 2 and parts[0] != RESULTS_DIR and parts[1] in _TRIAL_FILES
-    )
-
-
-def _on_top_level(location: Location, check: Callable[[Path], T]) -> T:
-    """check(the run directory), for a run at a URI on a local copy of its top-level
-    files (Tune's experiment state among them)."""
-    if location.is_local:
-        return check(location.local_path)
-    with tempfile.TemporaryDirectory(prefix="noisetune-") as tmp:
-        local = Path(tmp) / location.name
-        location.download(local, lambda rel: "/" not in rel)
-        return check(local)
-
-
-def holds_sweep(location: Location) -> bool:
-    """Whether `location` (a directory or a URI) already holds a Ray Tune experiment."""
-    return _on_top_level(location, is_experiment)
-
-
-def sweep_finished(location: Location) -> bool:
-    """Whether the sweep at `location` ran every trial its spec asks for to the end
-    without an error (no pending, running, paused or errored trial): there is nothing to
-    resume (`resume_sweep` runs errored trials again)."""
-    expected = search.expected_trials(load_run_spec(location))
+def sweep_finished(run: RunLocation) -> bool:
+    """Whether the sweep at `run` ran every trial its spec asks for to the end without an
+    error (no pending, running, paused or errored trial): there is nothing to resume
+    (`resume_sweep` runs errored trials again)."""
+    expected = search.expected_trials(run.load_spec())
 
     def finished(local: Path) -> bool:
         trials = read_trials(local, with_results=False)
         done = [t for t in trials if t.status == TUNE_TERMINATED]
         return len(done) == len(trials) and (expected is None or len(trials) >= expected)
 
-    return _on_top_level(location, finished)
+    return run.on_top_level(finished)
 
 
-def resume_problems(location: Location) -> list[str]:
-    """Why the sweep at `location` cannot be resumed (empty: it can)."""
-    return _on_top_level(
-        location,
-        lambda local: [p.replace(str(local), str(location)) for p in restore_problems(local)],
+def resume_problems(run: RunLocation) -> list[str]:
+    """Why the sweep at `run` cannot be resumed (empty: it can)."""
+    return run.on_top_level(
+        lambda local: [p.replace(str(local), str(run)) for p in restore_problems(local)]
     )
 
 
@@ -245,18 +196,16 @@ def _target(spec: Spec) -> dict[str, Any]:
     return {"metric": spec.target.metric, "value": spec.target.value, "mode": spec.target.mode}
 
 
-def _finish(tuner: tune.Tuner, spec: Spec, location: Location) -> SweepOutcome:
+def _finish(tuner: tune.Tuner, spec: Spec, run: RunLocation) -> SweepOutcome:
     tuner.fit()
-    return write_results(spec, location)
+    return write_results(spec, run)
 
 
-def write_results(spec: Spec, location: Location) -> SweepOutcome:
-    """Build and write the results tables and figures of the sweep at `location` from
-    what Tune recorded there (Ray need not run)."""
-    run_dir = _workdir(location)
-    if not location.is_local:
-        _stage_decisions(location)  # the pruning reasons, if not staged here already
-        location.download(run_dir, _tune_files)
+def write_results(spec: Spec, run: RunLocation) -> SweepOutcome:
+    """Build and write the results tables and figures of the sweep at `run` from what
+    Tune recorded there (Ray need not run)."""
+    run.pull_tune_files()
+    run_dir = run.workdir
     tables = build_tables(
         run_dir, _target(spec), optimizer=spec.optimizer, eval_every=spec.eval_every
     )
@@ -267,11 +216,8 @@ def write_results(spec: Spec, location: Location) -> SweepOutcome:
     interrupted = tables.summary["n_unfinished"] > 0 or (
         expected is not None and len(tables.trials) < expected
     )
-    if not location.is_local:
-        location.upload(out, RESULTS_DIR)
-        if not interrupted:  # what a resume would need is at the URI now
-            clear(run_dir)
-    return SweepOutcome(location, tables, interrupted, errors)
+    run.publish_results(out, finished=not interrupted)
+    return SweepOutcome(run.location, tables, interrupted, errors)
 
 
 def run_sweep(
@@ -286,23 +232,17 @@ def run_sweep(
 
     `storage` (default: the spec's) is a directory or a URI; StorageError if it cannot
     be used."""
-    location = run_location(spec, storage, name)
-    location.check()
-    if holds_sweep(location):
+    run = run_location(spec, storage, name)
+    run.check()
+    if run.holds_sweep():
         raise RunDirError(
-            f"{location} already holds a sweep: resume it with "
-            f"`noisetune resume {shlex.quote(str(location))}` "
+            f"{run} already holds a sweep: resume it with "
+            f"`noisetune resume {shlex.quote(str(run))}` "
             "or choose another --name"
         )
-    run_dir = _workdir(location)
-    if not location.is_local:
-        clear(run_dir)  # left by an earlier run at this URI, which is gone
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / SPEC_FILE).write_text(yaml.safe_dump(spec.to_yaml_dict(), sort_keys=False))
-    if not location.is_local:  # a killed sweep is resumed from what is at the URI
-        location.write_bytes(SPEC_FILE, (run_dir / SPEC_FILE).read_bytes())
-    settings = trial_settings(spec, location.uri)
-    plan = search_plan(spec, run_dir)
+    run.start(yaml.safe_dump(spec.to_yaml_dict(), sort_keys=False))
+    settings = trial_settings(spec, run.uri)
+    plan = search_plan(spec, run.workdir)
     tuner = tune.Tuner(
         make_trainable(settings),
         param_space=plan.param_space,
@@ -312,47 +252,18 @@ def run_sweep(
             num_samples=plan.num_samples,
             reuse_actors=True,
         ),
-        run_config=_run_config(spec, location, verbose, progress),
+        run_config=_run_config(spec, run.location, verbose, progress),
     )
-    return _finish(tuner, spec, location)
+    return _finish(tuner, spec, run)
 
 
-def _as_location(run_dir: Path | str | Location) -> Location:
-    return run_dir if isinstance(run_dir, Location) else resolve(run_dir)
-
-
-def load_run_spec(run_dir: Path | str | Location) -> Spec:
-    """The spec copy of the run at `run_dir` (a directory or a URI)."""
-    location = _as_location(run_dir)
-    if location.is_local:
-        spec_file = location.local_path / SPEC_FILE
-        if not spec_file.exists():
-            raise RunDirError(f"{location}: not a noisetune run directory (no {SPEC_FILE})")
-        return load_spec(spec_file)
-    if not location.exists(SPEC_FILE):
-        raise RunDirError(f"{location}: not a noisetune run directory (no {SPEC_FILE})")
-    with tempfile.TemporaryDirectory(prefix="noisetune-") as tmp:
-        spec_file = Path(tmp) / SPEC_FILE
-        spec_file.write_bytes(location.read_bytes(SPEC_FILE))
-        return load_spec(spec_file)
-
-
-def _stage_decisions(location: Location) -> None:
-    """Bring the remote run's decisions.jsonl into its staging directory, where the
-    restored scheduler appends to it; a longer local copy (left by a killed driver on
-    this machine) is newer and stays."""
-    rel = f"{RESULTS_DIR}/{schedulers.DECISIONS_FILE}"
-    local = _workdir(location) / rel
-    if not location.exists(rel):
-        return
-    remote = location.read_bytes(rel)
-    if not local.exists() or local.stat().st_size < len(remote):
-        local.parent.mkdir(parents=True, exist_ok=True)
-        local.write_bytes(remote)
+def load_run_spec(run_dir: Path | str | RunLocation) -> Spec:
+    """The spec copy of the run at `run_dir` (a directory, a URI or a RunLocation)."""
+    return RunLocation.at(run_dir).load_spec()
 
 
 def resume_sweep(
-    run_dir: Path | str | Location, *, verbose: bool = False, progress: bool = True
+    run_dir: Path | str | RunLocation, *, verbose: bool = False, progress: bool = True
 ) -> SweepOutcome:
     """Continue an interrupted (Ctrl-C) or killed sweep from its last experiment snapshot.
 
@@ -361,19 +272,18 @@ def resume_sweep(
     the searcher had not proposed by then are proposed now. A trial's reports after its
     checkpoint come again and replace the earlier ones (tuner.results.tables.last_run).
     """
-    location = _as_location(run_dir)
-    location.check()
-    spec = load_run_spec(location)
-    problems = resume_problems(location)
+    run = RunLocation.at(run_dir)
+    run.check()
+    spec = run.load_spec()
+    problems = resume_problems(run)
     if problems:
         raise RunDirError("; ".join(problems))
-    if not location.is_local:
-        _stage_decisions(location)
-    settings = trial_settings(spec, location.uri)
+    run.stage_decisions()
+    settings = trial_settings(spec, run.uri)
     tuner = tune.Tuner.restore(
-        location.uri,
+        run.uri,
         trainable=make_trainable(settings),
         resume_unfinished=True,
         resume_errored=True,
     )
-    return _finish(tuner, spec, location)
+    return _finish(tuner, spec, run)
