@@ -65,9 +65,9 @@ import torch
 import torch.distributed as dist
 
 from trainables.loop import TrainingRun
+from trainables.parts.world import World
 from trainables.settings import Hyperparameters, TrialSettings
 from trainables.workload import Workload, build_workload
-from trainables.world import World
 
 WORKLOAD_ARGS: dict[str, dict[str, Any]] = {
     "linear_regression": {"dim": 100, "noise": 1.0},

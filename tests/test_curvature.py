@@ -18,13 +18,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import TensorDataset
 
 from trainables import keys
-from trainables.batches import split_batch
-from trainables.curvature import CurvaturePair, curvature_pair, hessian_quadratic_forms
 from trainables.loop import TrainingRun, run_trial
-from trainables.noise_capture import DDPNormState, MicroBatchNorms, allreduce_with_norms
+from trainables.measure.curvature import CurvaturePair, curvature_pair, hessian_quadratic_forms
+from trainables.measure.noise_capture import DDPNormState, MicroBatchNorms, allreduce_with_norms
+from trainables.parts.batches import split_batch
+from trainables.parts.world import World
 from trainables.settings import Hyperparameters, TrialSettings
 from trainables.workload import Workload, build_workload
-from trainables.world import World
 from tuner.theory import ghg_estimate, trace_h_sigma_estimate
 
 LINREG = {"dim": 16, "noise": 0.5, "n_train": 8192}

@@ -32,8 +32,8 @@ import yaml
 from _helpers import run_noisetune
 
 from trainables import keys
-from trainables.checkpointing import load_state, save_state
 from trainables.loop import run_trial
+from trainables.parts.checkpointing import load_state, save_state
 from trainables.settings import Hyperparameters, TrialSettings
 from tuner.results.tables import last_run
 from tuner.results.tune_state import TUNE_TERMINATED, read_trials, restore_problems

@@ -1,4 +1,4 @@
-"""How an evaluation ends a trial (trainables.judge), on plain curves: no training."""
+"""How an evaluation ends a trial (trainables.parts.judge), on plain curves: no training."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 
 from trainables import keys
-from trainables.judge import Judge, Target, Verdict
+from trainables.parts.judge import Judge, Target, Verdict
 
 
 def judge_curve(judge: Judge, curve: list[tuple[int, float]]) -> tuple[int, Verdict]:

@@ -10,10 +10,10 @@ import torch
 from torch.utils.data import TensorDataset
 
 from trainables import keys
-from trainables.batches import fetch_batch, split_batch
 from trainables.errors import TrialInputError
 from trainables.loop import run_trial
-from trainables.schedule import warmup_lr
+from trainables.parts.batches import fetch_batch, split_batch
+from trainables.parts.schedule import warmup_lr
 from trainables.settings import Hyperparameters, TrialSettings
 
 LINREG = {"dim": 16, "noise": 0.5, "n_train": 8192}
@@ -96,7 +96,7 @@ def test_unknown_target_metric_is_named() -> None:
 
 def test_batch_must_split_evenly_over_workers() -> None:
     from trainables.loop import TrainingRun
-    from trainables.world import World
+    from trainables.parts.world import World
 
     with pytest.raises(TrialInputError, match="not divisible by 2 workers"):
         TrainingRun(settings(), Hyperparameters(15, 0.1, 0.0, 0), torch.device("cpu"), World(0, 2))
@@ -220,7 +220,7 @@ def _no_eval_worker(rank: int, world: int, port: int, queue: Any) -> None:
 
     import torch.distributed as dist
 
-    from trainables.world import World
+    from trainables.parts.world import World
 
     torch.set_num_threads(1)
     store = f"file://{_tempfile.gettempdir()}/noisetune-test-no-eval-{port}"

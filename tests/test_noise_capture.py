@@ -14,14 +14,14 @@ from _helpers import tiny_loss as _loss
 from _helpers import tiny_model as _model
 from torch.nn.parallel import DistributedDataParallel
 
-from trainables.batches import split_batch
-from trainables.noise_capture import (
+from trainables.measure.noise_capture import (
     DDPNormState,
     MicroBatchNorms,
     NormPair,
     allreduce_with_norms,
     grad_sq_norm,
 )
+from trainables.parts.batches import split_batch
 
 
 def _sq(grads: tuple[torch.Tensor, ...]) -> float:

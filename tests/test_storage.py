@@ -21,7 +21,7 @@ import pytest
 import yaml
 from _helpers import ROOT, S3Server, free_port, run_noisetune
 
-from trainables.executors import train_storage_path
+from trainables.execution.executors import train_storage_path
 from tuner.config import uris
 from tuner.config.spec import SpecError, parse_spec
 from tuner.results.tune_state import read_trials

@@ -21,7 +21,7 @@ TARGET_VALUE: Final = "target_value"  # the value of the spec's target metric at
 TRIAL_STATUS: Final = "trial_status"
 STEPS_TO_TARGET: Final = "steps_to_target"  # the first evaluation that met the target
 EXAMPLES_TO_TARGET: Final = "examples_to_target"
-# The crossing interpolated between that evaluation and the one before (trainables.judge).
+# The crossing interpolated between that evaluation and the one before (trainables.parts.judge).
 STEPS_TO_TARGET_INTERP: Final = "steps_to_target_interp"
 EXAMPLES_TO_TARGET_INTERP: Final = "examples_to_target_interp"
 REASON: Final = "reason"
@@ -34,7 +34,7 @@ REACHED: Final = "reached"
 PRUNED: Final = "pruned"
 DIVERGED: Final = "diverged"
 EXHAUSTED: Final = "exhausted"
-STALLED: Final = "stalled"  # no progress towards the target for a while (trainables.judge)
+STALLED: Final = "stalled"  # no progress towards the target for a while (trainables.parts.judge)
 ERROR: Final = "error"
 FINAL_STATUSES: Final = (REACHED, PRUNED, DIVERGED, EXHAUSTED, STALLED, ERROR)
 # Ended by the loop itself (the rest: by a scheduler, or by an error).

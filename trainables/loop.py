@@ -2,16 +2,16 @@
 
 `run_trial` reads top to bottom: evaluate at step 0 (or continue from a checkpoint),
 then step, evaluate every `eval_every` steps, report, checkpoint, until the judge ends
-the trial (target reached, budget exhausted, diverged or stalled: trainables.judge).
+the trial (target reached, budget exhausted, diverged or stalled: trainables.parts.judge).
 `TrainingRun` composes the parts, each in its own module with one job:
 
-- the step strategy (trainables.steps): one process or DDP workers, micro-batches;
-- the batches (trainables.batches) from the trial's random streams (trainables.streams);
-- the optimiser (trainables.optimizers) and the lr schedule (trainables.schedule);
-- the noise meter (trainables.noise_meter: B_simple every `noise_every` steps, B_noise
-  and ε_max every `curvature_every` steps by trainables.curvature);
-- the evaluator (trainables.evaluator: loss, workload metrics, target value);
-- the checkpoints (trainables.checkpointing): every `checkpoint_every` evaluations the
+- the step strategy (trainables.parts.steps): one process or DDP workers, micro-batches;
+- the batches (trainables.parts.batches) from the trial's random streams (trainables.parts.streams);
+- the optimiser (trainables.parts.optimizers) and the lr schedule (trainables.parts.schedule);
+- the noise meter (trainables.measure.noise_meter: B_simple every `noise_every` steps, B_noise
+  and ε_max every `curvature_every` steps by trainables.measure.curvature);
+- the evaluator (trainables.parts.evaluator: loss, workload metrics, target value);
+- the checkpoints (trainables.parts.checkpointing): every `checkpoint_every` evaluations the
   report carries the run's whole state, so a trial restarted after a worker or driver
   failure continues from there and trains on exactly the batches it would have seen.
 """
@@ -27,27 +27,27 @@ from typing import Any
 import torch
 
 from trainables import keys
-from trainables.batches import BatchSource
-from trainables.checkpointing import Checkpoints, checkpoint_due
-from trainables.curvature import CurvatureProbe
 from trainables.errors import TrialInputError
-from trainables.evaluator import Evaluator
-from trainables.judge import Judge
-from trainables.noise_capture import grad_sq_norm
-from trainables.noise_meter import NoiseMeter
-from trainables.optimizers import make_optimizer
-from trainables.schedule import WarmupConstant
-from trainables.settings import Hyperparameters, TrialSettings
-from trainables.steps import autocast_for, step_strategy
-from trainables.streams import (
+from trainables.measure.curvature import CurvatureProbe
+from trainables.measure.noise_capture import grad_sq_norm
+from trainables.measure.noise_meter import NoiseMeter
+from trainables.parts.batches import BatchSource
+from trainables.parts.checkpointing import Checkpoints, checkpoint_due
+from trainables.parts.evaluator import Evaluator
+from trainables.parts.judge import Judge
+from trainables.parts.optimizers import make_optimizer
+from trainables.parts.schedule import WarmupConstant
+from trainables.parts.steps import autocast_for, step_strategy
+from trainables.parts.streams import (
     HESSIAN_STREAM,
     TORCH_STREAM,
     seeded_generator,
     stream_seed,
     training_batch_generator,
 )
+from trainables.parts.world import World
+from trainables.settings import Hyperparameters, TrialSettings
 from trainables.workload import Workload, build_workload
-from trainables.world import World
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -239,7 +239,7 @@ def run_trial(
     workload: Workload | None = None,
     checkpoints: Checkpoints | None = None,
 ) -> dict[str, Any]:
-    """Train one configuration until it ends (trainables.judge); report every evaluation.
+    """Train one configuration until it ends (trainables.parts.judge); report every evaluation.
 
     Returns the last report. Every worker of a DDP trial calls this and takes the same
     decisions, since evaluations run on identical weights. With `checkpoints`, a trial

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from trainables.evaluator import Evaluation
 from trainables.loop import TrainingRun
+from trainables.parts.evaluator import Evaluation
+from trainables.parts.world import World
 from trainables.settings import Hyperparameters, TrialSettings
-from trainables.world import World
 
 
 def probe_workload(settings: TrialSettings, hp: Hyperparameters) -> Evaluation:

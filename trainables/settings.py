@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainables import keys
-from trainables.judge import Target
+from trainables.parts.judge import Target
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class TrialSettings:
     gpus_per_worker: float = 0.0
     max_failures: int = 0
     divergence_factor: float = 10.0  # eval loss above this multiple of the initial one diverged
-    # Stall rule (trainables.judge): no record in this many steps (None: a quarter of the
+    # Stall rule (trainables.parts.judge): no record in this many steps (None: a quarter of the
     # trial's step budget; 0: off), a record gaining min_delta of the way to the target.
     stall_patience_steps: int | None = None
     stall_min_delta: float = 0.01

@@ -204,7 +204,7 @@ def _probe(path: str, spec: Any) -> None:
     report key, or the target metric is not reported; a warning when the untrained model
     already meets the target."""
     from trainables.errors import TrialInputError
-    from trainables.judge import Target
+    from trainables.parts.judge import Target
     from trainables.probe import probe_workload
     from trainables.settings import Hyperparameters
     from tuner.runtime.runner import trial_settings

@@ -16,7 +16,7 @@ import yaml
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 
-from trainables.executors import multi_worker_trial, single_worker_trial
+from trainables.execution.executors import multi_worker_trial, single_worker_trial
 from trainables.settings import TrialSettings
 from tuner.config.spec import Spec
 from tuner.results import plots

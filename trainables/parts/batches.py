@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 from torch.utils.data._utils.collate import default_collate
 
-from trainables.world import World
+from trainables.parts.world import World
 
 
 def fetch_batch(dataset: Dataset[Any], indices: torch.Tensor) -> Any:

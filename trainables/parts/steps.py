@@ -3,7 +3,7 @@ trial runs in one process or on several DDP workers.
 
 A step strategy runs the forward and backward passes of one global batch, leaving the
 gradient of its mean loss in `.grad`, and on measured steps returns the squared gradient
-norms at two batch sizes taken in that same backward pass (trainables.noise_capture):
+norms at two batch sizes taken in that same backward pass (trainables.measure.noise_capture):
 
 - `OneProcess`: one backward pass; on measured steps the batch is split into
   `micro_batches` whose gradients accumulate (`MicroBatched`);
@@ -23,10 +23,15 @@ from typing import Any, Protocol
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from trainables.batches import split_batch
-from trainables.noise_capture import DDPNormState, MicroBatchNorms, NormPair, allreduce_with_norms
-from trainables.noise_meter import NoiseMeter
-from trainables.world import World
+from trainables.measure.noise_capture import (
+    DDPNormState,
+    MicroBatchNorms,
+    NormPair,
+    allreduce_with_norms,
+)
+from trainables.measure.noise_meter import NoiseMeter
+from trainables.parts.batches import split_batch
+from trainables.parts.world import World
 
 LossFn = Callable[[torch.nn.Module, Any], torch.Tensor]
 Autocast = Callable[[], AbstractContextManager[Any]]

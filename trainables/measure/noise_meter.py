@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainables import keys
-from trainables.curvature import CurvaturePair
-from trainables.noise_capture import NormPair
+from trainables.measure.curvature import CurvaturePair
+from trainables.measure.noise_capture import NormPair
 from tuner.theory import NoiseScaleEMA, eps_max
 
 

@@ -23,11 +23,11 @@ from typing import Any
 
 import torch
 
-from trainables.checkpointing import load_state, save_state
 from trainables.loop import run_trial
+from trainables.parts.checkpointing import load_state, save_state
+from trainables.parts.world import World
 from trainables.settings import Hyperparameters, TrialSettings
 from trainables.workload import cached_workload
-from trainables.world import World
 
 # A trial's Train run keeps this many of its latest checkpoints (a restart needs only
 # the latest; the one before is a margin).
@@ -146,7 +146,7 @@ def multi_worker_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from trainables.process_group import LOOPBACK, FileStoreTorchConfig
+    from trainables.execution.process_group import LOOPBACK, FileStoreTorchConfig
 
     use_gpu = settings.gpus_per_worker > 0
     resources = {"CPU": settings.cpus_per_worker}

@@ -11,7 +11,7 @@ Two ways, both without an extra backward pass (DESIGN.md §1, pitfall 5):
 Either gives a `NormPair` for tuner.theory's two-batch estimators. With `keep_grads`
 (curvature steps only) they also keep the small-batch gradient vectors themselves (each
 micro-batch's, or the worker's local one) for the Hessian-vector products of
-trainables.curvature.
+trainables.measure.curvature.
 """
 
 from collections.abc import Callable, Iterator, Sequence

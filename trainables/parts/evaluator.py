@@ -11,12 +11,12 @@ import torch
 from torch.utils.data import Dataset
 
 from trainables import keys
-from trainables.batches import fetch_batch, to_device
 from trainables.errors import TrialInputError
-from trainables.side_effects import side_effects_undone
-from trainables.streams import INITIAL_LOSS_STREAM, seeded_generator
+from trainables.parts.batches import fetch_batch, to_device
+from trainables.parts.side_effects import side_effects_undone
+from trainables.parts.streams import INITIAL_LOSS_STREAM, seeded_generator
+from trainables.parts.world import World
 from trainables.workload import Workload
-from trainables.world import World
 
 EVAL_CHUNK = 8192
 INITIAL_LOSS_EXAMPLES = 1024  # at most this many training examples

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from trainables.batches import BatchSource
-from trainables.noise_capture import NormPair
-from trainables.side_effects import side_effects_undone
+from trainables.measure.noise_capture import NormPair
+from trainables.parts.batches import BatchSource
+from trainables.parts.side_effects import side_effects_undone
 from tuner.theory import ghg_estimate, trace_h_sigma_estimate
 
 # One gradient vector: a tensor per parameter (None where the parameter got no gradient).

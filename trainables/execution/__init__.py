@@ -1,0 +1,1 @@
+"""How a trial runs under Ray: a Tune function trainable, or a Ray Train worker group."""
