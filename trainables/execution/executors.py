@@ -138,6 +138,48 @@ def train_storage_path(run_dir: str) -> str:
     return f"{base.rstrip('/')}/train{sep}{query}"
 
 
+# How long one put of the drain marker waits before checking whether Tune has stopped
+# the trial; under FunctionTrainable.reset_config's 2 s wait for the thread.
+_DRAIN_POLL_S = 0.5
+
+
+def _wait_until_tune_took_train_reports() -> None:
+    """Return once this trial's Tune main thread has taken, and passed on as a result,
+    every report TuneReportCallback relayed from Ray Train.
+
+    When this trainable returns, Tune's function wrapper posts its end-of-trial result
+    (RESULT_DUPLICATE) straight into the session's result queue. Tune takes whichever it
+    sees first. Without this wait, the last Train report can still be in the relay queue
+    at that point, and the trial ends on the report before it.
+
+    Relies on Ray internals, checked against 2.60: the relay is the session's
+    ``_inter_actor_queue``, a FIFO ``ray.util.queue.Queue`` of size 1 that only the
+    trainable's main thread reads (``_TrainSession._get_result_from_queues``), and that
+    reader drops falsy items.
+    """
+    from ray.train._internal.session import get_session
+    from ray.util.queue import Full
+
+    session = get_session()
+    relay = getattr(session, "_inter_actor_queue", None)
+    if session is None or relay is None:  # not under Tune, or nothing was relayed
+        return
+    # The first None is accepted once the reader has taken the last report. The second
+    # is accepted once the reader has taken the first None. It does that only in a later
+    # read, after it has put the report into the result queue. A None is dropped unread.
+    for _ in range(2):
+        while True:
+            try:
+                relay.put(None, timeout=_DRAIN_POLL_S)
+                break
+            except Full:
+                # Tune has stopped the trial and will not read again: either a STOP
+                # decision on the last result (e.g. ASHA at max_t), or the actor is
+                # being reset for reuse or torn down.
+                if session.stop_event.is_set():
+                    return
+
+
 def multi_worker_trial(config: dict[str, Any], settings: TrialSettings) -> None:
     """Tune function trainable that drives a Ray Train TorchTrainer of N workers."""
     import ray.train
@@ -180,3 +222,5 @@ def multi_worker_trial(config: dict[str, Any], settings: TrialSettings) -> None:
             ),
         )
         trainer.fit()
+    # Only after a successful fit: with an error, nothing races the last report.
+    _wait_until_tune_took_train_reports()
