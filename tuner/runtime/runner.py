@@ -32,6 +32,7 @@ from tuner.results.tune_state import (
     read_trials,
     restore_problems,
 )
+from tuner.runtime.earlier_names import accept_earlier_names
 from tuner.runtime.progress import ProgressLine
 from tuner.runtime.run_location import RunDirError, RunLocation
 from tuner.runtime.storage import Location
@@ -280,6 +281,7 @@ def resume_sweep(
         raise RunDirError("; ".join(problems))
     run.stage_decisions()
     settings = trial_settings(spec, run.uri)
+    accept_earlier_names()  # a sweep an earlier version started pickled its own paths
     tuner = tune.Tuner.restore(
         run.uri,
         trainable=make_trainable(settings),

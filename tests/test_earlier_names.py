@@ -1,0 +1,33 @@
+"""A sweep an earlier version started pickled its classes under the old module paths."""
+
+from __future__ import annotations
+
+import importlib
+import pickle
+
+import pytest
+
+from tuner.runtime.earlier_names import EARLIER_NAMES, accept_earlier_names
+
+
+@pytest.mark.parametrize(
+    ("earlier", "name"),
+    [
+        ("tuner.guided", "GuidedCandidates"),
+        ("tuner.schedulers", "EpsOptScheduler"),
+        ("tuner.schedulers", "SweepState"),
+        ("tuner.search", "NoiseTuneOptunaSearch"),
+        ("tuner.tune_loggers", "ReportsCache"),
+        ("tuner.progress", "ProgressLine"),
+        ("trainables.executors", "single_worker_trial"),
+    ],
+)
+def test_a_pickle_naming_an_earlier_module_loads(earlier: str, name: str) -> None:
+    accept_earlier_names()
+    loaded = pickle.loads(f"c{earlier}\n{name}\n.".encode())  # protocol 0: GLOBAL
+    assert loaded is getattr(importlib.import_module(EARLIER_NAMES[earlier]), name)
+
+
+def test_every_earlier_name_leads_to_a_module() -> None:
+    for now in EARLIER_NAMES.values():
+        importlib.import_module(now)
