@@ -531,7 +531,8 @@ def scheduler_cost(n_trials: int, calls: int, seed: int = 0) -> dict[str, float]
 
     from ray.tune.schedulers import FIFOScheduler
 
-    from tuner.strategy.schedulers import EpsOptScheduler, PruneRule
+    from tuner.strategy.eps_opt_rules import PruneRule
+    from tuner.strategy.schedulers import EpsOptScheduler
 
     rng = np.random.default_rng(seed)
     scheduler = EpsOptScheduler(FIFOScheduler(), PruneRule("calibrated", 4.0), max_concurrent=2)

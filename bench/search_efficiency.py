@@ -66,6 +66,7 @@ from tuner import theory
 from tuner.config.spec import Spec, parse_spec
 from tuner.runtime.runner import search_plan
 from tuner.strategy import guided, schedulers, search
+from tuner.strategy.records import SweepState
 
 STRATEGIES = (
     "grid",
@@ -157,7 +158,7 @@ def run_strategy(
         )
     if name in ("eps_opt", "eps_opt-oracle"):
         spec = variant(base, "grid", "eps_opt", seed, n_grid)
-        state = schedulers.SweepState()
+        state = SweepState()
         if name == "eps_opt-oracle":
             state.model = oracle_model(curves)
         searcher = guided.GuidedCandidates(shuffled, state)

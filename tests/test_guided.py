@@ -11,7 +11,7 @@ from trainables import keys
 from tuner import theory
 from tuner.config.spec import parse_spec
 from tuner.strategy.guided import EpsGuidedSearcher, GuidedCandidates, candidates, temperature_key
-from tuner.strategy.schedulers import SweepState
+from tuner.strategy.records import SweepState
 
 BASE: dict[str, Any] = {
     "name": "g",

@@ -15,21 +15,10 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from trainables import keys
 from tuner import theory
 from tuner.config.spec import parse_spec
-from tuner.strategy.schedulers import (
-    EpsOptScheduler,
-    PerBatchSize,
-    PruneRule,
-    Started,
-    SweepState,
-    TrialRecord,
-    best_per_batch,
-    decide,
-    fit_model,
-    make_scheduler,
-    middle_lrs,
-    rate_key,
-    start_priority,
-)
+from tuner.strategy.eps_opt_rules import PruneRule, decide
+from tuner.strategy.records import SweepState, TrialRecord, best_per_batch, fit_model
+from tuner.strategy.schedulers import EpsOptScheduler, PerBatchSize, make_scheduler
+from tuner.strategy.start_order import Started, middle_lrs, rate_key, start_priority
 
 MODEL = theory.EpsOptFit(eps_max=1.0, b_noise=64.0, rms_log=0.0)  # eps_opt(64) = 0.5
 RULE = PruneRule(mode="fitted", tolerance=4.0)
@@ -217,14 +206,18 @@ def test_scheduler_stops_logs_and_delegates(tmp_path: Path) -> None:
     assert scheduler.state.model is None  # fitted needs reached trials at two batch sizes
 
 
-def test_choose_trial_respects_concurrency_and_prefers_the_prediction() -> None:
+def test_choose_trial_starts_in_the_searchers_order_within_concurrency() -> None:
+    """The searcher decides the order (it proposes the trial nearest ε_opt first); the
+    scheduler starts paused trials first, then pending ones as proposed."""
     scheduler = EpsOptScheduler(FIFOScheduler(), RULE, max_concurrent=1)
     scheduler.state.model = MODEL
     trials = [fake_trial("far", 64, 8.0), fake_trial("near", 64, 0.45), fake_trial("mid", 64, 2.0)]
     controller = SimpleNamespace(get_trials=lambda: trials)
     for trial in trials:
         scheduler.on_trial_add(controller, trial)
-    assert scheduler.choose_trial_to_run(controller).trial_id == "near"
+    assert scheduler.choose_trial_to_run(controller).trial_id == "far"
+    trials[2].status = Trial.PAUSED
+    assert scheduler.choose_trial_to_run(controller).trial_id == "mid"
     trials[1].status = Trial.RUNNING
     assert scheduler.choose_trial_to_run(controller) is None  # one at a time
 

@@ -38,6 +38,7 @@ from tuner.runtime.run_location import RunDirError, RunLocation
 from tuner.runtime.storage import Location
 from tuner.runtime.tune_loggers import NoTensorBoard, ReportsCache
 from tuner.strategy import guided, schedulers, search
+from tuner.strategy.records import SweepState
 
 T = TypeVar("T")
 # A Train driver trial must hold no CPU its workers need: even 0.01 CPU leaves a
@@ -170,7 +171,7 @@ def search_plan(spec: Spec, run_dir: Path) -> SearchPlan:
     algorithm."""
     candidates = spec.pruning.kind == "eps_opt" or spec.search.seeds > 1
     if candidates and spec.search.algorithm in ("grid", "random"):
-        state = schedulers.SweepState()
+        state = SweepState()
         configs = guided.candidates(spec)
         searcher = ConcurrencyLimiter(
             guided.GuidedCandidates(configs, state, spec.target.mode),
@@ -179,7 +180,7 @@ def search_plan(spec: Spec, run_dir: Path) -> SearchPlan:
         scheduler = schedulers.make_scheduler(spec, run_dir, state)
         return SearchPlan(searcher, scheduler, {}, len(configs))
     if spec.search.algorithm == "eps-guided":
-        state = schedulers.SweepState()
+        state = SweepState()
         searcher = ConcurrencyLimiter(
             guided.EpsGuidedSearcher(spec, state), max_concurrent=spec.search.max_concurrent
         )

@@ -22,13 +22,8 @@ from ray.tune.search import Searcher
 from trainables import keys
 from tuner import theory
 from tuner.config.spec import Spec
-from tuner.strategy.schedulers import (
-    Started,
-    SweepState,
-    TrialRecord,
-    middle_lrs,
-    start_priority,
-)
+from tuner.strategy.records import FrontView, TrialRecord
+from tuner.strategy.start_order import Started, middle_lrs, start_priority
 
 
 def _draw(dim: Any, rng: np.random.Generator) -> float | int:
@@ -85,7 +80,7 @@ def _record(config: dict[str, Any]) -> TrialRecord:
 class GuidedCandidates(Searcher):
     """Proposes the sweep's candidates in the order the eps_opt state prefers."""
 
-    def __init__(self, configs: list[dict[str, Any]], state: SweepState, mode: str = "min") -> None:
+    def __init__(self, configs: list[dict[str, Any]], state: FrontView, mode: str = "min") -> None:
         super().__init__(metric=keys.TARGET_VALUE, mode=mode)
         self.remaining = list(configs)
         self.state = state
@@ -112,7 +107,7 @@ class GuidedCandidates(Searcher):
         """Nothing to learn here: the scheduler keeps the shared state."""
 
     # What a resumed sweep needs (Tune saves it with every experiment snapshot). The
-    # shared SweepState is not part of it: the scheduler rebuilds that from the trials.
+    # front it reads is not part of it: the scheduler rebuilds that from the trials.
     def get_state(self) -> dict[str, Any]:
         return {"remaining": self.remaining, "suggested": self.suggested}
 
@@ -165,7 +160,7 @@ class EpsGuidedSearcher(Searcher):
 
     MAX_REDRAWS = 50
 
-    def __init__(self, spec: Spec, state: SweepState) -> None:
+    def __init__(self, spec: Spec, state: FrontView) -> None:
         super().__init__(metric=keys.TARGET_VALUE, mode=spec.target.mode)
         self.dims = spec.space.dimensions()
         self.num_samples = spec.search.num_samples

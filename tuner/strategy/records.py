@@ -1,0 +1,138 @@
+"""What the eps_opt rules know: a record per trial, and the sweep's state built from them.
+
+`SweepState` is the eps_opt scheduler's own; the searchers that order trials read only
+its `FrontView` (per batch size the best trial so far, and the ε_opt(B) model fitted to
+the best trials), passed to them explicitly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from trainables import keys
+from trainables.settings import Hyperparameters
+from tuner import theory
+
+
+@dataclass
+class TrialRecord:
+    """What the eps_opt rules know about one trial."""
+
+    batch_size: int
+    lr: float
+    momentum: float
+    seed: int = 0  # the training seed
+    status: str = keys.RUNNING
+    step: int = 0
+    steps_to_target: float = math.nan
+    b_noise_at_target: float = math.nan
+    eps_max_at_target: float = math.nan
+    started: bool = False
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> TrialRecord:
+        hp = Hyperparameters.from_config(config)
+        return cls(hp.batch_size, hp.lr, hp.momentum, hp.seed)
+
+    @property
+    def leader_key(self) -> tuple[int, int]:
+        """(batch size, seed): rule 1 compares a trial with the leader of its own seed."""
+        return (self.batch_size, self.seed)
+
+    @property
+    def effective_lr(self) -> float:
+        """ε/(1 − m) (Smith et al. 2017)."""
+        return float(theory.effective_lr(self.lr, self.momentum))
+
+    def observe(self, result: Mapping[str, Any]) -> None:
+        self.started = True
+        self.step = int(result.get(keys.STEP, self.step))
+        self.status = str(result.get(keys.TRIAL_STATUS, self.status))
+        if self.status == keys.REACHED:
+            self.steps_to_target = float(result[keys.STEPS_TO_TARGET])
+            self.b_noise_at_target = float(result.get(keys.B_NOISE, math.nan))
+            self.eps_max_at_target = float(result.get(keys.EPS_MAX, math.nan))
+
+
+class FrontView(Protocol):
+    """What a searcher may read of the sweep's state (the eps_opt scheduler writes it)."""
+
+    @property
+    def best(self) -> Mapping[int, TrialRecord]:
+        """Per batch size the trial that reached the target in the fewest steps."""
+
+    @property
+    def model(self) -> theory.EpsOptFit | None:
+        """The ε_opt(B) model fitted to the best trials (None until there is one)."""
+
+
+def best_per_batch(records: Iterable[TrialRecord]) -> dict[int, TrialRecord]:
+    """Per batch size the trial that reached the target in the fewest steps."""
+    best: dict[int, TrialRecord] = {}
+    for record in records:
+        if record.status != keys.REACHED:
+            continue
+        current = best.get(record.batch_size)
+        if current is None or record.steps_to_target < current.steps_to_target:
+            best[record.batch_size] = record
+    return best
+
+
+def fit_model(records: Iterable[TrialRecord], mode: str) -> theory.EpsOptFit | None:
+    """The pooled ε_opt(B) model (None until there is enough data for `mode`).
+
+    Measured noise scales are pooled over the trials that reached the target, taken at
+    the target, so that every trial enters at the same loss. B_simple never stands in
+    for B_noise: near the target it is often 10x the B_noise that the best lrs follow,
+    and a model built on it prunes the best trials at small batch sizes. A trial that
+    met the target at step 0 says nothing about the lr (any lr meets it there): it is
+    left out.
+    """
+    reached = [r for r in records if r.status == keys.REACHED and r.steps_to_target > 0]
+    best = best_per_batch(reached)
+    batch_sizes = [float(b) for b in best]
+    best_lrs = [r.effective_lr for r in best.values()]
+    if mode == "fitted":  # the best lrs alone: nothing measured to pool
+        return theory.eps_opt_model(mode, batch_sizes, best_lrs)
+    sizes = [float(r.batch_size) for r in reached]
+    b_noise = theory.pooled_noise_scale([r.b_noise_at_target for r in reached], sizes)
+    eps_max = theory.pooled_noise_scale(
+        [r.eps_max_at_target for r in reached], sizes, reference=b_noise
+    )
+    return theory.eps_opt_model(mode, batch_sizes, best_lrs, b_noise, eps_max)
+
+
+@dataclass
+class SweepState:
+    """What the scheduler has learnt, shared with the searcher that orders the trials.
+
+    `best` (per batch size, the trial that reached the target in the fewest steps) is
+    kept up to date as trials reach it, so a decision per result costs the same
+    whatever the number of trials; the model is refitted only when a trial reaches it.
+    """
+
+    records: dict[str, TrialRecord] = field(default_factory=dict)
+    model: theory.EpsOptFit | None = None
+    best: dict[int, TrialRecord] = field(default_factory=dict)
+    leaders: dict[tuple[int, int], TrialRecord] = field(default_factory=dict)  # per (B, seed)
+    reached: list[TrialRecord] = field(default_factory=list)
+
+    def observe(self, record: TrialRecord, result: Mapping[str, Any], mode: str) -> None:
+        """Take in a trial's report; on reaching the target, update the best and refit."""
+        was_reached = record.status == keys.REACHED
+        record.observe(result)
+        if record.status != keys.REACHED or was_reached:
+            return
+        self.reached.append(record)
+        if _leads(record, self.best.get(record.batch_size)):
+            self.best[record.batch_size] = record
+        if _leads(record, self.leaders.get(record.leader_key)):
+            self.leaders[record.leader_key] = record
+        self.model = fit_model(self.reached, mode)
+
+
+def _leads(record: TrialRecord, leader: TrialRecord | None) -> bool:
+    return leader is None or record.steps_to_target < leader.steps_to_target

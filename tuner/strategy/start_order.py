@@ -1,0 +1,74 @@
+"""The order in which trials start, decided in one place: the searcher that proposes
+them (tuner.strategy.guided) ranks its candidates by `start_priority`; the scheduler
+starts pending trials in the order they were proposed."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from tuner import theory
+from tuner.strategy.records import TrialRecord
+
+RATE_RESOLUTION = 2**0.25  # effective lrs closer than this are one rate
+REPEAT_PENALTY = math.log(2.0)  # a repeated rate ranks like one an octave further away
+# Another momentum than the batch size's best trial so far ranks like a rate 3/4 of an
+# octave further away (measured on the replays of BENCHMARKS.md, "my_workload").
+MOMENTUM_PENALTY = 0.75 * math.log(2.0)
+
+
+def rate_key(record: TrialRecord) -> tuple[int, int]:
+    """(B, effective lr to RATE_RESOLUTION): configurations that differ only in momentum
+    at equal ε/(1 − m), or in warmup, share it and mostly train alike (Smith et al. 2017)."""
+    return (record.batch_size, round(math.log(record.effective_lr) / math.log(RATE_RESOLUTION)))
+
+
+@dataclass
+class Started:
+    """How many trials have started per batch size and per rate (`rate_key`)."""
+
+    per_batch: Counter[int] = field(default_factory=Counter)
+    per_rate: Counter[tuple[int, int]] = field(default_factory=Counter)
+
+    def add(self, record: TrialRecord) -> None:
+        self.per_batch[record.batch_size] += 1
+        self.per_rate[rate_key(record)] += 1
+
+
+def start_priority(
+    record: TrialRecord,
+    started: Started,
+    middle_lr: Mapping[int, float],
+    model: theory.EpsOptFit | None,
+    best: Mapping[int, TrialRecord] | None = None,
+) -> tuple[float, float]:
+    """Lower starts first. With a model: nearest the prediction. Before one: spread
+    over batch sizes, the middle of each batch size's (log) lr range first, so that
+    trials reach the target early and the model appears soon. A rate already started at
+    this batch size (another momentum or warmup at the same ε/(1 − m)) waits behind
+    new rates, which tell more about where ε_opt(B) lies. At a batch size whose `best`
+    trial so far used another momentum, the configuration waits behind rates at the
+    leader's momentum: ε/(1 − m) makes momenta alike only well below B_crit, and above
+    it the leader's momentum is the one known to work there."""
+    repeats = REPEAT_PENALTY * started.per_rate[rate_key(record)]
+    leader = best.get(record.batch_size) if best else None
+    if leader is not None and leader.momentum != record.momentum:
+        repeats += MOMENTUM_PENALTY
+    if model is not None:
+        predicted = float(theory.eps_opt(record.batch_size, model.eps_max, model.b_noise))
+        return (abs(math.log(record.effective_lr / predicted)) + repeats, 0.0)
+    middle = middle_lr.get(record.batch_size, record.effective_lr)
+    return (
+        float(started.per_batch[record.batch_size]),
+        abs(math.log(record.effective_lr / middle)) + repeats,
+    )
+
+
+def middle_lrs(records: Iterable[TrialRecord]) -> dict[int, float]:
+    """Per batch size the geometric middle of the effective lrs of its trials."""
+    logs: dict[int, list[float]] = {}
+    for record in records:
+        logs.setdefault(record.batch_size, []).append(math.log(record.effective_lr))
+    return {b: math.exp((min(v) + max(v)) / 2) for b, v in logs.items()}
