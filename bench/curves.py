@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from trainables import keys
 from tuner.config.spec import Spec, load_spec
 from tuner.runtime.runner import trial_settings
-from tuner.strategy.guided import candidates
+from tuner.strategy.candidates import draw_candidates
 
 CURVES_DIR = Path(__file__).resolve().parent / "curves"
 CONFIG_COLUMNS = list(keys.HYPERPARAMETERS)
@@ -103,7 +103,7 @@ def _train(job: tuple[Spec, dict[str, Any]]) -> list[dict[str, Any]]:
 
 def record(spec: Spec, processes: int) -> pd.DataFrame:
     """Every grid configuration's reports, in grid order."""
-    configs = candidates(spec)
+    configs = draw_candidates(spec)
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     context = multiprocessing.get_context("spawn")
@@ -125,7 +125,7 @@ def load_or_record(spec: Spec, processes: int, rerecord: bool = False) -> pd.Dat
         if recorded_recipe(path) == recipe(spec):
             return pd.read_parquet(path)
         print(f"{path} was recorded from another spec than {spec.name}'s: recording again")
-    print(f"recording {len(candidates(spec))} configurations of {spec.name} -> {path}")
+    print(f"recording {len(draw_candidates(spec))} configurations of {spec.name} -> {path}")
     frame = record(spec, processes)
     save(frame, spec, path)
     return frame

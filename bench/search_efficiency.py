@@ -66,6 +66,7 @@ from tuner import theory
 from tuner.config.spec import Spec, parse_spec
 from tuner.runtime.runner import search_plan
 from tuner.strategy import guided, schedulers, search
+from tuner.strategy.candidates import draw_candidates
 from tuner.strategy.records import SweepState
 
 STRATEGIES = (
@@ -119,9 +120,9 @@ def run_strategy(
     name: str, base: dict[str, Any], curves: Curves, seed: int, run_dir: Path
 ) -> Outcome:
     grid = parse_spec(base)
-    n_grid = len(guided.candidates(grid))
+    n_grid = len(draw_candidates(grid))
     concurrency = grid.search.max_concurrent
-    shuffled = guided.candidates(grid)
+    shuffled = draw_candidates(grid)
     random.Random(seed).shuffle(shuffled)
     if name == "grid":
         return replay(curves, _list_suggest(shuffled), FIFOScheduler(), concurrency)
@@ -134,7 +135,7 @@ def run_strategy(
             base, "random", "asha" if name == "random+asha" else "none", seed, 2 * n_grid
         )
         scheduler = schedulers.make_scheduler(spec, run_dir) or FIFOScheduler()
-        return replay(curves, _list_suggest(guided.candidates(spec)), scheduler, concurrency)
+        return replay(curves, _list_suggest(draw_candidates(spec)), scheduler, concurrency)
     if name in ("tpe", "tpe+median"):
         spec = variant(base, "optuna-tpe", "none", seed, n_grid)
         searcher = search.optuna_search(spec)

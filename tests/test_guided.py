@@ -10,7 +10,8 @@ from ray.tune.search import Searcher
 from trainables import keys
 from tuner import theory
 from tuner.config.spec import parse_spec
-from tuner.strategy.guided import EpsGuidedSearcher, GuidedCandidates, candidates, temperature_key
+from tuner.strategy.candidates import draw_candidates
+from tuner.strategy.guided import EpsGuidedSearcher, GuidedCandidates, temperature_key
 from tuner.strategy.records import SweepState
 
 BASE: dict[str, Any] = {
@@ -31,13 +32,13 @@ BASE: dict[str, Any] = {
 
 def test_grid_candidates_cover_the_grid_and_draw_ranges_reproducibly() -> None:
     spec = parse_spec(BASE)
-    configs = candidates(spec)
+    configs = draw_candidates(spec)
     assert len(configs) == 2 * 3 * 2  # batch x lr x num_samples
     assert sorted({(c[keys.BATCH_SIZE], c[keys.LR]) for c in configs}) == sorted(
         (b, lr) for b in (16, 256) for lr in (0.01, 0.1, 1.0)
     )
     assert all(0 <= c[keys.WARMUP_STEPS] <= 10 for c in configs)
-    assert candidates(spec) == configs
+    assert draw_candidates(spec) == configs
 
 
 @pytest.mark.parametrize(
@@ -57,7 +58,7 @@ def test_random_candidates_stay_in_their_ranges(
             "search": {"algorithm": "random", "num_samples": 50, "seed": 0},
         }
     )
-    configs = candidates(spec)
+    configs = draw_candidates(spec)
     assert len(configs) == 50
     assert all(low <= c[keys.LR] <= high for c in configs)
     assert all(8 <= c[keys.BATCH_SIZE] <= 512 for c in configs)

@@ -16,11 +16,11 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 from ray import cloudpickle as ray_pickle
-from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+from ray.tune.search import ConcurrencyLimiter
 
 from trainables import keys
 from tuner.config.spec import Spec, parse_spec
-from tuner.runtime.runner import run_sweep
+from tuner.runtime.runner import run_sweep, search_plan
 from tuner.strategy import search
 from tuner.strategy.search import (
     DIVERGED_PENALTY,
@@ -96,9 +96,8 @@ def test_optuna_space_has_all_four_dimensions_with_defaults() -> None:
 
 
 @pytest.mark.parametrize("algorithm", ["optuna-tpe", "optuna-nsga2"])
-def test_optuna_leaves_tune_param_space_empty_and_limits_concurrency(algorithm: str) -> None:
+def test_optuna_limits_concurrency(algorithm: str) -> None:
     spec = make_spec(search={"algorithm": algorithm, "num_samples": 12, "max_concurrent": 3})
-    assert search.param_space(spec) == {}
     assert search.expected_trials(spec) == 12
     alg = limited_searcher(spec)
     assert alg.max_concurrent == 3
@@ -115,13 +114,46 @@ def test_searcher_pickles_after_suggesting(algorithm: str) -> None:
     assert copy.suggest("t1") is not None
 
 
-def test_random_grid_and_eps_guided_are_unchanged() -> None:
-    spec = make_spec(search={"algorithm": "random", "seed": 3})
-    assert set(search.param_space(spec)) == set(keys.HYPERPARAMETERS)
-    assert isinstance(search.search_algorithm(spec), BasicVariantGenerator)
+def test_random_grid_and_eps_guided_are_built_by_the_search_plan() -> None:
+    for algorithm in ("random", "grid"):
+        with pytest.raises(ValueError, match="search_plan"):
+            search.search_algorithm(make_spec(search={"algorithm": algorithm}))
     guided = make_spec(search={"algorithm": "eps-guided"}, pruning={"kind": "eps_opt"})
     with pytest.raises(ValueError, match="search_plan"):
         search.search_algorithm(guided)
+
+
+def _proposed(spec: Spec, tmp_path: Path) -> list[tuple[Any, ...]]:
+    """Every configuration the sweep's searcher proposes, as sorted tuples."""
+    searcher = search_plan(spec, tmp_path).search_alg.searcher
+    configs = []
+    while (config := searcher.suggest(f"t{len(configs)}")) is not None:
+        if config == searcher.FINISHED:
+            break
+        configs.append(tuple(sorted(config.items())))
+    return sorted(configs)
+
+
+@pytest.mark.parametrize("algorithm", ["random", "grid"])
+def test_one_sampler_draws_the_same_configurations_whatever_the_pruning(
+    algorithm: str, tmp_path: Path
+) -> None:
+    """Random (and a grid with a range) draws its candidates once, from search.seed: eps_opt
+    and ASHA change the order trials start in and which are stopped, not what is drawn."""
+    space = {"batch_size": [16, 64], "lr": {"log_uniform": [0.01, 1.0]}}
+    drawn = {
+        kind: _proposed(
+            make_spec(
+                space=space,
+                search={"algorithm": algorithm, "num_samples": 6, "seed": 4},
+                pruning={"kind": kind},
+            ),
+            tmp_path,
+        )
+        for kind in ("none", "asha", "eps_opt")
+    }
+    assert len(drawn["none"]) == (6 if algorithm == "random" else 12)
+    assert drawn["none"] == drawn["asha"] == drawn["eps_opt"]
 
 
 def test_samplers_are_seeded() -> None:

@@ -38,6 +38,8 @@ from tuner.runtime.run_location import RunDirError, RunLocation
 from tuner.runtime.storage import Location
 from tuner.runtime.tune_loggers import NoTensorBoard, ReportsCache
 from tuner.strategy import guided, schedulers, search
+from tuner.strategy.candidates import Candidates, draw_candidates
+from tuner.strategy.guided import GuidedCandidates
 from tuner.strategy.records import SweepState
 
 T = TypeVar("T")
@@ -155,41 +157,44 @@ def _run_config(spec: Spec, location: Location, verbose: bool, progress: bool) -
 
 @dataclass(frozen=True)
 class SearchPlan:
-    """How Tune proposes and stops this sweep's trials."""
+    """How Tune proposes and stops this sweep's trials (Tune's param space stays empty:
+    every searcher holds its own space)."""
 
     search_alg: Any
     scheduler: Any
-    param_space: dict[str, Any]
     num_samples: int
 
 
 def search_plan(spec: Spec, run_dir: Path) -> SearchPlan:
-    """Under eps_opt pruning, or with several training seeds, grid and random candidates
-    are drawn up front (each configuration once per seed, `guided.candidates`) and
-    proposed by a searcher in the order the pruner's shared state prefers (Tune's param
-    space is then empty and num_samples counts every trial); otherwise the spec's search
-    algorithm."""
-    candidates = spec.pruning.kind == "eps_opt" or spec.search.seeds > 1
-    if candidates and spec.search.algorithm in ("grid", "random"):
-        state = SweepState()
-        configs = guided.candidates(spec)
-        searcher = ConcurrencyLimiter(
-            guided.GuidedCandidates(configs, state, spec.target.mode),
-            max_concurrent=spec.search.max_concurrent,
+    """Grid and random: every candidate drawn up front by the space's one sampler
+    (`draw_candidates`, each configuration once per training seed), proposed as drawn,
+    or, under eps_opt pruning or with several seeds, in the order the pruner's state
+    prefers (`GuidedCandidates`). eps-guided and Optuna: their own searchers. Each
+    searcher behind a ConcurrencyLimiter of `search.max_concurrent`."""
+    algorithm, limit = spec.search.algorithm, spec.search.max_concurrent
+    if algorithm in ("grid", "random"):
+        configs = draw_candidates(spec)
+        if spec.pruning.kind == "eps_opt" or spec.search.seeds > 1:
+            state = SweepState()
+            ordered = GuidedCandidates(configs, state, spec.target.mode)
+            scheduler = schedulers.make_scheduler(spec, run_dir, state)
+            return SearchPlan(
+                ConcurrencyLimiter(ordered, max_concurrent=limit), scheduler, len(configs)
+            )
+        plain = Candidates(configs, spec.target.mode)
+        return SearchPlan(
+            ConcurrencyLimiter(plain, max_concurrent=limit),
+            schedulers.make_scheduler(spec, run_dir),
+            len(configs),
         )
-        scheduler = schedulers.make_scheduler(spec, run_dir, state)
-        return SearchPlan(searcher, scheduler, {}, len(configs))
-    if spec.search.algorithm == "eps-guided":
+    if algorithm == "eps-guided":
         state = SweepState()
-        searcher = ConcurrencyLimiter(
-            guided.EpsGuidedSearcher(spec, state), max_concurrent=spec.search.max_concurrent
-        )
+        searcher = ConcurrencyLimiter(guided.EpsGuidedSearcher(spec, state), max_concurrent=limit)
         scheduler = schedulers.make_scheduler(spec, run_dir, state)
-        return SearchPlan(searcher, scheduler, {}, spec.search.num_samples)
+        return SearchPlan(searcher, scheduler, spec.search.num_samples)
     return SearchPlan(
         search.search_algorithm(spec),
         schedulers.make_scheduler(spec, run_dir),
-        search.param_space(spec),
         spec.search.num_samples,
     )
 
@@ -247,7 +252,6 @@ def run_sweep(
     plan = search_plan(spec, run.workdir)
     tuner = tune.Tuner(
         make_trainable(settings),
-        param_space=plan.param_space,
         tune_config=tune.TuneConfig(
             search_alg=plan.search_alg,
             scheduler=plan.scheduler,

@@ -11,9 +11,7 @@ stops early are the ones far from the optimum, which is where the savings come f
 
 from __future__ import annotations
 
-import itertools
 import math
-import pickle
 from typing import Any
 
 import numpy as np
@@ -22,103 +20,43 @@ from ray.tune.search import Searcher
 from trainables import keys
 from tuner import theory
 from tuner.config.spec import Spec
+from tuner.strategy.candidates import Candidates, draw, load_state, save_state
 from tuner.strategy.records import FrontView, TrialRecord
 from tuner.strategy.start_order import Started, middle_lrs, start_priority
-
-
-def _draw(dim: Any, rng: np.random.Generator) -> float | int:
-    if dim.categorical:
-        points = dim.points()
-        return points[int(rng.integers(len(points)))]
-    lo, hi = dim.lo, dim.hi
-    if dim.kind == "uniform":
-        return float(rng.uniform(lo, hi))
-    if dim.kind == "log_uniform":
-        return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
-    if dim.kind == "int_uniform":
-        return int(rng.integers(lo, hi + 1))
-    if dim.kind == "log_int_uniform":
-        drawn = round(math.exp(rng.uniform(math.log(lo), math.log(hi))))
-        return int(min(max(drawn, lo), hi))
-    raise ValueError(f"unknown dimension kind {dim.kind!r}")
-
-
-def candidates(spec: Spec) -> list[dict[str, Any]]:
-    """Every configuration the sweep would run: the grid (ranges drawn per point) times
-    num_samples, or num_samples random draws (reproducible from search.seed), each once
-    per training seed (`search.seeds`)."""
-    configs = _configurations(spec)
-    if spec.search.seeds == 1:
-        return configs
-    return [{**config, keys.SEED: seed} for config in configs for seed in range(spec.search.seeds)]
-
-
-def _configurations(spec: Spec) -> list[dict[str, Any]]:
-    rng = np.random.default_rng(spec.search.seed)
-    dims = spec.space.dimensions()
-    if spec.search.algorithm != "grid":
-        return [
-            {name: _draw(dim, rng) for name, dim in dims.items()}
-            for _ in range(spec.search.num_samples)
-        ]
-    axes = {name: dim.points() for name, dim in dims.items() if dim.categorical}
-    configs = []
-    for _ in range(spec.search.num_samples):
-        for values in itertools.product(*axes.values()):
-            point = dict(zip(axes, values, strict=True))
-            for name, dim in dims.items():
-                if name not in point:
-                    point[name] = _draw(dim, rng)
-            configs.append({name: point[name] for name in dims})
-    return configs
 
 
 def _record(config: dict[str, Any]) -> TrialRecord:
     return TrialRecord.from_config(config)
 
 
-class GuidedCandidates(Searcher):
+class GuidedCandidates(Candidates):
     """Proposes the sweep's candidates in the order the eps_opt state prefers."""
 
     def __init__(self, configs: list[dict[str, Any]], state: FrontView, mode: str = "min") -> None:
-        super().__init__(metric=keys.TARGET_VALUE, mode=mode)
-        self.remaining = list(configs)
+        super().__init__(configs, mode)
         self.state = state
         self.middle = middle_lrs(_record(c) for c in configs)
         self.suggested = Started()
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        if not self.remaining:
-            return Searcher.FINISHED  # type: ignore[return-value]  # Tune's sentinel
+    def pick(self) -> int:
         model = self.state.model
-        ranked = min(
+        return min(
             range(len(self.remaining)),
             key=lambda i: start_priority(
                 _record(self.remaining[i]), self.suggested, self.middle, model, self.state.best
             ),
         )
-        config = self.remaining.pop(ranked)
+
+    def proposed(self, config: dict[str, Any]) -> None:
         self.suggested.add(_record(config))
-        return config
 
-    def on_trial_complete(
-        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
-    ) -> None:
-        """Nothing to learn here: the scheduler keeps the shared state."""
-
-    # What a resumed sweep needs (Tune saves it with every experiment snapshot). The
-    # front it reads is not part of it: the scheduler rebuilds that from the trials.
+    # The front it reads is not part of the saved state: the scheduler rebuilds that
+    # from the trials.
     def get_state(self) -> dict[str, Any]:
         return {"remaining": self.remaining, "suggested": self.suggested}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.remaining, self.suggested = state["remaining"], state["suggested"]
-
-    def save(self, checkpoint_path: str) -> None:
-        _save(self.get_state(), checkpoint_path)
-
-    def restore(self, checkpoint_path: str) -> None:
-        self.set_state(_load(checkpoint_path))
 
 
 def temperature_key(
@@ -189,7 +127,7 @@ class EpsGuidedSearcher(Searcher):
         return float(model.b_noise) if model is not None else 0.0
 
     def _draw(self) -> dict[str, Any]:
-        config = {name: _draw(dim, self.rng) for name, dim in self.dims.items()}
+        config = {name: draw(dim, self.rng) for name, dim in self.dims.items()}
         model = self.state.model
         if model is not None:
             batch_size = int(config[keys.BATCH_SIZE])
@@ -227,17 +165,7 @@ class EpsGuidedSearcher(Searcher):
         self.proposed = state["proposed"]
 
     def save(self, checkpoint_path: str) -> None:
-        _save(self.get_state(), checkpoint_path)
+        save_state(self.get_state(), checkpoint_path)
 
     def restore(self, checkpoint_path: str) -> None:
-        self.set_state(_load(checkpoint_path))
-
-
-def _save(state: dict[str, Any], path: str) -> None:
-    with open(path, "wb") as handle:
-        pickle.dump(state, handle)
-
-
-def _load(path: str) -> Any:
-    with open(path, "rb") as handle:
-        return pickle.load(handle)
+        self.set_state(load_state(checkpoint_path))

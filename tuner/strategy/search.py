@@ -1,9 +1,11 @@
-"""The spec's joint space -> Tune's param space and search algorithm.
+"""The Optuna search algorithms over the spec's joint space, and what they minimise.
 
-- `random`, `grid`: Tune's variant generator over Tune domains (`param_space`).
+(`random` and `grid` draw their candidates with the space's one sampler,
+tuner.strategy.candidates; eps-guided is tuner.strategy.guided.)
+
 - `optuna-tpe`, `optuna-nsga2`: `NoiseTuneOptunaSearch`, an OptunaSearch over Optuna
-  distributions (`optuna_space`; Tune's `param_space` is then empty), seeded, wrapped in a
-  ConcurrencyLimiter of `search.max_concurrent`. What Optuna minimises is computed here,
+  distributions (`optuna_space`), seeded, wrapped in a ConcurrencyLimiter of
+  `search.max_concurrent`. What Optuna minimises is computed here,
   on the driver, from the keys every report carries (`Objective`); the workers know
   nothing of it.
 
@@ -53,8 +55,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 from optuna.trial import TrialState
-from ray import tune
-from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
+from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from trainables import keys
@@ -65,40 +66,6 @@ logger = logging.getLogger(__name__)
 OPTUNA_ALGORITHMS = ("optuna-tpe", "optuna-nsga2")
 MAX_GAP_PENALTY = math.log(1e3)  # a miss by more than 1000x counts as 1000x
 DIVERGED_PENALTY = math.log(1e4)  # beyond any exhausted trial
-
-
-# --- Tune domains (random, grid) ------------------------------------------------------------
-
-
-def _domain(dim: DimModel, grid: bool) -> Any:
-    if dim.categorical:
-        values = list(dim.points())
-        return tune.grid_search(values) if grid else tune.choice(values)
-    lo, hi = dim.points()
-    if dim.kind == "uniform":
-        return tune.uniform(lo, hi)
-    if dim.kind == "log_uniform":
-        return tune.loguniform(lo, hi)
-    if dim.kind == "int_uniform":
-        return tune.randint(int(lo), int(hi) + 1)  # Tune's upper bound is exclusive
-    if dim.kind == "log_int_uniform":
-        return tune.lograndint(int(lo), int(hi) + 1)
-    raise ValueError(f"unknown dimension kind {dim.kind!r}")
-
-
-def param_space(spec: Spec) -> dict[str, Any]:
-    """Tune domains for batch_size, lr, momentum and warmup_steps (empty under Optuna;
-    not used with several training seeds, whose candidates `tuner.strategy.guided` draws).
-
-    Under `grid`, every list is a grid axis and ranges are sampled once per grid point
-    and repeat (Tune's semantics); otherwise every dimension is sampled. Under the Optuna
-    algorithms the searcher holds the space (`optuna_space`): Tune refuses a param space
-    with domains next to a searcher that has its own.
-    """
-    if spec.search.algorithm in OPTUNA_ALGORITHMS:
-        return {}
-    grid = spec.search.algorithm == "grid"
-    return {name: _domain(dim, grid) for name, dim in spec.space.dimensions().items()}
 
 
 # --- Optuna distributions -------------------------------------------------------------------
@@ -355,20 +322,15 @@ def optuna_search(spec: Spec) -> NoiseTuneOptunaSearch:
     return NoiseTuneOptunaSearch(optuna_space(spec), Objective.from_spec(spec), _sampler(spec))
 
 
-def search_algorithm(spec: Spec) -> Searcher | BasicVariantGenerator:
-    """Random and grid: Tune's variant generator, seeded by the spec. Optuna: the
-    searcher behind a ConcurrencyLimiter of `search.max_concurrent` (the searcher
-    itself is `.searcher`)."""
+def search_algorithm(spec: Spec) -> Searcher:
+    """Optuna: the searcher behind a ConcurrencyLimiter of `search.max_concurrent` (the
+    searcher itself is `.searcher`)."""
     algorithm = spec.search.algorithm
-    if algorithm in ("random", "grid"):
-        # Tune ignores max_concurrent_trials for a variant generator; it limits itself.
-        return BasicVariantGenerator(
-            random_state=spec.search.seed, max_concurrent=spec.search.max_concurrent
-        )
     if algorithm in OPTUNA_ALGORITHMS:
         return ConcurrencyLimiter(optuna_search(spec), max_concurrent=spec.search.max_concurrent)
-    # eps-guided shares the eps_opt scheduler's state: tuner.runtime.runner.search_plan builds both.
-    raise ValueError(f"search.algorithm {algorithm!r} is built with its scheduler by search_plan")
+    # Grid and random draw candidates (tuner.strategy.candidates); eps-guided shares the
+    # eps_opt scheduler's state: tuner.runtime.runner.search_plan builds those.
+    raise ValueError(f"search.algorithm {algorithm!r} is built by search_plan")
 
 
 def expected_trials(spec: Spec) -> int | None:
