@@ -14,6 +14,7 @@ import pytest
 
 from trainables import keys
 from tuner import theory
+from tuner.results import columns
 from tuner.results.tables import (
     CURVE_COLUMNS,
     TRIAL_COLUMNS,
@@ -44,12 +45,12 @@ def trial(
     reached = status == keys.REACHED
     interp = steps if interp is None else interp
     return {
-        "trial_id": trial_id, "status": status, keys.BATCH_SIZE: batch_size, keys.LR: lr,
-        keys.MOMENTUM: 0.0, keys.WARMUP_STEPS: 0,
+        columns.TRIAL_ID: trial_id, columns.STATUS: status, keys.BATCH_SIZE: batch_size,
+        keys.LR: lr, keys.MOMENTUM: 0.0, keys.WARMUP_STEPS: 0,
         keys.STEPS_TO_TARGET: steps if reached else math.nan,
         keys.EXAMPLES_TO_TARGET: steps * batch_size if reached else math.nan,
-        "final_loss": 0.4, keys.B_SIMPLE: math.nan, keys.WALL_S: 1.0, keys.REASON: "",
-        "steps": int(steps), "examples": int(steps) * batch_size, "effective_lr": lr,
+        columns.FINAL_LOSS: 0.4, keys.B_SIMPLE: math.nan, keys.WALL_S: 1.0, keys.REASON: "",
+        columns.STEPS: int(steps), keys.EXAMPLES: int(steps) * batch_size, columns.EFFECTIVE_LR: lr,
         keys.SEED: seed,
         keys.STEPS_TO_TARGET_INTERP: interp if reached else math.nan,
         keys.EXAMPLES_TO_TARGET_INTERP: interp * batch_size if reached else math.nan,
@@ -72,12 +73,14 @@ def test_with_one_seed_the_front_is_each_batch_sizes_best_trial() -> None:
     tables = tables_of(rows)
     front = tables.front
     assert list(front[keys.BATCH_SIZE]) == [16, 64, 256, 1024]
-    assert list(front["trial_id"]) == ["t160", "t640", "t2560", "t10240"]
-    assert (front["seeds"] == 1).all() and (front["steps_lo"] == front["steps_hi"]).all()
+    assert list(front[columns.TRIAL_ID]) == ["t160", "t640", "t2560", "t10240"]
+    assert (front[columns.SEEDS] == 1).all()
+    assert (front[columns.STEPS_LO] == front[columns.STEPS_HI]).all()
     s = tables.summary
-    assert s["b_crit_kind"] == "inside" and s["b_crit"] == pytest.approx(B_CRIT, rel=1e-6)
-    assert s["s_min"] == pytest.approx(S_MIN, rel=1e-6)
-    assert "profile-likelihood" in s["b_crit_interval_covers"]
+    assert s[columns.B_CRIT_KIND] == "inside"
+    assert s[columns.B_CRIT] == pytest.approx(B_CRIT, rel=1e-6)
+    assert s[columns.S_MIN] == pytest.approx(S_MIN, rel=1e-6)
+    assert "profile-likelihood" in s[columns.B_CRIT_INTERVAL_COVERS]
 
 
 def test_with_three_seeds_the_front_is_the_median_of_each_seeds_best() -> None:
@@ -89,15 +92,16 @@ def test_with_three_seeds_the_front_is_the_median_of_each_seeds_best() -> None:
     tables = tables_of(rows)
     front = tables.front.set_index(keys.BATCH_SIZE)
     for b in (16, 64, 256, 1024):
-        assert front.loc[b, "steps_interp"] == pytest.approx(exact(b))  # the median seed
-        assert front.loc[b, "steps_lo"] == pytest.approx(0.8 * exact(b))
-        assert front.loc[b, "steps_hi"] == pytest.approx(1.3 * exact(b))
-        assert (front.loc[b, "seeds_reached"], front.loc[b, "seeds"]) == (3, 3)
-        assert front.loc[b, "trial_id"] == f"a{b}1"
+        assert front.loc[b, columns.STEPS_INTERP] == pytest.approx(exact(b))  # the median seed
+        assert front.loc[b, columns.STEPS_LO] == pytest.approx(0.8 * exact(b))
+        assert front.loc[b, columns.STEPS_HI] == pytest.approx(1.3 * exact(b))
+        assert (front.loc[b, columns.SEEDS_REACHED], front.loc[b, columns.SEEDS]) == (3, 3)
+        assert front.loc[b, columns.TRIAL_ID] == f"a{b}1"
     s = tables.summary
-    assert s["seeds"] == 3 and s["fit_points"] == 4  # one point per batch size: its median
-    assert s["b_crit"] == pytest.approx(B_CRIT, rel=1e-6)
-    assert "median over 3 training seeds" in s["b_crit_interval_covers"]
+    assert s[columns.SEEDS] == 3
+    assert s[columns.FIT_POINTS] == 4  # one point per batch size: its median
+    assert s[columns.B_CRIT] == pytest.approx(B_CRIT, rel=1e-6)
+    assert "median over 3 training seeds" in s[columns.B_CRIT_INTERVAL_COVERS]
 
 
 def test_a_seed_that_missed_the_target_counts_in_the_median_that_is_fitted() -> None:
@@ -107,11 +111,13 @@ def test_a_seed_that_missed_the_target_counts_in_the_median_that_is_fitted() -> 
     for b in (16, 64, 256, 1024):
         for seed, factor in enumerate((0.9, 1.0, 1.1)):
             rows.append(trial(f"t{b}{seed}", b, exact(b) * factor, seed=seed))
-    rows = [r for r in rows if r["trial_id"] != "t162"]  # B=16, seed 2: never reached
+    rows = [r for r in rows if r[columns.TRIAL_ID] != "t162"]  # B=16, seed 2: never reached
     rows.append(trial("t162", 16, 3000.0, seed=2, status=keys.EXHAUSTED))
     front = tables_of(rows).front.set_index(keys.BATCH_SIZE)
-    assert front.loc[16, "steps_interp"] == pytest.approx(exact(16))  # median of 0.9, 1.0, inf
-    assert front.loc[16, "seeds_reached"] == 2 and math.isinf(front.loc[16, "steps_hi"])
+    median = front.loc[16, columns.STEPS_INTERP]
+    assert median == pytest.approx(exact(16))  # the median of 0.9, 1.0 and inf
+    assert front.loc[16, columns.SEEDS_REACHED] == 2
+    assert math.isinf(front.loc[16, columns.STEPS_HI])
 
 
 def test_a_batch_size_most_seeds_missed_is_not_on_the_front() -> None:
@@ -135,8 +141,9 @@ def test_b_crit_outside_the_batch_sizes_or_from_too_few_is_no_finding(
 ) -> None:
     rows = [trial(f"t{b}", b, float(theory.steps_for(float(b), S_MIN, b_crit))) for b in sizes]
     s = tables_of(rows).summary
-    assert (s["b_crit_kind"], s["b_crit"], s["b_crit_interval"]) == (kind, None, None)
-    assert note in s["b_crit_note"]
+    assert s[columns.B_CRIT_KIND] == kind
+    assert s[columns.B_CRIT] is None and s[columns.B_CRIT_INTERVAL] is None
+    assert note in s[columns.B_CRIT_NOTE]
     assert note in b_crit_text(s) and note in summary_markdown(tables_of(rows))
 
 
@@ -146,23 +153,23 @@ def test_a_target_met_at_step_0_is_a_result_kept_out_of_the_fit() -> None:
     tables = tables_of(rows)
     assert 4096 in set(tables.front[keys.BATCH_SIZE])
     s = tables.summary
-    assert s["fit_points"] == 4 and s["b_crit"] == pytest.approx(B_CRIT, rel=1e-6)
-    assert "B=4096: the target was met at step 0" in s["fit_note"]
+    assert s[columns.FIT_POINTS] == 4 and s[columns.B_CRIT] == pytest.approx(B_CRIT, rel=1e-6)
+    assert "B=4096: the target was met at step 0" in s[columns.FIT_NOTE]
 
 
 def test_coarse_evaluations_next_to_the_front_get_a_note() -> None:
     rows = [trial(f"t{b}", b, exact(b)) for b in (16, 64, 256, 1024)]
-    assert tables_of(rows, eval_every=5).summary["resolution_note"] is None  # 55 > 10 x 5
-    note = tables_of(rows, eval_every=20).summary["resolution_note"]
+    assert tables_of(rows, eval_every=5).summary[columns.RESOLUTION_NOTE] is None  # 55 > 10 x 5
+    note = tables_of(rows, eval_every=20).summary[columns.RESOLUTION_NOTE]
     assert "under 10 evaluation intervals (eval_every 20)" in note
 
 
 def test_no_sgd_law_for_adamw() -> None:
     rows = [trial(f"t{b}", b, exact(b), lr=1e-3 * b**0.5) for b in (16, 64, 256, 1024)]
     s = tables_of(rows, optimizer="adamw").summary
-    assert s["eps_max"] is None and s["b_noise"] is None
-    assert s["lr_law"].startswith("none") and s["b_crit_kind"] == "inside"
-    assert tables_of(rows).summary["eps_max"] is not None
+    assert s[keys.EPS_MAX] is None and s[keys.B_NOISE] is None
+    assert s[columns.LR_LAW].startswith("none") and s[columns.B_CRIT_KIND] == "inside"
+    assert tables_of(rows).summary[keys.EPS_MAX] is not None
 
 
 def test_the_trials_table_comes_out_sorted() -> None:
@@ -182,14 +189,14 @@ def test_the_trials_table_comes_out_sorted() -> None:
 def test_the_summary_exports_as_one_object_or_one_row_with_the_target() -> None:
     tables = tables_of([trial(f"t{b}", b, exact(b)) for b in (16, 64, 256, 1024)])
     as_json = json.loads(export(tables, "json", "summary", None) or "")
-    assert isinstance(as_json, dict) and as_json["target"] == TARGET
-    assert as_json["b_crit"] == pytest.approx(B_CRIT, rel=1e-6)
+    assert isinstance(as_json, dict) and as_json[columns.TARGET] == TARGET
+    assert as_json[columns.B_CRIT] == pytest.approx(B_CRIT, rel=1e-6)
     csv = export(tables, "csv", "summary", None) or ""
     header, row = csv.splitlines()[:2]
     assert {"target_metric", "target_value", "target_mode", "b_crit_interval_lo"} <= set(
         header.split(",")
     )
-    assert np.isfinite(float(row.split(",")[header.split(",").index("b_crit")]))
+    assert np.isfinite(float(row.split(",")[header.split(",").index(columns.B_CRIT)]))
 
 
 def test_a_best_lr_at_the_edge_of_the_lrs_tried_gets_a_note() -> None:
@@ -197,13 +204,13 @@ def test_a_best_lr_at_the_edge_of_the_lrs_tried_gets_a_note() -> None:
     for b in (16, 64, 256):
         for lr, factor in ((0.1, 1.0), (0.2, 1.2), (0.4, 1.5)):  # the smallest lr is best
             rows.append(trial(f"t{b}{lr}", b, exact(b) * factor, lr=lr))
-    note = tables_of(rows).summary["lr_note"]
+    note = tables_of(rows).summary[columns.LR_NOTE]
     assert note.startswith("the best lr is the smallest lr tried at B=16, 64, 256")
     middle = [r for r in rows if r[keys.LR] != 0.1]
     middle += [trial(f"u{b}", b, exact(b) * 1.3, lr=0.05) for b in (16, 64, 256)]
-    assert tables_of(middle).summary["lr_note"] is None
+    assert tables_of(middle).summary[columns.LR_NOTE] is None
 
 
 def test_a_sweep_where_no_trial_reached_the_target_says_so() -> None:
     s = tables_of([trial("t", 64, 300.0, status=keys.EXHAUSTED)]).summary
-    assert s["b_crit"] is None and s["b_crit_note"] == "no trial reached the target"
+    assert s[columns.B_CRIT] is None and s[columns.B_CRIT_NOTE] == "no trial reached the target"

@@ -14,9 +14,11 @@ from matplotlib.image import imread
 
 from trainables import keys
 from tuner import theory
+from tuner.results import columns
 from tuner.results.plots import (
     NO_TARGET_NOTE,
     PLOT_FILES,
+    TRUE_B_SIMPLE,
     lr_vs_batch_figure,
     noise_scale_figure,
     pareto_front_figure,
@@ -47,13 +49,13 @@ def _trial(
 ) -> dict[str, Any]:
     reached = status == keys.REACHED
     return {
-        "trial_id": trial_id, "status": status, keys.BATCH_SIZE: batch, keys.LR: lr,
+        columns.TRIAL_ID: trial_id, columns.STATUS: status, keys.BATCH_SIZE: batch, keys.LR: lr,
         keys.MOMENTUM: momentum, keys.WARMUP_STEPS: 0,
         keys.STEPS_TO_TARGET: steps if reached else math.nan,
         keys.EXAMPLES_TO_TARGET: steps * batch if reached else math.nan,
-        "final_loss": 0.29 if reached else 0.5, keys.B_SIMPLE: 100.0, keys.WALL_S: 1.0,
-        keys.REASON: status, "steps": int(steps), "examples": int(steps * batch),
-        "effective_lr": lr / (1.0 - momentum),
+        columns.FINAL_LOSS: 0.29 if reached else 0.5, keys.B_SIMPLE: 100.0, keys.WALL_S: 1.0,
+        keys.REASON: status, columns.STEPS: int(steps), keys.EXAMPLES: int(steps * batch),
+        columns.EFFECTIVE_LR: lr / (1.0 - momentum),
     }  # fmt: skip
 
 
@@ -65,9 +67,9 @@ def _curve(trial_id: str, batch: int, steps: float) -> list[dict[str, Any]]:
         g2 = 1.0 / (1.0 + step)
         rows.append(
             {
-                "trial_id": trial_id, keys.STEP: step, keys.EXAMPLES: step * batch,
+                columns.TRIAL_ID: trial_id, keys.STEP: step, keys.EXAMPLES: step * batch,
                 keys.LOSS: 1.0 / (1.0 + step / 50.0), keys.LR: 0.1, keys.B_SIMPLE: b_simple,
-                keys.G2: g2, keys.TRACE_SIGMA: b_simple * g2, "true_b_simple": 1.5 * b_simple,
+                keys.G2: g2, keys.TRACE_SIGMA: b_simple * g2, TRUE_B_SIMPLE: 1.5 * b_simple,
             }
         )  # fmt: skip
     return rows
@@ -89,7 +91,7 @@ def _sweep(batches: list[int], statuses: dict[float, str] | None = None) -> Tabl
         trials.append(_trial(trial_id, status, batch, lr, steps))
         curves += _curve(trial_id, batch, steps)
     trial_table = pd.DataFrame(trials, columns=TRIAL_COLUMNS)
-    curve_table = pd.DataFrame(curves, columns=[*CURVE_COLUMNS, "true_b_simple"])
+    curve_table = pd.DataFrame(curves, columns=[*CURVE_COLUMNS, TRUE_B_SIMPLE])
     front = front_table(trial_table)
     return Tables(
         trial_table, curve_table, front, summarize(trial_table, curve_table, front, TARGET)
@@ -99,7 +101,7 @@ def _sweep(batches: list[int], statuses: dict[float, str] | None = None) -> Tabl
 def _none_summary(tables: Tables) -> Tables:
     """The same tables with every fitted summary value None (as summary.json writes NaN)."""
     summary = dict.fromkeys(tables.summary, None)
-    summary["target"] = TARGET
+    summary[columns.TARGET] = TARGET
     return Tables(tables.trials, tables.curves, tables.front, summary)
 
 
@@ -131,8 +133,8 @@ def test_plot_paths_names_three_pngs(tmp_path: Path) -> None:
 def test_exact_hyperbola_sweep(tmp_path: Path) -> None:
     tables = _sweep(BATCHES)
     s = tables.summary
-    assert s["b_crit"] == pytest.approx(B_CRIT, rel=1e-4)  # the synthetic data is exact
-    assert s["b_noise"] == pytest.approx(B_NOISE, rel=1e-3)
+    assert s[columns.B_CRIT] == pytest.approx(B_CRIT, rel=1e-4)  # the synthetic data is exact
+    assert s[keys.B_NOISE] == pytest.approx(B_NOISE, rel=1e-3)
 
     out = tmp_path / "plots"
     _assert_pngs(write_plots(tables, out), out)
@@ -142,13 +144,13 @@ def test_exact_hyperbola_sweep(tmp_path: Path) -> None:
         line for line in pareto.axes[0].get_lines() if str(line.get_label()).startswith("$B_{crit}")
     )
     np.testing.assert_allclose(
-        [star.get_xdata()[0], star.get_ydata()[0]], [2 * s["e_min"], 2 * s["s_min"]]
+        [star.get_xdata()[0], star.get_ydata()[0]], [2 * s[columns.E_MIN], 2 * s[columns.S_MIN]]
     )
     fit = next(line for line in pareto.axes[0].get_lines() if "fit" in str(line.get_label()))
     # the fitted curve passes through every front point (they lie on it exactly)
     x, y = np.asarray(fit.get_xdata(), float), np.asarray(fit.get_ydata(), float)
-    on_curve = np.interp(np.log(tables.front["examples"]), np.log(x), np.log(y))
-    np.testing.assert_allclose(on_curve, np.log(tables.front["steps"]), atol=1e-3)
+    on_curve = np.interp(np.log(tables.front[keys.EXAMPLES]), np.log(x), np.log(y))
+    np.testing.assert_allclose(on_curve, np.log(tables.front[columns.STEPS]), atol=1e-3)
     assert any("S_{min}" in label and "64" in label for label in _labels(pareto))
     assert any("E_{min}" in label and "16,384" in label for label in _labels(pareto))
     assert "loss ≤ 0.3" in pareto.axes[0].get_title()
@@ -167,7 +169,7 @@ def test_exact_hyperbola_sweep(tmp_path: Path) -> None:
 def test_empty_front_writes_figures_with_a_note(tmp_path: Path) -> None:
     statuses = {f: keys.EXHAUSTED for f in LR_FACTORS} | {4.0: keys.DIVERGED, 0.25: keys.PRUNED}
     tables = _sweep(BATCHES[:3], statuses)
-    assert tables.front.empty and tables.summary["b_crit"] is None
+    assert tables.front.empty and tables.summary[columns.B_CRIT] is None
 
     _assert_pngs(write_plots(tables, tmp_path), tmp_path)
     assert NO_TARGET_NOTE in _texts(pareto_front_figure(tables))
@@ -186,7 +188,7 @@ def test_no_trials_at_all(tmp_path: Path) -> None:
 
 def test_single_batch_size(tmp_path: Path) -> None:
     tables = _sweep([256])
-    assert len(tables.front) == 1 and tables.summary["b_crit"] is None
+    assert len(tables.front) == 1 and tables.summary[columns.B_CRIT] is None
     _assert_pngs(write_plots(tables, tmp_path), tmp_path)
     assert not any("fit" in label for label in _labels(pareto_front_figure(tables)))
 
@@ -196,7 +198,7 @@ def test_none_summary_values_and_nans(tmp_path: Path) -> None:
     tables.trials.loc[0, keys.LR] = math.nan  # an lr that cannot be drawn
     tables.trials.loc[1, keys.MOMENTUM] = 1.0  # no effective lr
     tables.curves.loc[tables.curves.index[::3], keys.B_SIMPLE] = math.nan
-    tables.curves.loc[tables.curves.index[1::5], "true_b_simple"] = -1.0  # not on a log axis
+    tables.curves.loc[tables.curves.index[1::5], TRUE_B_SIMPLE] = -1.0  # not on a log axis
     curves = tables.curves.drop(columns=[keys.TRACE_SIGMA])
     tables = Tables(tables.trials, curves, tables.front, tables.summary)
     _assert_pngs(write_plots(tables, tmp_path), tmp_path)
@@ -206,7 +208,7 @@ def test_none_summary_values_and_nans(tmp_path: Path) -> None:
 def test_round_trip_through_results_files(tmp_path: Path) -> None:
     """What read_tables gives back (CSV front, JSON summary with None) plots the same."""
     tables = _sweep(BATCHES, {4.0: keys.DIVERGED, 0.25: keys.PRUNED})
-    tables.summary["b_crit_interval"] = [math.nan, 250.0]  # written as null
+    tables.summary[columns.B_CRIT_INTERVAL] = [math.nan, 250.0]  # written as null
     write_tables(tmp_path, tables)
     out = tmp_path / "results" / "plots"
     paths = write_plots(read_tables(tmp_path), out)

@@ -19,9 +19,12 @@ import pytest
 
 from trainables import keys
 from tuner import theory
+from tuner.results import columns
 from tuner.results.tables import (
     CURVE_COLUMNS,
+    FRONT_COLUMNS,
     REPORTS_CACHE,
+    TRIAL_COLUMNS,
     Tables,
     _cached_reports,
     _per_row,
@@ -145,7 +148,7 @@ def test_reports_of_several_trials(tmp_path: Path) -> None:
             },
         )
     )
-    assert len(built.curves) == 12 and set(built.trials["status"]) == {
+    assert len(built.curves) == 12 and set(built.trials[columns.STATUS]) == {
         keys.REACHED, keys.EXHAUSTED, keys.PRUNED, keys.DIVERGED,
     }  # fmt: skip
 
@@ -161,7 +164,7 @@ def test_a_restarted_trial_keeps_its_last_run(tmp_path: Path) -> None:
             },
         )
     )
-    by_trial = built.curves.groupby("trial_id")[keys.STEP].apply(list).to_dict()
+    by_trial = built.curves.groupby(columns.TRIAL_ID)[keys.STEP].apply(list).to_dict()
     assert by_trial == {"a": [0, 10, 20, 30, 40], "b": [0, 10, 20], "c": [0, 10]}
 
 
@@ -219,7 +222,7 @@ def test_a_cache_is_read_only_while_its_result_file_is_unchanged(tmp_path: Path)
     with (run / "trial_b" / "result.json").open("a") as handle:
         handle.write(json.dumps(finished(20)) + "\n")
     built = assert_same_tables(run)
-    assert set(built.trials["status"]) == {keys.REACHED}
+    assert set(built.trials[columns.STATUS]) == {keys.REACHED}
     assert list(built.curves[keys.STEP]) == [0, 10, 20, 0, 10, 20]
     # A cache cut short (copied mid-write, a full disk) or not Arrow is parsed around.
     cache = run / "trial_a" / REPORTS_CACHE
@@ -260,10 +263,10 @@ def test_pooled_at_target_is_the_merge_it_replaces(tmp_path: Path) -> None:
     )
     tables = build_tables(run, TARGET)
     trials, curves = tables.trials, tables.curves
-    reached = trials[trials["status"] == keys.REACHED]
+    reached = trials[trials[columns.STATUS] == keys.REACHED]
     assert len(reached) >= 3
     merged = curves.merge(
-        reached[["trial_id", keys.BATCH_SIZE, keys.STEPS_TO_TARGET]], on="trial_id"
+        reached[[columns.TRIAL_ID, keys.BATCH_SIZE, keys.STEPS_TO_TARGET]], on=columns.TRIAL_ID
     )  # the former implementation
     merged = merged[merged[keys.STEP] == merged[keys.STEPS_TO_TARGET]]
     for column, reference in [(keys.B_SIMPLE, None), (keys.B_NOISE, None), (keys.EPS_MAX, 50.0)]:
@@ -282,3 +285,36 @@ def test_tables_read_back_without_the_curves(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(light.trials, full.trials)
     for fmt, table in [("csv", "trials"), ("json", "front"), ("markdown", "summary")]:
         assert export(light, fmt, table, None) == export(full, fmt, table, None)
+
+
+def test_the_column_and_field_names_are_the_public_contract(tmp_path: Path) -> None:
+    """The files in results/ are read by users' own code: their column names and the
+    summary's fields are written out here on purpose, literally, so that renaming one of
+    them (in trainables.keys or tuner.results.columns) fails this test."""
+    trials = [
+        "trial_id", "status", "batch_size", "lr", "momentum", "warmup_steps",
+        "steps_to_target", "examples_to_target", "final_loss", "b_simple", "wall_s",
+        "reason", "steps", "examples", "effective_lr", "seed", "steps_to_target_interp",
+        "examples_to_target_interp",
+    ]  # fmt: skip
+    curves = ["trial_id", "step", "examples", "loss", "lr", "b_simple", "g2", "trace_sigma"]
+    front = [
+        "batch_size", "steps", "examples", "trial_id", "lr", "momentum", "warmup_steps",
+        "pareto", "steps_interp", "examples_interp", "seeds_reached", "seeds", "steps_lo",
+        "steps_hi",
+    ]  # fmt: skip
+    summary = [
+        "target", "optimizer", "s_min", "e_min", "b_crit", "b_crit_interval", "b_crit_kind",
+        "b_crit_note", "b_crit_interval_covers", "fit_rms_log", "fit_points", "fit_note",
+        "resolution_note", "b_simple", "b_noise", "eps_max", "b_noise_source", "lr_law",
+        "lr_note", "n_trials", "n_reached", "n_pruned", "n_diverged", "n_exhausted",
+        "n_stalled", "n_error", "n_unfinished", "seeds", "total_examples",
+    ]  # fmt: skip
+    assert (trials, curves, front) == (TRIAL_COLUMNS, CURVE_COLUMNS, FRONT_COLUMNS)
+    run = write_run(tmp_path, {"a": [*steps(0, 10), finished(20)], "b": steps(0, 10)})
+    out = write_tables(run, build_tables(run, TARGET))
+    assert (out / "trials.csv").read_text().splitlines()[0].split(",") == trials
+    assert list(pd.read_parquet(out / "trials.parquet").columns) == trials
+    assert list(pd.read_parquet(out / "curves.parquet").columns) == curves
+    assert (out / "front.csv").read_text().splitlines()[0].split(",") == front
+    assert list(json.loads((out / "summary.json").read_text())) == summary

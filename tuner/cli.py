@@ -75,38 +75,41 @@ def _fmt(value: Any, digits: int = 4) -> str:
 def _print_outcome(outcome: Any) -> None:
     from tabulate import tabulate
 
+    from trainables import keys
+    from tuner.results import columns
     from tuner.results.tables import b_crit_text, target_text
 
     tables = outcome.tables
     trials, front, summary = tables.trials, tables.front, tables.summary
-    best = {int(row.batch_size): row for row in front.itertuples()}
+    best = {int(row[keys.BATCH_SIZE]): row for row in front.to_dict("records")}
     rows = []
-    for batch_size in sorted(trials["batch_size"].unique()):
-        at_b = trials[trials["batch_size"] == batch_size]
+    for batch_size in sorted(trials[keys.BATCH_SIZE].unique()):
+        at_b = trials[trials[keys.BATCH_SIZE] == batch_size]
         row = best.get(int(batch_size))
         rows.append(
             [
                 int(batch_size),
                 len(at_b),
-                int((at_b["status"] == "reached").sum()),
-                row.steps if row is not None else "-",
-                f"{row.examples:,}" if row is not None else "-",
-                _fmt(row.lr) if row is not None else "-",
-                _fmt(row.momentum) if row is not None else "-",
+                int((at_b[columns.STATUS] == keys.REACHED).sum()),
+                row[columns.STEPS] if row is not None else "-",
+                f"{row[keys.EXAMPLES]:,}" if row is not None else "-",
+                _fmt(row[keys.LR]) if row is not None else "-",
+                _fmt(row[keys.MOMENTUM]) if row is not None else "-",
             ]
         )
-    seeds = summary.get("seeds", 1)
+    seeds = summary.get(columns.SEEDS, 1)
     per = " (median over seeds)" if seeds > 1 else ""
-    click.echo(f"\nBest steps to {target_text(summary['target'])} per batch size{per}:")
+    click.echo(f"\nBest steps to {target_text(summary[columns.TARGET])} per batch size{per}:")
     headers = ["batch", "trials", "reached", "steps", "examples", "lr", "momentum"]
     click.echo(tabulate(rows, headers=headers, tablefmt="simple"))
     click.echo(
-        f"\nB_crit {b_crit_text(summary)}\nS_min {_fmt(summary.get('s_min'), 3)}  "
-        f"E_min {_fmt(summary.get('e_min'), 3)}  B_simple {_fmt(summary.get('b_simple'), 3)}  "
-        f"examples spent {summary['total_examples']:,}"
+        f"\nB_crit {b_crit_text(summary)}\nS_min {_fmt(summary.get(columns.S_MIN), 3)}  "
+        f"E_min {_fmt(summary.get(columns.E_MIN), 3)}  "
+        f"B_simple {_fmt(summary.get(keys.B_SIMPLE), 3)}  "
+        f"examples spent {summary[columns.TOTAL_EXAMPLES]:,}"
     )
-    notes = ["fit_note", "resolution_note", "lr_note"]
-    notes += ["lr_law"] if summary.get("optimizer") != "sgd" else []
+    notes = [columns.FIT_NOTE, columns.RESOLUTION_NOTE, columns.LR_NOTE]
+    notes += [columns.LR_LAW] if summary.get(columns.OPTIMIZER) != "sgd" else []
     for note in notes:
         if summary.get(note):
             click.echo(f"note: {summary[note]}")
@@ -122,10 +125,13 @@ def _print_outcome(outcome: Any) -> None:
 
 def _print_errors(outcome: Any) -> None:
     """Each distinct error of the errored trials once, with where its traceback is."""
+    from tuner.results import columns
+
     if not outcome.errors:
         return
     n_error = sum(group.count for group in outcome.errors)
-    lines = [f"{n_error} of {outcome.tables.summary['n_trials']} trials raised an error:"]
+    n_trials = outcome.tables.summary[columns.N_TRIALS]
+    lines = [f"{n_error} of {n_trials} trials raised an error:"]
     for group in outcome.errors:
         lines.append(f"  {group.count} x {group.message}")
         lines.append(f"      traceback: {outcome.location.join(group.traceback)}")

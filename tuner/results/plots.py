@@ -32,6 +32,7 @@ from matplotlib.ticker import (
 
 from trainables import keys
 from tuner import theory
+from tuner.results import columns
 from tuner.results.tables import UNFINISHED, Tables, target_text
 
 __all__ = [
@@ -109,23 +110,24 @@ def pareto_front_figure(tables: Tables) -> Figure:
         ys += reached[keys.STEPS_TO_TARGET].tolist()
     if not front.empty:
         ax.plot(
-            front["examples"], front["steps"], "-o", color="tab:blue", markersize=5, lw=1.2,
-            label="best trial per batch size",
+            front[keys.EXAMPLES], front[columns.STEPS], "-o", color="tab:blue", markersize=5,
+            lw=1.2, label="best trial per batch size",
         )  # fmt: skip
-        pareto = front[front["pareto"]]
+        pareto = front[front[columns.PARETO]]
         ax.scatter(
-            pareto["examples"], pareto["steps"], s=70, facecolors="none",
+            pareto[keys.EXAMPLES], pareto[columns.STEPS], s=70, facecolors="none",
             edgecolors="black", linewidths=1.2, zorder=4, label="Pareto-optimal",
         )  # fmt: skip
         for _, row in front.iterrows():
             ax.annotate(
-                f"B={int(row[keys.BATCH_SIZE])}", (row["examples"], row["steps"]),
+                f"B={int(row[keys.BATCH_SIZE])}", (row[keys.EXAMPLES], row[columns.STEPS]),
                 xytext=(6, -4), textcoords="offset points", fontsize=8, va="top",
             )  # fmt: skip
-        xs += front["examples"].tolist()
-        ys += front["steps"].tolist()
+        xs += front[keys.EXAMPLES].tolist()
+        ys += front[columns.STEPS].tolist()
 
-    s_min, b_crit, e_min = _num(s, "s_min"), _num(s, "b_crit"), _num(s, "e_min")
+    s_min, b_crit = _num(s, columns.S_MIN), _num(s, columns.B_CRIT)
+    e_min = _num(s, columns.E_MIN)
     if s_min is not None and s_min > 0 and b_crit is not None and b_crit >= 0:
         if e_min is None:
             e_min = s_min * b_crit
@@ -153,7 +155,7 @@ def pareto_front_figure(tables: Tables) -> Figure:
             xs += [e_min, 2 * e_min]
         ys += [s_min, 2 * s_min]
 
-    note = s.get("b_crit_note")
+    note = s.get(columns.B_CRIT_NOTE)
     if not front.empty and b_crit is None and note:  # in the legend: why no B_crit
         ax.plot([], [], " ", label=textwrap.fill(f"$B_{{crit}}$: {note}", NOTE_WIDTH))
     ax.set_xlabel("examples to target (E = B·S)")
@@ -173,11 +175,13 @@ def lr_vs_batch_figure(tables: Tables) -> Figure:
     fig, ax = _new_figure()
     s = tables.summary
     trials = tables.trials
-    sgd = s.get("optimizer", "sgd") == "sgd"
+    sgd = s.get(columns.OPTIMIZER, "sgd") == "sgd"
     rate = _effective_lr if sgd else (lambda frame: _col(frame, keys.LR))
     effective = rate(trials)
     batch = _col(trials, keys.BATCH_SIZE)
-    status = trials["status"].astype(str) if "status" in trials else pd.Series(dtype=str)
+    status = (
+        trials[columns.STATUS].astype(str) if columns.STATUS in trials else pd.Series(dtype=str)
+    )
     ok = np.isfinite(effective) & (effective > 0) & np.isfinite(batch) & (batch > 0)
     xs: list[float] = batch[ok].tolist()
     ys: list[float] = effective[ok].tolist()
@@ -206,13 +210,14 @@ def lr_vs_batch_figure(tables: Tables) -> Figure:
                 markerfacecolor="gold", lw=1.2, zorder=4, label="best lr per batch size (front)",
             )  # fmt: skip
 
-    eps_max, b_noise = _num(s, "eps_max"), _num(s, "b_noise")
+    eps_max, b_noise = _num(s, keys.EPS_MAX), _num(s, keys.B_NOISE)
+    optimizer = s.get(columns.OPTIMIZER)
     if not sgd:
-        ax.plot([], [], " ", label=f"no eps_opt(B) law drawn: an SGD law, not for {s['optimizer']}")
+        ax.plot([], [], " ", label=f"no eps_opt(B) law drawn: an SGD law, not for {optimizer}")
     elif eps_max is not None and eps_max > 0 and b_noise is not None and b_noise >= 0:
         b_grid = _wide_b_grid([*xs, b_noise] if b_noise > 0 else xs)
         curve = np.asarray(theory.eps_opt(b_grid, eps_max, b_noise), dtype=float)
-        source = s.get("b_noise_source") or "source unknown"
+        source = s.get(columns.B_NOISE_SOURCE) or "source unknown"
         ax.plot(
             b_grid, curve, color="tab:green", lw=1.5, zorder=2,
             label=(
@@ -229,7 +234,7 @@ def lr_vs_batch_figure(tables: Tables) -> Figure:
         ys.append(eps_max)
 
     ax.set_xlabel("batch size B (examples per step)")
-    ax.set_ylabel("effective lr  lr/(1 − momentum)" if sgd else f"lr ({s['optimizer']})")
+    ax.set_ylabel("effective lr  lr/(1 − momentum)" if sgd else f"lr ({optimizer})")
     ax.set_title(f"Learning rate vs batch size ({_target(s)})", fontsize=11)
     if not xs:
         _note(ax, "no trials")
@@ -254,11 +259,11 @@ def noise_scale_figure(tables: Tables) -> Figure:
     xs: list[float] = []
     ys: list[float] = []
     has_truth = TRUE_B_SIMPLE in curves.columns
-    if not front.empty and not curves.empty and "trial_id" in curves:
+    if not front.empty and not curves.empty and columns.TRIAL_ID in curves:
         sizes = front[keys.BATCH_SIZE].to_numpy(float)
         colour_of = _batch_colours(sizes)
         for _, row in front.iterrows():
-            trial = curves[curves["trial_id"].astype(str) == str(row["trial_id"])]
+            trial = curves[curves[columns.TRIAL_ID].astype(str) == str(row[columns.TRIAL_ID])]
             trial = trial.sort_values(keys.EXAMPLES) if keys.EXAMPLES in trial else trial
             colour = colour_of(float(row[keys.BATCH_SIZE]))
             label = f"B={int(row[keys.BATCH_SIZE])}"
@@ -279,7 +284,7 @@ def noise_scale_figure(tables: Tables) -> Figure:
         if drawn and has_truth:
             ax.plot([], [], "-", color="gray", label="measured (EMA)")
             ax.plot([], [], "--", color="gray", label="true (workload)")
-    b_simple, b_crit = _num(s, "b_simple"), _num(s, "b_crit")
+    b_simple, b_crit = _num(s, keys.B_SIMPLE), _num(s, columns.B_CRIT)
     if drawn and b_crit is not None and b_crit > 0:
         ax.axhline(b_crit, color="black", ls=":", lw=1, label=f"$B_{{crit}}$ = {_fmt(b_crit)}")
         ys.append(b_crit)
@@ -341,7 +346,7 @@ def _fmt(value: float) -> str:
 
 
 def _interval(summary: dict[str, Any]) -> str:
-    interval = summary.get("b_crit_interval")
+    interval = summary.get(columns.B_CRIT_INTERVAL)
     if not isinstance(interval, (list, tuple)) or len(interval) != 2:
         return ""
     low, high = _num({"v": interval[0]}, "v"), _num({"v": interval[1]}, "v")
@@ -351,7 +356,7 @@ def _interval(summary: dict[str, Any]) -> str:
 
 
 def _target(summary: dict[str, Any]) -> str:
-    target = summary.get("target")
+    target = summary.get(columns.TARGET)
     if isinstance(target, dict) and "metric" in target and "value" in target:
         try:
             text = target_text(target).replace("<=", "≤").replace(">=", "≥")
@@ -386,7 +391,7 @@ def _effective_lr(frame: pd.DataFrame) -> FloatArray:
 
 def _reached(trials: pd.DataFrame) -> pd.DataFrame:
     """Trials that reached the target with finite, positive steps and examples."""
-    needed = {"status", keys.STEPS_TO_TARGET, keys.EXAMPLES_TO_TARGET}
+    needed = {columns.STATUS, keys.STEPS_TO_TARGET, keys.EXAMPLES_TO_TARGET}
     if trials.empty or not needed <= set(trials.columns):
         return pd.DataFrame(columns=[keys.STEPS_TO_TARGET, keys.EXAMPLES_TO_TARGET])
     steps, examples = _col(trials, keys.STEPS_TO_TARGET), _col(trials, keys.EXAMPLES_TO_TARGET)
@@ -396,7 +401,7 @@ def _reached(trials: pd.DataFrame) -> pd.DataFrame:
         examples = np.where(
             np.isfinite(interp), _col(trials, keys.EXAMPLES_TO_TARGET_INTERP), examples
         )
-    mask = (trials["status"] == keys.REACHED).to_numpy() & (steps > 0) & (examples > 0)
+    mask = (trials[columns.STATUS] == keys.REACHED).to_numpy() & (steps > 0) & (examples > 0)
     return pd.DataFrame(
         {keys.STEPS_TO_TARGET: steps[mask], keys.EXAMPLES_TO_TARGET: examples[mask]}
     )
@@ -406,12 +411,15 @@ def _clean_front(front: pd.DataFrame) -> pd.DataFrame:
     """The front's rows with finite, positive B, steps and examples, sorted by B; the
     steps and examples interpolated between evaluations where the front has them (what
     the fit and the Pareto flag use)."""
-    needed = {keys.BATCH_SIZE, "steps", "examples"}
+    needed = {keys.BATCH_SIZE, columns.STEPS, keys.EXAMPLES}
     if front.empty or not needed <= set(front.columns):
-        return pd.DataFrame(columns=[*needed, "trial_id", keys.LR, keys.MOMENTUM, "pareto"])
+        return pd.DataFrame(
+            columns=[*needed, columns.TRIAL_ID, keys.LR, keys.MOMENTUM, columns.PARETO]
+        )
     out = front.copy()
-    if "steps_interp" in out and out["steps_interp"].notna().all():
-        out["steps"], out["examples"] = out["steps_interp"], out["examples_interp"]
+    if columns.STEPS_INTERP in out and out[columns.STEPS_INTERP].notna().all():
+        out[columns.STEPS] = out[columns.STEPS_INTERP]
+        out[keys.EXAMPLES] = out[columns.EXAMPLES_INTERP]
     for column in needed:
         out[column] = pd.to_numeric(out[column], errors="coerce")
     good = np.ones(len(out), dtype=bool)
@@ -419,11 +427,12 @@ def _clean_front(front: pd.DataFrame) -> pd.DataFrame:
         values = out[column].to_numpy(dtype=float)
         good &= np.isfinite(values) & (values > 0)
     out = out[good]
-    if "pareto" not in out:
-        out["pareto"] = False
-    out["pareto"] = out["pareto"].fillna(False).astype(str).str.lower().isin(["true", "1"])
-    if "trial_id" not in out:
-        out["trial_id"] = ""
+    if columns.PARETO not in out:
+        out[columns.PARETO] = False
+    pareto = out[columns.PARETO].fillna(False).astype(str).str.lower()
+    out[columns.PARETO] = pareto.isin(["true", "1"])
+    if columns.TRIAL_ID not in out:
+        out[columns.TRIAL_ID] = ""
     return out.sort_values(keys.BATCH_SIZE).reset_index(drop=True)
 
 

@@ -18,6 +18,7 @@ import pyarrow as pa
 from trainables import keys
 from trainables.parts.judge import Target
 from tuner import theory
+from tuner.results import columns
 from tuner.results.tune_state import (
     ERROR_FILE,
     TUNE_ERROR,
@@ -32,23 +33,36 @@ REPORTS_CACHE = "noisetune_reports.arrow"  # in a trial directory (`cache_trial_
 _CACHE_SOURCE_BYTES = "noisetune.source_bytes"
 _CACHE_LAST = "noisetune.last_report"
 UNFINISHED = "unfinished"  # a trial an interrupted sweep has not finished yet
+# The summary's count of the trials of each status, in the summary's order.
+STATUS_COUNTS = {
+    keys.REACHED: columns.N_REACHED,
+    keys.PRUNED: columns.N_PRUNED,
+    keys.DIVERGED: columns.N_DIVERGED,
+    keys.EXHAUSTED: columns.N_EXHAUSTED,
+    keys.STALLED: columns.N_STALLED,
+    keys.ERROR: columns.N_ERROR,
+    UNFINISHED: columns.N_UNFINISHED,
+}
 
 TRIAL_COLUMNS = [
-    "trial_id", "status", keys.BATCH_SIZE, keys.LR, keys.MOMENTUM, keys.WARMUP_STEPS,
-    keys.STEPS_TO_TARGET, keys.EXAMPLES_TO_TARGET, "final_loss", keys.B_SIMPLE,
-    keys.WALL_S, keys.REASON, "steps", "examples", "effective_lr", keys.SEED,
-    keys.STEPS_TO_TARGET_INTERP, keys.EXAMPLES_TO_TARGET_INTERP,
+    columns.TRIAL_ID, columns.STATUS, keys.BATCH_SIZE, keys.LR, keys.MOMENTUM,
+    keys.WARMUP_STEPS, keys.STEPS_TO_TARGET, keys.EXAMPLES_TO_TARGET, columns.FINAL_LOSS,
+    keys.B_SIMPLE, keys.WALL_S, keys.REASON, columns.STEPS, keys.EXAMPLES,
+    columns.EFFECTIVE_LR, keys.SEED, keys.STEPS_TO_TARGET_INTERP,
+    keys.EXAMPLES_TO_TARGET_INTERP,
 ]  # fmt: skip
 # The order of the trials table: by configuration, then seed.
-TRIAL_ORDER = [keys.BATCH_SIZE, keys.LR, keys.MOMENTUM, keys.WARMUP_STEPS, keys.SEED, "trial_id"]
+TRIAL_ORDER = [
+    keys.BATCH_SIZE, keys.LR, keys.MOMENTUM, keys.WARMUP_STEPS, keys.SEED, columns.TRIAL_ID,
+]  # fmt: skip
 CURVE_COLUMNS = [
-    "trial_id", keys.STEP, keys.EXAMPLES, keys.LOSS, keys.LR, keys.B_SIMPLE, keys.G2,
+    columns.TRIAL_ID, keys.STEP, keys.EXAMPLES, keys.LOSS, keys.LR, keys.B_SIMPLE, keys.G2,
     keys.TRACE_SIGMA,
 ]  # fmt: skip
 FRONT_COLUMNS = [
-    keys.BATCH_SIZE, "steps", "examples", "trial_id", keys.LR, keys.MOMENTUM,
-    keys.WARMUP_STEPS, "pareto", "steps_interp", "examples_interp", "seeds_reached",
-    "seeds", "steps_lo", "steps_hi",
+    keys.BATCH_SIZE, columns.STEPS, keys.EXAMPLES, columns.TRIAL_ID, keys.LR, keys.MOMENTUM,
+    keys.WARMUP_STEPS, columns.PARETO, columns.STEPS_INTERP, columns.EXAMPLES_INTERP,
+    columns.SEEDS_REACHED, columns.SEEDS, columns.STEPS_LO, columns.STEPS_HI,
 ]  # fmt: skip
 # A front this coarse next to eval_every gets a note (steps round up to evaluations).
 COARSE_EVALUATIONS = 10
@@ -105,21 +119,21 @@ def _trial_row(
     momentum = float(config.get(keys.MOMENTUM, 0.0))
     lr = float(config.get(keys.LR, math.nan))
     return {
-        "trial_id": trial.trial_id,
-        "status": status,
+        columns.TRIAL_ID: trial.trial_id,
+        columns.STATUS: status,
         keys.BATCH_SIZE: int(config.get(keys.BATCH_SIZE, 0)),
         keys.LR: lr,
         keys.MOMENTUM: momentum,
         keys.WARMUP_STEPS: int(config.get(keys.WARMUP_STEPS, 0)),
         keys.STEPS_TO_TARGET: last.get(keys.STEPS_TO_TARGET, math.nan),
         keys.EXAMPLES_TO_TARGET: last.get(keys.EXAMPLES_TO_TARGET, math.nan),
-        "final_loss": last.get(keys.LOSS, math.nan),
+        columns.FINAL_LOSS: last.get(keys.LOSS, math.nan),
         keys.B_SIMPLE: last.get(keys.B_SIMPLE, math.nan),
         keys.WALL_S: last.get(keys.WALL_S, math.nan),
         keys.REASON: reason,
-        "steps": last.get(keys.STEP, 0),
-        "examples": last.get(keys.EXAMPLES, 0),
-        "effective_lr": lr / (1.0 - momentum) if momentum < 1 else math.nan,
+        columns.STEPS: last.get(keys.STEP, 0),
+        keys.EXAMPLES: last.get(keys.EXAMPLES, 0),
+        columns.EFFECTIVE_LR: lr / (1.0 - momentum) if momentum < 1 else math.nan,
         keys.SEED: int(config.get(keys.SEED, 0)),
         keys.STEPS_TO_TARGET_INTERP: last.get(keys.STEPS_TO_TARGET_INTERP, math.nan),
         keys.EXAMPLES_TO_TARGET_INTERP: last.get(keys.EXAMPLES_TO_TARGET_INTERP, math.nan),
@@ -146,7 +160,7 @@ def last_run(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _curve_rows(trial: TuneTrial) -> list[dict[str, Any]]:
     rows = []
     for result in last_run(trial.results):
-        row: dict[str, Any] = {"trial_id": trial.trial_id}
+        row: dict[str, Any] = {columns.TRIAL_ID: trial.trial_id}
         for name, value in result.items():
             if not _bookkeeping(name) and isinstance(value, (int, float)):
                 row[name] = value
@@ -330,7 +344,7 @@ def _read_reports(trials: list[TuneTrial]) -> tuple[list[dict[str, Any]], pd.Dat
     combined = combined.select(CURVE_COLUMNS[1:] + extra)
     # Each trial's id repeated over its rows, taken in Arrow (strings never become objects).
     rows_of = pa.array(np.repeat(np.arange(len(ids)), counts))
-    combined = combined.add_column(0, "trial_id", pa.array(ids, pa.string()).take(rows_of))
+    combined = combined.add_column(0, columns.TRIAL_ID, pa.array(ids, pa.string()).take(rows_of))
     return lasts, combined.to_pandas()
 
 
@@ -353,9 +367,11 @@ def _seeds(trials: pd.DataFrame) -> pd.Series:
 def seed_leaders(trials: pd.DataFrame) -> pd.DataFrame:
     """Per (batch size, seed) the trial that reached the target in the fewest steps
     (interpolated; ties: evaluation steps, then trial id)."""
-    reached = trials[trials["status"] == keys.REACHED]
+    reached = trials[trials[columns.STATUS] == keys.REACHED]
     reached = reached.assign(**{"_interp": _interp_steps(reached), keys.SEED: _seeds(reached)})
-    ordered = reached.sort_values(["_interp", keys.STEPS_TO_TARGET, "trial_id"], kind="stable")
+    ordered = reached.sort_values(
+        ["_interp", keys.STEPS_TO_TARGET, columns.TRIAL_ID], kind="stable"
+    )
     return ordered.groupby([keys.BATCH_SIZE, keys.SEED]).head(1).drop(columns="_interp")
 
 
@@ -383,25 +399,26 @@ def front_table(trials: pd.DataFrame) -> pd.DataFrame:
         rows.append(
             {
                 keys.BATCH_SIZE: int(batch_size),
-                "steps": round(float(np.median(steps))),
-                "examples": round(float(np.median(steps))) * int(batch_size),
-                "trial_id": middle["trial_id"],
+                columns.STEPS: round(float(np.median(steps))),
+                keys.EXAMPLES: round(float(np.median(steps))) * int(batch_size),
+                columns.TRIAL_ID: middle[columns.TRIAL_ID],
                 keys.LR: middle[keys.LR],
                 keys.MOMENTUM: middle[keys.MOMENTUM],
                 keys.WARMUP_STEPS: middle[keys.WARMUP_STEPS],
-                "steps_interp": median,
-                "examples_interp": median * int(batch_size),
-                "seeds_reached": len(group),
-                "seeds": n_seeds,
-                "steps_lo": float(interp.min()),
-                "steps_hi": float(padded.max()),
+                columns.STEPS_INTERP: median,
+                columns.EXAMPLES_INTERP: median * int(batch_size),
+                columns.SEEDS_REACHED: len(group),
+                columns.SEEDS: n_seeds,
+                columns.STEPS_LO: float(interp.min()),
+                columns.STEPS_HI: float(padded.max()),
             }
         )
     if not rows:
         return pd.DataFrame(columns=FRONT_COLUMNS)
     front = pd.DataFrame(rows).sort_values(keys.BATCH_SIZE)
-    front["pareto"] = theory.pareto_mask(
-        front["steps_interp"].to_numpy(float), front["examples_interp"].to_numpy(float)
+    front[columns.PARETO] = theory.pareto_mask(
+        front[columns.STEPS_INTERP].to_numpy(float),
+        front[columns.EXAMPLES_INTERP].to_numpy(float),
     )
     return front[FRONT_COLUMNS].reset_index(drop=True)
 
@@ -424,13 +441,14 @@ def _rows_at_target(trials: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame 
 
     A lookup per row instead of a merge, which copied every curve row of those trials.
     """
-    reached = trials[trials["status"] == keys.REACHED]
+    reached = trials[trials[columns.STATUS] == keys.REACHED]
     if reached.empty or curves.empty:
         return None
-    by_id = reached.set_index("trial_id")
-    target_steps = _per_row(curves["trial_id"], by_id[keys.STEPS_TO_TARGET].astype(float))
+    by_id = reached.set_index(columns.TRIAL_ID)
+    target_steps = _per_row(curves[columns.TRIAL_ID], by_id[keys.STEPS_TO_TARGET].astype(float))
     at_target = curves[curves[keys.STEP].to_numpy() == target_steps]
-    return at_target.assign(**{keys.BATCH_SIZE: at_target["trial_id"].map(by_id[keys.BATCH_SIZE])})
+    batch_sizes = at_target[columns.TRIAL_ID].map(by_id[keys.BATCH_SIZE])
+    return at_target.assign(**{keys.BATCH_SIZE: batch_sizes})
 
 
 def _per_row(ids: pd.Series, values: pd.Series) -> np.ndarray:
@@ -461,53 +479,48 @@ def summarize(
 ) -> dict[str, Any]:
     """summary.json: the trade-off fit of the front and what it finds, noise scales, and
     sweep totals."""
-    status = trials["status"]
+    status = trials[columns.STATUS]
     summary: dict[str, Any] = {
-        "target": target, "optimizer": optimizer,
-        "s_min": None, "e_min": None, "b_crit": None, "b_crit_interval": None,
-        "b_crit_kind": None, "b_crit_note": None, "b_crit_interval_covers": None,
-        "fit_rms_log": None, "fit_points": 0, "fit_note": None, "resolution_note": None,
-        "b_simple": None, "b_noise": None, "eps_max": None, "b_noise_source": None,
-        "lr_law": None, "lr_note": None,
-        "n_trials": len(trials),
-        "n_reached": int((status == keys.REACHED).sum()),
-        "n_pruned": int((status == keys.PRUNED).sum()),
-        "n_diverged": int((status == keys.DIVERGED).sum()),
-        "n_exhausted": int((status == keys.EXHAUSTED).sum()),
-        "n_stalled": int((status == keys.STALLED).sum()),
-        "n_error": int((status == keys.ERROR).sum()),
-        "n_unfinished": int((status == UNFINISHED).sum()),
-        "seeds": int(_seeds(trials).nunique()),
-        "total_examples": int(trials["examples"].sum()),
+        columns.TARGET: target, columns.OPTIMIZER: optimizer,
+        columns.S_MIN: None, columns.E_MIN: None, columns.B_CRIT: None,
+        columns.B_CRIT_INTERVAL: None, columns.B_CRIT_KIND: None, columns.B_CRIT_NOTE: None,
+        columns.B_CRIT_INTERVAL_COVERS: None, columns.FIT_RMS_LOG: None,
+        columns.FIT_POINTS: 0, columns.FIT_NOTE: None, columns.RESOLUTION_NOTE: None,
+        keys.B_SIMPLE: None, keys.B_NOISE: None, keys.EPS_MAX: None,
+        columns.B_NOISE_SOURCE: None, columns.LR_LAW: None, columns.LR_NOTE: None,
+        columns.N_TRIALS: len(trials),
+        **{count: int((status == name).sum()) for name, count in STATUS_COUNTS.items()},
+        columns.SEEDS: int(_seeds(trials).nunique()),
+        columns.TOTAL_EXAMPLES: int(trials[keys.EXAMPLES].sum()),
     }  # fmt: skip
     at_target = _rows_at_target(trials, curves)
     b_simple = _pooled(at_target, keys.B_SIMPLE)
-    summary["b_simple"] = b_simple if math.isfinite(b_simple) else None
-    _b_crit_summary(summary, front, summary["seeds"], eval_every)
-    summary["lr_note"] = _lr_edge_note(trials, front)
+    summary[keys.B_SIMPLE] = b_simple if math.isfinite(b_simple) else None
+    _b_crit_summary(summary, front, summary[columns.SEEDS], eval_every)
+    summary[columns.LR_NOTE] = _lr_edge_note(trials, front)
     if optimizer != "sgd":
-        summary["lr_law"] = (
+        summary[columns.LR_LAW] = (
             f"none: eps_opt(B) = eps_max/(1 + B_noise/B) is an SGD law, not shown for {optimizer}"
         )
         return summary
     b_noise = _pooled(at_target, keys.B_NOISE)
     eps_max = _pooled(at_target, keys.EPS_MAX, reference=b_noise)
-    trained = front[front["steps_interp"] > 0]  # a target met at step 0 says nothing of lr
+    trained = front[front[columns.STEPS_INTERP] > 0]  # a target met at step 0 says nothing of lr
     if math.isfinite(b_noise) and math.isfinite(eps_max):
-        summary.update(
-            b_noise=b_noise, eps_max=eps_max,
-            b_noise_source="measured (curvature), pooled at the target",
-        )  # fmt: skip
+        summary.update({
+            keys.B_NOISE: b_noise, keys.EPS_MAX: eps_max,
+            columns.B_NOISE_SOURCE: "measured (curvature), pooled at the target",
+        })  # fmt: skip
     elif trained[keys.BATCH_SIZE].nunique() >= 2:
         lr = trained[keys.LR].to_numpy(float)
         effective = lr / (1.0 - trained[keys.MOMENTUM].to_numpy(float))
         lr_fit = theory.fit_eps_opt(trained[keys.BATCH_SIZE].to_numpy(float), effective)
-        summary.update(
-            b_noise=lr_fit.b_noise, eps_max=lr_fit.eps_max,
-            b_noise_source="fitted to the best effective lr per batch size",
-        )  # fmt: skip
-    if summary["eps_max"] is not None:
-        summary["lr_law"] = "SGD: eps_opt(B) = eps_max/(1 + B_noise/B) on lr/(1-momentum)"
+        summary.update({
+            keys.B_NOISE: lr_fit.b_noise, keys.EPS_MAX: lr_fit.eps_max,
+            columns.B_NOISE_SOURCE: "fitted to the best effective lr per batch size",
+        })  # fmt: skip
+    if summary[keys.EPS_MAX] is not None:
+        summary[columns.LR_LAW] = "SGD: eps_opt(B) = eps_max/(1 + B_noise/B) on lr/(1-momentum)"
     return summary
 
 
@@ -515,14 +528,14 @@ def _lr_edge_note(trials: pd.DataFrame, front: pd.DataFrame) -> str | None:
     """Where a batch size's best lr is the largest or the smallest of 3 or more tried
     there: its best lr may lie beyond the range, and its steps be too many."""
     edges: dict[str, list[int]] = {"largest": [], "smallest": []}
-    for row in front.itertuples():
-        tried = trials.loc[trials[keys.BATCH_SIZE] == row.batch_size, keys.LR].unique()
+    for batch_size, lr in zip(front[keys.BATCH_SIZE], front[keys.LR], strict=True):
+        tried = trials.loc[trials[keys.BATCH_SIZE] == batch_size, keys.LR].unique()
         if len(tried) < 3:
             continue
-        if row.lr >= tried.max():
-            edges["largest"].append(int(row.batch_size))
-        elif row.lr <= tried.min():
-            edges["smallest"].append(int(row.batch_size))
+        if lr >= tried.max():
+            edges["largest"].append(int(batch_size))
+        elif lr <= tried.min():
+            edges["smallest"].append(int(batch_size))
     parts = [
         f"the {edge} lr tried at B={', '.join(map(str, sizes))}"
         for edge, sizes in edges.items()
@@ -546,36 +559,36 @@ def _b_crit_summary(
     kept out, and what the fit finds (`theory.b_crit_finding`): B_crit and its interval
     only when they are a finding, else a note saying why not."""
     if front.empty:
-        summary["b_crit_note"] = "no trial reached the target"
+        summary[columns.B_CRIT_NOTE] = "no trial reached the target"
         return
-    steps = front["steps_interp"].to_numpy(float)
+    steps = front[columns.STEPS_INTERP].to_numpy(float)
     at_zero = sorted(int(b) for b in front[keys.BATCH_SIZE][steps <= 0])
     if at_zero:
         sizes = ", ".join(map(str, at_zero))
-        summary["fit_note"] = (
+        summary[columns.FIT_NOTE] = (
             f"B={sizes}: the target was met at step 0 (before any training); kept out of the fit"
         )
     keep = steps > 0
     finding = theory.b_crit_finding(
         front[keys.BATCH_SIZE].to_numpy(float)[keep], steps[keep], seeds=seeds
     )
-    summary.update(
-        b_crit_kind=finding.kind, b_crit_note=finding.note,
-        b_crit_interval_covers=finding.covers, fit_points=finding.n_points,
-    )  # fmt: skip
+    summary.update({
+        columns.B_CRIT_KIND: finding.kind, columns.B_CRIT_NOTE: finding.note,
+        columns.B_CRIT_INTERVAL_COVERS: finding.covers, columns.FIT_POINTS: finding.n_points,
+    })  # fmt: skip
     fit = finding.fit
     if fit is not None and finding.kind not in ("too_few", "undetermined"):
-        summary["fit_rms_log"] = fit.rms_log
+        summary[columns.FIT_RMS_LOG] = fit.rms_log
         if finding.kind in ("inside", "below"):
-            summary["s_min"] = fit.s_min
+            summary[columns.S_MIN] = fit.s_min
         if finding.kind in ("inside", "beyond"):
-            summary["e_min"] = fit.e_min
+            summary[columns.E_MIN] = fit.e_min
     if finding.kind == "inside" and finding.interval is not None:
-        summary["b_crit"] = finding.b_crit
-        summary["b_crit_interval"] = list(finding.interval)
-    positive = front["steps_interp"][front["steps_interp"] > 0]
+        summary[columns.B_CRIT] = finding.b_crit
+        summary[columns.B_CRIT_INTERVAL] = list(finding.interval)
+    positive = front[columns.STEPS_INTERP][front[columns.STEPS_INTERP] > 0]
     if eval_every and len(positive) and positive.min() < COARSE_EVALUATIONS * eval_every:
-        summary["resolution_note"] = (
+        summary[columns.RESOLUTION_NOTE] = (
             f"the fewest steps on the front ({positive.min():.0f}) are under "
             f"{COARSE_EVALUATIONS} evaluation intervals (eval_every {eval_every}): steps to "
             "the target are interpolated between evaluations; a smaller eval_every measures "
@@ -604,37 +617,43 @@ def target_text(target: dict[str, Any]) -> str:
 
 def b_crit_text(summary: dict[str, Any]) -> str:
     """B_crit with its interval when it is a finding, else why there is none."""
-    interval = summary.get("b_crit_interval")
-    if summary.get("b_crit") is not None and interval:
-        return f"{_fmt(summary['b_crit'])} (90% interval {_fmt(interval[0])}-{_fmt(interval[1])})"
-    return str(summary.get("b_crit_note") or "n/a (no trial reached the target)")
+    interval = summary.get(columns.B_CRIT_INTERVAL)
+    b_crit = summary.get(columns.B_CRIT)
+    if b_crit is not None and interval:
+        return f"{_fmt(b_crit)} (90% interval {_fmt(interval[0])}-{_fmt(interval[1])})"
+    return str(summary.get(columns.B_CRIT_NOTE) or "n/a (no trial reached the target)")
 
 
 def summary_markdown(tables: Tables) -> str:
     """summary.md: the numbers, the front, and every trial."""
     s = tables.summary
     counts = ", ".join(
-        f"{s[f'n_{name}']} {name}"
-        for name in ("reached", "pruned", "diverged", "exhausted", "stalled", "error")
-        if s.get(f"n_{name}") is not None
-    ) + (f", {s['n_unfinished']} unfinished" if s["n_unfinished"] else "")
-    notes = [s.get(k) for k in ("fit_note", "resolution_note", "lr_note", "lr_law")]
+        f"{s[count]} {name}"
+        for name, count in STATUS_COUNTS.items()
+        if name != UNFINISHED and s.get(count) is not None
+    )
+    if s[columns.N_UNFINISHED]:
+        counts += f", {s[columns.N_UNFINISHED]} {UNFINISHED}"
+    note_fields = (columns.FIT_NOTE, columns.RESOLUTION_NOTE, columns.LR_NOTE, columns.LR_LAW)
+    notes = [s.get(k) for k in note_fields]
+    b_crit_ratio = _ratio(s[columns.B_CRIT], s[keys.B_SIMPLE])
     lines = [
-        f"# noisetune summary: target {target_text(s['target'])}",
+        f"# noisetune summary: target {target_text(s[columns.TARGET])}",
         "",
         "| quantity | value |",
         "|---|---|",
         f"| B_crit (fit of the front) | {b_crit_text(s)} |",
-        f"| what the interval covers | {s.get('b_crit_interval_covers') or 'n/a'} |",
-        f"| S_min (steps) | {_fmt(s['s_min'])} |",
-        f"| E_min (examples) | {_fmt(s['e_min'])} |",
-        f"| B_simple (measured, pooled at the target) | {_fmt(s['b_simple'])} |",
-        f"| B_crit / B_simple | {_fmt(_ratio(s['b_crit'], s['b_simple']))} |",
-        f"| B_noise ({s['b_noise_source'] or 'n/a'}) | {_fmt(s['b_noise'])} |",
-        f"| eps_max | {_fmt(s['eps_max'])} |",
-        f"| optimizer | {s.get('optimizer', 'sgd')} |",
-        f"| trials | {s['n_trials']} ({counts}) over {s.get('seeds', 1)} training seed(s) |",
-        f"| total examples (compute of the sweep) | {s['total_examples']:,} |",
+        f"| what the interval covers | {s.get(columns.B_CRIT_INTERVAL_COVERS) or 'n/a'} |",
+        f"| S_min (steps) | {_fmt(s[columns.S_MIN])} |",
+        f"| E_min (examples) | {_fmt(s[columns.E_MIN])} |",
+        f"| B_simple (measured, pooled at the target) | {_fmt(s[keys.B_SIMPLE])} |",
+        f"| B_crit / B_simple | {_fmt(b_crit_ratio)} |",
+        f"| B_noise ({s[columns.B_NOISE_SOURCE] or 'n/a'}) | {_fmt(s[keys.B_NOISE])} |",
+        f"| eps_max | {_fmt(s[keys.EPS_MAX])} |",
+        f"| optimizer | {s.get(columns.OPTIMIZER, 'sgd')} |",
+        f"| trials | {s[columns.N_TRIALS]} ({counts}) over {s.get(columns.SEEDS, 1)} "
+        "training seed(s) |",
+        f"| total examples (compute of the sweep) | {s[columns.TOTAL_EXAMPLES]:,} |",
         "",
         *[f"- {note}" for note in notes if note],
         "",
@@ -653,7 +672,7 @@ def summary_markdown(tables: Tables) -> str:
         "",
         "## Trials",
         "",
-        tables.trials.drop(columns=["effective_lr"]).to_markdown(index=False, floatfmt=".4g"),
+        tables.trials.drop(columns=[columns.EFFECTIVE_LR]).to_markdown(index=False, floatfmt=".4g"),
         "",
     ]
     return "\n".join(lines)
@@ -678,7 +697,7 @@ def build_tables(
         trials = trials_table(tune_trials, run_dir)
         curves = curves_table(tune_trials)
     if optimizer != "sgd":
-        trials["effective_lr"] = math.nan
+        trials[columns.EFFECTIVE_LR] = math.nan
     front = front_table(trials)
     summary = summarize(trials, curves, front, target, optimizer=optimizer, eval_every=eval_every)
     return Tables(trials, curves, front, summary)

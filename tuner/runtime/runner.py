@@ -19,7 +19,7 @@ from ray.tune.search import ConcurrencyLimiter
 from trainables.execution.executors import multi_worker_trial, single_worker_trial
 from trainables.settings import TrialSettings
 from tuner.config.spec import Spec
-from tuner.results import plots
+from tuner.results import columns, plots
 from tuner.results.tables import (
     ErrorGroup,
     Tables,
@@ -65,7 +65,7 @@ class SweepOutcome:
         """Trials that ended with a result of their own or were pruned (not errored, not
         unfinished)."""
         s = self.tables.summary
-        return int(s["n_trials"] - s["n_error"] - s["n_unfinished"])
+        return int(s[columns.N_TRIALS] - s[columns.N_ERROR] - s[columns.N_UNFINISHED])
 
     @property
     def run_dir(self) -> Path:
@@ -220,7 +220,7 @@ def write_results(spec: Spec, run: RunLocation) -> SweepOutcome:
     out = write_tables(run_dir, tables)
     plots.write_plots(tables, out / "plots")
     expected = search.expected_trials(spec)
-    interrupted = tables.summary["n_unfinished"] > 0 or (
+    interrupted = tables.summary[columns.N_UNFINISHED] > 0 or (
         expected is not None and len(tables.trials) < expected
     )
     run.publish_results(out, finished=not interrupted)
