@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainables import keys
 from tuner.config.spec import Spec, load_spec
-from tuner.runtime.runner import trial_settings
+from tuner.config.trial_settings import trial_settings
 from tuner.strategy.candidates import draw_candidates
 
 CURVES_DIR = Path(__file__).resolve().parent / "curves"

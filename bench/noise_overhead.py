@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import gc
 import json
 import math
@@ -66,8 +67,10 @@ import torch.distributed as dist
 
 from trainables.loop import TrainingRun
 from trainables.parts.world import World
-from trainables.settings import Hyperparameters, TrialSettings
+from trainables.settings import Hyperparameters
 from trainables.workload import Workload, build_workload
+from tuner.config.spec import parse_spec
+from tuner.config.trial_settings import trial_settings
 
 WORKLOAD_ARGS: dict[str, dict[str, Any]] = {
     "linear_regression": {"dim": 100, "noise": 1.0},
@@ -80,6 +83,19 @@ CURVATURE_GOAL = 0.10
 BASELINE = "0"
 LOOPBACK = "127.0.0.1"
 DEFAULT_BATCH_SIZES = {1: "16,64,256,1024,4096", 2: "64,1024,4096"}
+# A sweep's defaults (the spec's) for what a variant does not set.
+DEFAULT_SETTINGS = trial_settings(
+    parse_spec(
+        {
+            "name": "noise-overhead",
+            "workload": "linear_regression",
+            "target": {"metric": "loss", "value": 0.0},
+            "budget": {"max_steps": 1},
+            "space": {"batch_size": [16], "lr": [LR]},
+        }
+    ),
+    "",
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine_info import cpu_model  # noqa: E402
@@ -197,7 +213,8 @@ def make_trial(
     the noise-capture comm hook, as in a multi-worker trial.
     """
     world = world or World()
-    settings = TrialSettings(
+    settings = dataclasses.replace(
+        DEFAULT_SETTINGS,
         workload=name,
         workload_args=WORKLOAD_ARGS[name],
         max_steps=10**9,
@@ -578,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
         table += "\n\n" + curvature_table(results)
     info = machine()
     if args.workers == 1:
-        micro = TrialSettings(workload=names[0]).micro_batches
+        micro = DEFAULT_SETTINGS.micro_batches
         mode = f"micro_batches={micro}"
     else:
         mode = f"workers={args.workers} (DDP comm hook, gloo on {LOOPBACK}; rank 0's timings)"

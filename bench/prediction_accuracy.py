@@ -51,7 +51,7 @@ def _measure(job: tuple[Spec, dict[str, Any], int]) -> dict[str, Any]:
 
     from trainables.loop import run_trial
     from trainables.settings import Hyperparameters
-    from tuner.runtime.runner import trial_settings
+    from tuner.config.trial_settings import trial_settings
 
     torch.set_num_threads(1)
     spec, config, curvature_every = job

@@ -113,11 +113,12 @@ def time_loop(workload: str, args: argparse.Namespace, storage: str) -> dict[str
     from trainables.loop import run_trial
     from trainables.settings import Hyperparameters
     from trainables.workload import build_workload
-    from tuner.runtime.runner import run_dir_for, trial_settings
+    from tuner.config.trial_settings import trial_settings
+    from tuner.runtime.runner import run_location
 
     torch.set_num_threads(1)  # as in the Tune actor (cpus_per_worker = 1)
     spec = make_spec(workload, "loop", args.trials, args, storage)
-    settings = trial_settings(spec, run_dir_for(spec))
+    settings = trial_settings(spec, run_location(spec).uri)
     warm = Hyperparameters(batch_size=BATCH_SIZE, lr=LR_RANGE[0], momentum=0.0, warmup_steps=0)
     # One untimed trial first: a process's first trial pays one-off imports (torch._dynamo
     # on the first optimiser), which the sweeps pay in `first`.
@@ -234,10 +235,11 @@ def logger_costs(args: argparse.Namespace, trials: int = 100) -> dict[str, list[
 
     from trainables.loop import run_trial
     from trainables.settings import Hyperparameters
-    from tuner.runtime.runner import run_dir_for, trial_settings
+    from tuner.config.trial_settings import trial_settings
+    from tuner.runtime.runner import run_location
 
     spec = make_spec("linear_regression", "loop", 2, args, tempfile.gettempdir())
-    settings = trial_settings(spec, run_dir_for(spec))
+    settings = trial_settings(spec, run_location(spec).uri)
     reports: list[dict[str, Any]] = []
     hp = Hyperparameters(batch_size=BATCH_SIZE, lr=LR_RANGE[0], momentum=0.0, warmup_steps=0)
     run_trial(settings, hp, reports.append)

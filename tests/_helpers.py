@@ -432,3 +432,23 @@ def run_watching_listeners(
         err.seek(0)
         result = subprocess.CompletedProcess(args, proc.returncode, out.read(), err.read())
     return result, seen
+
+
+def spec_trial_settings(**fields: Any) -> Any:
+    """TrialSettings as a sweep gives its trials, the spec's defaults for everything not in
+    `fields` (flat TrialSettings fields): linear regression, target loss 0, 100 steps."""
+    import dataclasses
+
+    from tuner.config.spec import parse_spec
+    from tuner.config.trial_settings import trial_settings as from_spec
+
+    spec = parse_spec(
+        {
+            "name": "test",
+            "workload": "linear_regression",
+            "target": {"metric": "loss", "value": 0.0},
+            "budget": {"max_steps": 100},
+            "space": {"batch_size": [16], "lr": [0.1]},
+        }
+    )
+    return dataclasses.replace(from_spec(spec, ""), **fields)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
-from _helpers import run_gloo_workers
+from _helpers import run_gloo_workers, spec_trial_settings
 from _helpers import tiny_batch as _batch
 from _helpers import tiny_loss as _loss
 from _helpers import tiny_model as _model
@@ -126,7 +126,7 @@ def settings(**overrides: Any) -> TrialSettings:
         "eval_every": 5,
         "noise_every": 1,
     }
-    return TrialSettings(**{**base, **overrides})
+    return spec_trial_settings(**{**base, **overrides})
 
 
 def run(s: TrialSettings, batch_size: int, lr: float, workload: Workload | None = None):

@@ -29,12 +29,13 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
-from _helpers import run_noisetune
+from _helpers import run_noisetune, spec_trial_settings
 
 from trainables import keys
 from trainables.loop import run_trial
 from trainables.parts.checkpointing import load_state, save_state
 from trainables.settings import Hyperparameters, TrialSettings
+from tuner.config.trial_settings import trial_settings as trial_settings_of
 from tuner.results.tables import last_run
 from tuner.results.tune_state import TUNE_TERMINATED, read_trials, restore_problems
 from tuner.runtime import runner
@@ -86,7 +87,7 @@ def trial_settings(**overrides: Any) -> TrialSettings:
         "curvature_every": 5,
         "checkpoint_every": 3,
     }
-    return TrialSettings(**{**base, **overrides})
+    return spec_trial_settings(**{**base, **overrides})
 
 
 HP = Hyperparameters(batch_size=32, lr=0.02, momentum=0.5, warmup_steps=20)
@@ -309,7 +310,7 @@ def test_a_dead_single_worker_trial_restarts_from_its_checkpoint(
     assert before in (list(range(0, 101, 10)), list(range(0, 111, 10)))
     assert after[0] == 110
     monkeypatch.syspath_prepend(str(tmp_path))  # the spec names the crashing workload
-    settings = runner.trial_settings(runner.load_run_spec(run_dir), run_dir)
+    settings = trial_settings_of(runner.load_run_spec(run_dir), run_dir)
     settings = replace(settings, workload="linear_regression", workload_args=LINREG)
     uninterrupted = run_trial(settings, Hyperparameters(16, 0.1, 0.0, 0), lambda _: None)
     (row,) = (r for _, r in trials.iterrows())
@@ -333,7 +334,7 @@ def test_a_dead_ray_train_worker_restarts_the_trial_from_its_checkpoint(
     assert checkpoints  # Train's own, rank 0's
     monkeypatch.syspath_prepend(str(tmp_path))  # the spec names the crashing workload
     spec = runner.load_run_spec(run_dir)
-    settings = replace(runner.trial_settings(spec, run_dir), workload="linear_regression")
+    settings = replace(trial_settings_of(spec, run_dir), workload="linear_regression")
     settings = replace(settings, workload_args=LINREG, workers=1)
     one_worker = run_trial(settings, Hyperparameters(16, 0.1, 0.0, 0), lambda _: None)
     (row,) = (r for _, r in trials.iterrows())

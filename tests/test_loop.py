@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import torch
+from _helpers import spec_trial_settings
 from torch.utils.data import TensorDataset
 
 from trainables import keys
@@ -28,7 +29,7 @@ def settings(**overrides: Any) -> TrialSettings:
         "eval_every": 10,
         "noise_every": 1,
     }
-    return TrialSettings(**{**base, **overrides})
+    return spec_trial_settings(**{**base, **overrides})
 
 
 def run(s: TrialSettings, batch_size: int, lr: float, momentum: float = 0.0, warmup: int = 0):

@@ -697,7 +697,7 @@ def test_dimension_helpers() -> None:
 
 
 def test_checkpoint_every_reaches_the_trials(tmp_path: Path) -> None:
-    from tuner.runtime.runner import trial_settings
+    from tuner.config.trial_settings import trial_settings
 
     every_two = with_(("resources.checkpoint_every", 2))
     assert trial_settings(parse_spec(every_two), tmp_path).checkpoint_every == 2
@@ -705,7 +705,7 @@ def test_checkpoint_every_reaches_the_trials(tmp_path: Path) -> None:
 
 
 def test_target_mode_and_seeds_reach_the_trials(tmp_path: Path) -> None:
-    from tuner.runtime.runner import trial_settings
+    from tuner.config.trial_settings import trial_settings
 
     data = with_(("target", {"metric": "accuracy", "value": 0.9, "mode": "max"}))
     data = {**data, "search": {"seeds": 3}, "stall": {"patience_steps": 50}}

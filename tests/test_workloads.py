@@ -9,12 +9,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _helpers import spec_trial_settings
 from torch.func import functional_call, grad, vmap
 from torch.utils.data import TensorDataset
 
 from trainables import keys
 from trainables.loop import run_trial
-from trainables.settings import Hyperparameters, TrialSettings
+from trainables.settings import Hyperparameters
 from trainables.workload import Workload, build_workload, cached_workload
 from trainables.workloads import linear_regression, teacher_mlp
 
@@ -286,7 +287,7 @@ def test_cached_workload_shares_the_data_and_copies_the_model() -> None:
 
 
 def test_trials_on_the_cached_workload_report_what_fresh_builds_report() -> None:
-    s = TrialSettings(
+    s = spec_trial_settings(
         workload="teacher_mlp", workload_args=SMALL_MLP, max_steps=30, eval_every=10,
         target_value=0.0,
     )  # fmt: skip

@@ -6,46 +6,60 @@ The driver builds these from the spec (tuner.runtime.runner); the workers never 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from trainables import keys
 from trainables.parts.judge import Target
 
 
+def step_budget(batch_size: int, max_steps: int | None, max_examples: int | None) -> int:
+    """The step limit at this batch size: the tighter of max_steps and
+    max_examples // batch_size over the limits given, at least 1."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    limits = [] if max_steps is None else [max_steps]
+    if max_examples is not None:
+        limits.append(max_examples // batch_size)
+    if not limits:
+        raise ValueError("a budget needs max_steps or max_examples")
+    return max(1, min(limits))
+
+
 @dataclass(frozen=True)
 class TrialSettings:
-    """The sweep-wide settings every trial of a sweep shares."""
+    """The sweep-wide settings every trial of a sweep shares, as the spec gives them
+    (tuner.config.trial_settings builds them; their defaults are the spec's)."""
 
     workload: str
-    workload_args: dict[str, Any] = field(default_factory=dict)
-    target_metric: str = "loss"
-    target_value: float = 0.0
-    target_mode: str = "min"  # min: lower is better; max: higher is better
-    max_steps: int | None = None
-    max_examples: int | None = None
-    eval_every: int = 20
-    optimizer: str = "sgd"
-    noise_every: int = 4
-    micro_batches: int = 2
-    noise_ema: float = 0.99
-    curvature_every: int = 0  # GᵀHG, tr(HΣ) (B_noise, ε_max) every n steps; 0 = off
-    precision: str = "fp32"
-    workers: int = 1
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
-    max_failures: int = 0
-    divergence_factor: float = 10.0  # eval loss above this multiple of the initial one diverged
-    # Stall rule (trainables.parts.judge): no record in this many steps (None: a quarter of the
-    # trial's step budget; 0: off), a record gaining min_delta of the way to the target.
-    stall_patience_steps: int | None = None
-    stall_min_delta: float = 0.01
+    workload_args: dict[str, Any]
+    target_metric: str
+    target_value: float
+    target_mode: str  # min: lower is better; max: higher is better
+    max_steps: int | None
+    max_examples: int | None
+    eval_every: int
+    optimizer: str
+    noise_every: int
+    micro_batches: int
+    noise_ema: float
+    curvature_every: int  # GᵀHG, tr(HΣ) (B_noise, ε_max) every n steps; 0 = off
+    precision: str
+    workers: int
+    cpus_per_worker: float
+    gpus_per_worker: float
+    max_failures: int
+    # Stall rule (trainables.parts.judge): no record in this many steps (None: a quarter of
+    # the trial's step budget; 0: off), a record gaining min_delta of the way to the target.
+    stall_patience_steps: int | None
+    stall_min_delta: float
     # Evaluations between checkpoints of the trial's state (0 = none): a trial restarted
     # after a failure (max_failures, or `noisetune resume`) continues from the latest.
-    checkpoint_every: int = 5
+    checkpoint_every: int
     # The run's directory or URI; multi-worker (Ray Train) trials keep their own state
     # under <run_dir>/train.
-    run_dir: str = ""
+    run_dir: str
+    divergence_factor: float = 10.0  # eval loss above this multiple of the initial one diverged
 
     @property
     def target(self) -> Target:
@@ -58,15 +72,8 @@ class TrialSettings:
         return max(1, self.max_steps_for(batch_size) // 4)
 
     def max_steps_for(self, batch_size: int) -> int:
-        """The step budget of a trial at this batch size (max_steps and max_examples)."""
-        limits = []
-        if self.max_steps is not None:
-            limits.append(self.max_steps)
-        if self.max_examples is not None:
-            limits.append(self.max_examples // batch_size)
-        if not limits:
-            raise ValueError("a budget needs max_steps or max_examples")
-        return max(1, min(limits))
+        """The step budget of a trial at this batch size (`step_budget`)."""
+        return step_budget(batch_size, self.max_steps, self.max_examples)
 
 
 @dataclass(frozen=True)

@@ -213,7 +213,7 @@ def _probe(path: str, spec: Any) -> None:
     from trainables.parts.judge import Target
     from trainables.probe import probe_workload
     from trainables.settings import Hyperparameters
-    from tuner.runtime.runner import trial_settings
+    from tuner.config.trial_settings import trial_settings
 
     dims = spec.space.dimensions()
     hp = Hyperparameters(

@@ -32,6 +32,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 import search_spaces
+from trainables.settings import step_budget
 
 DIM_KINDS: tuple[str, ...] = ("choice", "uniform", "log_uniform", "int_uniform", "log_int_uniform")
 RANGE_KINDS: tuple[str, ...] = DIM_KINDS[1:]
@@ -361,13 +362,8 @@ class Budget(_Model):
         return self
 
     def max_steps_for(self, batch_size: int) -> int:
-        """The step limit at this batch size: the tighter of the limits given, at least 1."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        limits = [] if self.max_steps is None else [self.max_steps]
-        if self.max_examples is not None:
-            limits.append(self.max_examples // batch_size)
-        return max(1, min(limits))
+        """The step limit at this batch size (trainables.settings.step_budget)."""
+        return step_budget(batch_size, self.max_steps, self.max_examples)
 
 
 class Search(_Model):

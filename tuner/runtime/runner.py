@@ -19,6 +19,7 @@ from ray.tune.search import ConcurrencyLimiter
 from trainables.execution.executors import multi_worker_trial, single_worker_trial
 from trainables.settings import TrialSettings
 from tuner.config.spec import Spec
+from tuner.config.trial_settings import trial_settings
 from tuner.results import columns, plots
 from tuner.results.tables import (
     ErrorGroup,
@@ -97,34 +98,6 @@ def resume_problems(run: RunLocation) -> list[str]:
     """Why the sweep at `run` cannot be resumed (empty: it can)."""
     return run.on_top_level(
         lambda local: [p.replace(str(local), str(run)) for p in restore_problems(local)]
-    )
-
-
-def trial_settings(spec: Spec, run_dir: Path | str) -> TrialSettings:
-    """The plain data every trial of this sweep needs (the workers never see the spec)."""
-    return TrialSettings(
-        workload=spec.workload,
-        workload_args=dict(spec.workload_args),
-        target_metric=spec.target.metric,
-        target_value=spec.target.value,
-        target_mode=spec.target.mode,
-        max_steps=spec.budget.max_steps,
-        max_examples=spec.budget.max_examples,
-        eval_every=spec.eval_every,
-        optimizer=spec.optimizer,
-        noise_every=spec.measure.noise_every,
-        micro_batches=spec.measure.micro_batches,
-        noise_ema=spec.measure.noise_ema,
-        curvature_every=spec.measure.curvature_every,
-        precision=spec.measure.precision,
-        workers=spec.resources.workers_per_trial,
-        cpus_per_worker=spec.resources.cpus_per_worker,
-        gpus_per_worker=spec.resources.gpus_per_worker,
-        max_failures=spec.resources.max_failures,
-        checkpoint_every=spec.resources.checkpoint_every,
-        stall_patience_steps=spec.stall.patience_steps,
-        stall_min_delta=spec.stall.min_delta,
-        run_dir=str(run_dir),
     )
 
 
