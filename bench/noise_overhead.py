@@ -220,7 +220,7 @@ def make_trial(
         max_steps=10**9,
         noise_every=variant.noise_every,
         curvature_every=variant.curvature_every,
-        workers=world.size,
+        workers_per_trial=world.size,
     )
     hp = Hyperparameters(batch_size=batch_size, lr=LR, momentum=MOMENTUM, warmup_steps=0)
     workload = Workload(model=copy.deepcopy(base.model), train_data=base.train_data, loss=base.loss)
@@ -292,7 +292,7 @@ def bench_one(
         [v.noise_every for v in variants if not v.curvature_every],
         curvature_every=curvature[0].curvature_every if curvature else 0,
         curvature_noise_every=curvature[0].noise_every if curvature else 0,
-        workers=world.size,
+        workers_per_trial=world.size,
     )
     result.repeats_ms = {label: [] for label in labels}
     result.repeats_mean_ms = {label: [] for label in labels}

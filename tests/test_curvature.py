@@ -182,7 +182,7 @@ def test_curvature_does_not_perturb_the_training_trajectory(workload: str) -> No
     for every in (0, 5):
         torch.manual_seed(0)  # dropout masks draw from the global RNG
         w = _noisy_workload() if workload == "noisy" else build_workload(workload, LINREG)
-        s = settings(curvature_every=every, stall_patience_steps=0)
+        s = settings(curvature_every=every, patience_steps=0)
         last, reports = run(s, 32, 0.1, workload=w)
         weights = [p.detach().clone() for p in w.model.state_dict().values()]
         runs.append((last, reports, weights))

@@ -175,7 +175,7 @@ def test_an_accuracy_target_is_reached_rising_to_it() -> None:
 
 
 def test_a_net_stuck_at_chance_stalls_instead_of_spending_its_budget() -> None:
-    s = user_settings("dead_net", target_value=1.0, max_steps=400, stall_patience_steps=100)
+    s = user_settings("dead_net", target_value=1.0, max_steps=400, patience_steps=100)
     last, reports = run(s, 32, 0.5)
     assert last[keys.TRIAL_STATUS] == keys.STALLED, last[keys.REASON]
     assert last[keys.STEP] == 100 and reports[0][keys.LOSS] == pytest.approx(math.log(10))

@@ -710,7 +710,7 @@ def test_target_mode_and_seeds_reach_the_trials(tmp_path: Path) -> None:
     data = with_(("target", {"metric": "accuracy", "value": 0.9, "mode": "max"}))
     data = {**data, "search": {"seeds": 3}, "stall": {"patience_steps": 50}}
     settings = trial_settings(parse_spec(data), tmp_path)
-    assert (settings.target_mode, settings.stall_patience_steps) == ("max", 50)
+    assert (settings.target_mode, settings.patience_steps) == ("max", 50)
     assert str(settings.target) == "accuracy >= 0.9"
 
 

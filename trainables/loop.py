@@ -37,7 +37,7 @@ from trainables.parts.evaluator import Evaluator
 from trainables.parts.judge import Judge
 from trainables.parts.optimizers import make_optimizer
 from trainables.parts.schedule import WarmupConstant
-from trainables.parts.steps import autocast_for, step_strategy
+from trainables.parts.steps import Forward, autocast_for, step_strategy
 from trainables.parts.streams import (
     HESSIAN_STREAM,
     TORCH_STREAM,
@@ -74,16 +74,10 @@ class TrainingRun:
         self.model = self.workload.model.to(device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         loss_fn = self.workload.loss
-        self.strategy = step_strategy(
-            self.model,
-            self.params,
-            loss_fn,
-            autocast_for(settings.precision, device),
-            world,
-            device,
-            hp.batch_size,
-            settings.micro_batches,
+        forward = Forward(
+            self.model, self.params, loss_fn, autocast_for(settings.precision, device)
         )
+        self.strategy = step_strategy(forward, world, device, hp.batch_size, settings.micro_batches)
         self.optimizer = make_optimizer(settings.optimizer, self.params, hp)
         self.schedule = WarmupConstant(hp.lr, hp.warmup_steps)
         self.max_steps = settings.max_steps_for(hp.batch_size)
@@ -116,7 +110,7 @@ class TrainingRun:
             self.max_steps,
             divergence_factor=settings.divergence_factor,
             patience_steps=settings.patience_steps_for(hp.batch_size),
-            min_delta=settings.stall_min_delta,
+            min_delta=settings.min_delta,
             warmup_steps=hp.warmup_steps,
         )
         self.skipped_steps = 0

@@ -45,14 +45,14 @@ class TrialSettings:
     noise_ema: float
     curvature_every: int  # GᵀHG, tr(HΣ) (B_noise, ε_max) every n steps; 0 = off
     precision: str
-    workers: int
+    workers_per_trial: int
     cpus_per_worker: float
     gpus_per_worker: float
     max_failures: int
     # Stall rule (trainables.parts.judge): no record in this many steps (None: a quarter of
     # the trial's step budget; 0: off), a record gaining min_delta of the way to the target.
-    stall_patience_steps: int | None
-    stall_min_delta: float
+    patience_steps: int | None
+    min_delta: float
     # Evaluations between checkpoints of the trial's state (0 = none): a trial restarted
     # after a failure (max_failures, or `noisetune resume`) continues from the latest.
     checkpoint_every: int
@@ -67,8 +67,8 @@ class TrialSettings:
 
     def patience_steps_for(self, batch_size: int) -> int:
         """The stall rule's patience at this batch size (0: no stall rule)."""
-        if self.stall_patience_steps is not None:
-            return self.stall_patience_steps
+        if self.patience_steps is not None:
+            return self.patience_steps
         return max(1, self.max_steps_for(batch_size) // 4)
 
     def max_steps_for(self, batch_size: int) -> int:

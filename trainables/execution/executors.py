@@ -208,7 +208,9 @@ def multi_worker_trial(config: dict[str, Any], settings: TrialSettings) -> None:
             train_loop_config={"config": config, "settings": settings},
             torch_config=torch_config,
             scaling_config=ray.train.ScalingConfig(
-                num_workers=settings.workers, use_gpu=use_gpu, resources_per_worker=resources
+                num_workers=settings.workers_per_trial,
+                use_gpu=use_gpu,
+                resources_per_worker=resources,
             ),
             run_config=ray.train.RunConfig(
                 # Deterministic per trial: a restarted trial finds its own Train state again.

@@ -69,12 +69,21 @@ def autocast_for(precision: str, device: torch.device) -> Autocast:
     return nullcontext
 
 
-def plain_backward(
-    model: torch.nn.Module, loss_fn: LossFn, batch: Any, autocast: Autocast
-) -> Captured:
+@dataclass(frozen=True)
+class Forward:
+    """What a step's forward pass runs: the model (or its DDP wrapper), its trainable
+    parameters, the workload's loss and the autocast of the trial's precision."""
+
+    model: torch.nn.Module
+    params: list[torch.nn.Parameter]
+    loss_fn: LossFn
+    autocast: Autocast
+
+
+def plain_backward(forward: Forward, batch: Any) -> Captured:
     """One forward and backward pass of the whole batch, nothing measured."""
-    with autocast():
-        loss = loss_fn(model, batch)
+    with forward.autocast():
+        loss = forward.loss_fn(forward.model, batch)
     loss.backward()
     return Captured(loss)
 
@@ -84,21 +93,19 @@ class MicroBatched:
     """The batch split into `parts` micro-batches whose gradients accumulate into `.grad`,
     each micro-batch's squared norm captured on the way (no extra backward pass)."""
 
-    model: torch.nn.Module
-    params: list[torch.nn.Parameter]
-    loss_fn: LossFn
-    autocast: Autocast
+    forward: Forward
     parts: int
 
     def backward(self, batch: Any, batch_size: int, keep_grads: bool) -> Captured:
-        norms = MicroBatchNorms(self.params, keep_grads=keep_grads)
+        forward = self.forward
+        norms = MicroBatchNorms(forward.params, keep_grads=keep_grads)
         losses = []
         with norms.capturing():
             for micro, size in split_batch(batch, min(self.parts, batch_size)):
                 weight = size / batch_size
                 with norms.micro_batch(size, weight):
-                    with self.autocast():
-                        loss = self.loss_fn(self.model, micro) * weight
+                    with forward.autocast():
+                        loss = forward.loss_fn(forward.model, micro) * weight
                     loss.backward()
                 losses.append(loss.detach())
         return Captured(
@@ -109,24 +116,15 @@ class MicroBatched:
 class OneProcess:
     """A trial in one process: a plain step, micro-batched on measured steps."""
 
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        params: list[torch.nn.Parameter],
-        loss_fn: LossFn,
-        autocast: Autocast,
-        batch_size: int,
-        micro_batches: int,
-    ) -> None:
+    def __init__(self, forward: Forward, batch_size: int, micro_batches: int) -> None:
         self.world = World()
         self.can_measure = batch_size >= 2  # two micro-batches need two examples
-        self.model, self.loss_fn, self.autocast = model, loss_fn, autocast
-        self.batch_size = batch_size
-        self.micro_batched = MicroBatched(model, params, loss_fn, autocast, micro_batches)
+        self.forward, self.batch_size = forward, batch_size
+        self.micro_batched = MicroBatched(forward, micro_batches)
 
     def backward(self, batch: Any, measure: bool, keep_grads: bool = False) -> Captured:
         if not measure:
-            return plain_backward(self.model, self.loss_fn, batch, self.autocast)
+            return plain_backward(self.forward, batch)
         return self.micro_batched.backward(batch, self.batch_size, keep_grads)
 
     def merge_worker_averages(self, meter: NoiseMeter) -> None:
@@ -137,26 +135,20 @@ class DataParallel:
     """A trial on several DDP workers; the comm hook measures the norms."""
 
     def __init__(
-        self,
-        model: torch.nn.Module,
-        params: list[torch.nn.Parameter],
-        loss_fn: LossFn,
-        autocast: Autocast,
-        world: World,
-        device: torch.device,
-        local_batch: int,
+        self, forward: Forward, world: World, device: torch.device, local_batch: int
     ) -> None:
         self.world, self.device, self.local_batch = world, device, local_batch
         self.can_measure = True  # local and global batch
-        self.params, self.loss_fn, self.autocast = params, loss_fn, autocast
         self.norms = DDPNormState(world.size)
-        self.module = DistributedDataParallel(model)
-        self.module.register_comm_hook(self.norms, allreduce_with_norms)
+        module = DistributedDataParallel(forward.model)
+        module.register_comm_hook(self.norms, allreduce_with_norms)
+        self.forward = Forward(module, forward.params, forward.loss_fn, forward.autocast)
+        self.params = forward.params
 
     def backward(self, batch: Any, measure: bool, keep_grads: bool = False) -> Captured:
         if measure:
             self.norms.start(self.device, keep_grads=keep_grads)
-        captured = plain_backward(self.module, self.loss_fn, batch, self.autocast)
+        captured = plain_backward(self.forward, batch)
         if not measure:
             return captured
         small = [self.norms.local_grads(self.params)] if keep_grads else None
@@ -177,10 +169,7 @@ class DataParallel:
 
 
 def step_strategy(
-    model: torch.nn.Module,
-    params: list[torch.nn.Parameter],
-    loss_fn: LossFn,
-    autocast: Autocast,
+    forward: Forward,
     world: World,
     device: torch.device,
     batch_size: int,
@@ -188,7 +177,5 @@ def step_strategy(
 ) -> OneProcess | DataParallel:
     """The strategy for a trial of `batch_size` examples a step on `world`."""
     if world.size > 1:
-        return DataParallel(
-            model, params, loss_fn, autocast, world, device, batch_size // world.size
-        )
-    return OneProcess(model, params, loss_fn, autocast, batch_size, micro_batches)
+        return DataParallel(forward, world, device, batch_size // world.size)
+    return OneProcess(forward, batch_size, micro_batches)

@@ -103,7 +103,7 @@ def resume_problems(run: RunLocation) -> list[str]:
 
 def make_trainable(settings: TrialSettings) -> Any:
     """The Tune trainable: the loop in the Tune actor, or a Ray Train driver for N > 1."""
-    if settings.workers > 1:
+    if settings.workers_per_trial > 1:
         return tune.with_resources(
             tune.with_parameters(multi_worker_trial, settings=settings), DRIVER_RESOURCES
         )
