@@ -34,10 +34,11 @@ from trainables.measure.noise_meter import NoiseMeter
 from trainables.parts.batches import BatchSource
 from trainables.parts.checkpointing import Checkpoints, checkpoint_due
 from trainables.parts.evaluator import Evaluator
+from trainables.parts.forward import Forward, autocast_for
 from trainables.parts.judge import Judge
 from trainables.parts.optimizers import make_optimizer
 from trainables.parts.schedule import WarmupConstant
-from trainables.parts.steps import Forward, autocast_for, step_strategy
+from trainables.parts.steps import step_strategy
 from trainables.parts.streams import (
     HESSIAN_STREAM,
     TORCH_STREAM,
@@ -98,9 +99,7 @@ class TrainingRun:
             world,
             device,
         )
-        self.curvature = CurvatureProbe(
-            self.model, self.params, loss_fn, hessian_batches, world.size
-        )
+        self.curvature = CurvatureProbe(forward, hessian_batches, world.size)
         self.meter = NoiseMeter(settings.noise_every, settings.curvature_every, settings.noise_ema)
         self.evaluator = Evaluator(
             self.workload, self.model, settings.target_metric, hp.seed, world, device

@@ -11,15 +11,15 @@ then one Hessian-vector product per v (Pearlmutter 1994). Nothing here touches `
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from trainables.measure.noise_capture import NormPair
 from trainables.parts.batches import BatchSource
+from trainables.parts.forward import Forward
 from trainables.parts.side_effects import side_effects_undone
 from tuner.theory import ghg_estimate, trace_h_sigma_estimate
 
@@ -118,23 +118,16 @@ class CurvatureProbe:
     its slice of the Hessian batch (McCandlish et al. 2018, App. A.1).
     """
 
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        params: Sequence[torch.nn.Parameter],
-        loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor],
-        hessian_batches: BatchSource,
-        world_size: int,
-    ) -> None:
-        self.model, self.params, self.loss_fn = model, params, loss_fn
-        self.hessian_batches, self.world_size = hessian_batches, world_size
+    def __init__(self, forward: Forward, hessian_batches: BatchSource, world_size: int) -> None:
+        self.forward, self.hessian_batches, self.world_size = forward, hessian_batches, world_size
 
     def measure(self, pair: NormPair, small: Sequence[GradVector]) -> CurvaturePair:
         """The forms of the step's small-batch gradients `small` and of `.grad`."""
+        model, params = self.forward.model, self.forward.params
         batch = self.hessian_batches.next()
-        big = [p.grad for p in self.params]
-        with side_effects_undone(self.model, self.hessian_batches.device):
-            loss = self.loss_fn(self.model, batch)
+        big = [p.grad for p in params]
+        with side_effects_undone(model, self.hessian_batches.device):
+            loss = self.forward.loss_fn(model, batch)  # fp32: no autocast
             return curvature_pair(
-                loss, self.params, small, big, pair.b_small, pair.b_big, self.world_size
+                loss, params, small, big, pair.b_small, pair.b_big, self.world_size
             )

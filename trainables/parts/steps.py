@@ -15,8 +15,6 @@ A new way to compute a step (gradient accumulation, per-example norms) is a new 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,10 +29,8 @@ from trainables.measure.noise_capture import (
 )
 from trainables.measure.noise_meter import NoiseMeter
 from trainables.parts.batches import split_batch
+from trainables.parts.forward import Forward
 from trainables.parts.world import World
-
-LossFn = Callable[[torch.nn.Module, Any], torch.Tensor]
-Autocast = Callable[[], AbstractContextManager[Any]]
 
 
 @dataclass
@@ -60,24 +56,6 @@ class StepStrategy(Protocol):
 
     def merge_worker_averages(self, meter: NoiseMeter) -> None:
         """Make the workers' noise-scale averages one (before reports and checkpoints)."""
-
-
-def autocast_for(precision: str, device: torch.device) -> Autocast:
-    """The forward pass's autocast context for the trial's precision."""
-    if precision == "bf16":
-        return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext
-
-
-@dataclass(frozen=True)
-class Forward:
-    """What a step's forward pass runs: the model (or its DDP wrapper), its trainable
-    parameters, the workload's loss and the autocast of the trial's precision."""
-
-    model: torch.nn.Module
-    params: list[torch.nn.Parameter]
-    loss_fn: LossFn
-    autocast: Autocast
 
 
 def plain_backward(forward: Forward, batch: Any) -> Captured:
