@@ -15,9 +15,10 @@
    checkpoint (its reports after the checkpoint come twice). Not written: progress.csv,
    params.pkl and TensorBoard files, which nothing here reads.
    Then, as a sweep's driver does when each trial ends (tuner.runtime.tune_loggers.ReportsCache),
-   each trial's reports are cached beside its result.json (`results.cache_trial_reports`,
-   timed per trial, kept with the run directory); `--uncached` removes those caches, so
-   that `build` parses every result.json as it did before they existed.
+   each trial's reports are cached beside its result.json
+   (`tuner.results.tables.cache_trial_reports`, timed per trial, kept with the run
+   directory); `--uncached` removes those caches, so that `build` parses every
+   result.json as it did before they existed.
 2. Measure, each step in a fresh Python process (wall time; peak RSS from wait4):
    `build` = tuner.results.tables.build_tables, `write` = write_tables (the same process, after
    build, timed apart); `export` = `python -m tuner export RUN_DIR --format F --table T
@@ -408,7 +409,8 @@ def child_build(run_dir: Path, out_dir: Path) -> dict[str, float]:
 
 def child_cache(run_dir: Path) -> dict[str, float]:
     """In the child: what `tuner.runtime.tune_loggers.ReportsCache` does as each trial ends
-    (`results.cache_trial_reports` on its directory), for every trial, timed per trial."""
+    (`tuner.results.tables.cache_trial_reports` on its directory), for every trial, timed
+    per trial."""
     from tuner.results.tables import cache_trial_reports
     from tuner.results.tune_state import read_trials
 

@@ -292,7 +292,7 @@ def bench_one(
         [v.noise_every for v in variants if not v.curvature_every],
         curvature_every=curvature[0].curvature_every if curvature else 0,
         curvature_noise_every=curvature[0].noise_every if curvature else 0,
-        workers_per_trial=world.size,
+        workers=world.size,
     )
     result.repeats_ms = {label: [] for label in labels}
     result.repeats_mean_ms = {label: [] for label in labels}

@@ -162,7 +162,7 @@ def run_strategy(
         state = SweepState()
         if name == "eps_opt-oracle":
             state.model = oracle_model(curves)
-        searcher = guided.GuidedCandidates(shuffled, state)
+        searcher = guided.GuidedCandidates(shuffled, state.front_view())
         scheduler = schedulers.make_scheduler(spec, run_dir, state)
     elif name == "eps-guided":
         spec = variant(base, "eps-guided", "eps_opt", seed, 2 * n_grid)

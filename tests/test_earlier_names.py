@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import importlib
 import pickle
+import sys
+from collections.abc import Iterator
 
 import pytest
 
 from tuner.runtime.earlier_names import EARLIER_NAMES, accept_earlier_names
+
+
+@pytest.fixture(autouse=True)
+def _earlier_names_removed_after() -> Iterator[None]:
+    """The aliases live in sys.modules: take them out again, so that no later test
+    imports an old module path without noticing."""
+    yield
+    for earlier in EARLIER_NAMES:
+        sys.modules.pop(earlier, None)
 
 
 @pytest.mark.parametrize(

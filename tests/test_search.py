@@ -156,6 +156,27 @@ def test_one_sampler_draws_the_same_configurations_whatever_the_pruning(
     assert drawn["none"] == drawn["asha"] == drawn["eps_opt"]
 
 
+def test_a_plain_grid_starts_its_points_in_ray_tunes_grid_order(tmp_path: Path) -> None:
+    """Without eps_opt a grid proposes its points as Tune's grid search generated them
+    (the first dimension fastest), as before noisetune drew them itself."""
+    from ray import tune
+    from ray.tune.search.variant_generator import generate_variants
+
+    space = {"batch_size": [16, 64], "lr": [0.25, 0.5, 0.02], "momentum": [0.0, 0.9]}
+    spec = make_spec(space=space, search={"algorithm": "grid"})
+    searcher = search_plan(spec, tmp_path).search_alg.searcher
+    proposed = []
+    while (config := searcher.suggest(f"t{len(proposed)}")) != searcher.FINISHED:
+        proposed.append(tuple(config[name] for name in keys.HYPERPARAMETERS))
+    grid = {
+        name: tune.grid_search(values) for name, values in {**space, "warmup_steps": [0]}.items()
+    }
+    tune_order = [
+        tuple(c[name] for name in keys.HYPERPARAMETERS) for _, c in generate_variants(grid)
+    ]
+    assert proposed == tune_order
+
+
 def test_samplers_are_seeded() -> None:
     def first_configs(seed: int) -> list[dict[str, Any] | None]:
         spec = make_spec(search={"algorithm": "optuna-tpe", "seed": seed, "max_concurrent": 4})

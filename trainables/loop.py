@@ -5,7 +5,7 @@ then step, evaluate every `eval_every` steps, report, checkpoint, until the judg
 the trial (target reached, budget exhausted, diverged or stalled: trainables.parts.judge).
 `TrainingRun` composes the parts, each in its own module with one job:
 
-- the step strategy (trainables.parts.steps): one process or DDP workers, micro-batches;
+- the step strategy (trainables.steps): one process or DDP workers, micro-batches;
 - the batches (trainables.parts.batches) from the trial's random streams (trainables.parts.streams);
 - the optimiser (trainables.parts.optimizers) and the lr schedule (trainables.parts.schedule);
 - the noise meter (trainables.measure.noise_meter: B_simple every `noise_every` steps, B_noise
@@ -38,7 +38,6 @@ from trainables.parts.forward import Forward, autocast_for
 from trainables.parts.judge import Judge
 from trainables.parts.optimizers import make_optimizer
 from trainables.parts.schedule import WarmupConstant
-from trainables.parts.steps import step_strategy
 from trainables.parts.streams import (
     HESSIAN_STREAM,
     TORCH_STREAM,
@@ -48,6 +47,7 @@ from trainables.parts.streams import (
 )
 from trainables.parts.world import World
 from trainables.settings import Hyperparameters, TrialSettings
+from trainables.steps import step_strategy
 from trainables.workload import Workload, build_workload
 
 Report = Callable[[dict[str, Any]], None]

@@ -1,6 +1,7 @@
 """What a trial needs to know besides its hyperparameters, as plain picklable data.
 
-The driver builds these from the spec (tuner.runtime.runner); the workers never see the spec.
+The driver builds these from the spec (tuner.config.trial_settings); the workers never see
+the spec.
 """
 
 from __future__ import annotations

@@ -321,7 +321,7 @@ def run(
     _start_ray(address, num_cpus, verbose)
     try:
         with _storage_errors():
-            outcome = run_sweep(parsed, storage=storage, name=name, verbose=verbose)
+            outcome = run_sweep(parsed, run=run, verbose=verbose)
     except RunDirError as exc:
         raise BadInput([str(exc)]) from exc
     _print_outcome(outcome)

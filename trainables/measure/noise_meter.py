@@ -7,9 +7,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from trainables import keys
 from trainables.measure.curvature import CurvaturePair
 from trainables.measure.noise_capture import NormPair
+from trainables.parts.world import World
 from tuner.theory import NoiseScaleEMA, eps_max
 
 
@@ -48,6 +51,13 @@ class NoiseMeter:
         """Fold in one step's quadratic forms (skipped where one is not finite)."""
         if forms.is_finite():
             self.b_noise.update(forms.ghg(), forms.trace_h_sigma())
+
+    def average_over(self, world: World, device: torch.device) -> None:
+        """Replace this worker's B_simple averages by their mean over the workers (one
+        all-reduce of two numbers; every worker must call it at the same point)."""
+        ema = self.b_simple
+        averages = torch.tensor([ema.signal_avg, ema.noise_avg], dtype=torch.float64)
+        ema.signal_avg, ema.noise_avg = (world.sum(averages.to(device)) / world.size).tolist()
 
     def report(self) -> dict[str, float]:
         """The measured scales and their parts under their report keys (nan: not measured)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 from ray import tune
@@ -39,11 +39,10 @@ from tuner.runtime.run_location import RunDirError, RunLocation
 from tuner.runtime.storage import Location
 from tuner.runtime.tune_loggers import NoTensorBoard, ReportsCache
 from tuner.strategy import guided, schedulers, search
-from tuner.strategy.candidates import Candidates, draw_candidates
+from tuner.strategy.candidates import Candidates, draw_candidates, in_grid_search_order
 from tuner.strategy.guided import GuidedCandidates
 from tuner.strategy.records import SweepState
 
-T = TypeVar("T")
 # A Train driver trial must hold no CPU its workers need: even 0.01 CPU leaves a
 # 2-CPU machine unable to place 2 one-CPU workers. Every node has `memory`.
 DRIVER_RESOURCES: dict[str, float] = {"CPU": 0, "memory": 1 << 20}
@@ -149,11 +148,13 @@ def search_plan(spec: Spec, run_dir: Path) -> SearchPlan:
         configs = draw_candidates(spec)
         if spec.pruning.kind == "eps_opt" or spec.search.seeds > 1:
             state = SweepState()
-            ordered = GuidedCandidates(configs, state, spec.target.mode)
+            ordered = GuidedCandidates(configs, state.front_view(), spec.target.mode)
             scheduler = schedulers.make_scheduler(spec, run_dir, state)
             return SearchPlan(
                 ConcurrencyLimiter(ordered, max_concurrent=limit), scheduler, len(configs)
             )
+        if algorithm == "grid":
+            configs = in_grid_search_order(configs, spec)
         plain = Candidates(configs, spec.target.mode)
         return SearchPlan(
             ConcurrencyLimiter(plain, max_concurrent=limit),
@@ -162,7 +163,9 @@ def search_plan(spec: Spec, run_dir: Path) -> SearchPlan:
         )
     if algorithm == "eps-guided":
         state = SweepState()
-        searcher = ConcurrencyLimiter(guided.EpsGuidedSearcher(spec, state), max_concurrent=limit)
+        searcher = ConcurrencyLimiter(
+            guided.EpsGuidedSearcher(spec, state.front_view()), max_concurrent=limit
+        )
         scheduler = schedulers.make_scheduler(spec, run_dir, state)
         return SearchPlan(searcher, scheduler, spec.search.num_samples)
     return SearchPlan(
@@ -205,14 +208,15 @@ def run_sweep(
     *,
     storage: str | None = None,
     name: str | None = None,
+    run: RunLocation | None = None,
     verbose: bool = False,
     progress: bool = True,
 ) -> SweepOutcome:
     """Run every trial of `spec` and write `<storage>/<name>/results/`.
 
     `storage` (default: the spec's) is a directory or a URI; StorageError if it cannot
-    be used."""
-    run = run_location(spec, storage, name)
+    be used. A caller that has resolved the run's location already passes it as `run`."""
+    run = run or run_location(spec, storage, name)
     run.check()
     if run.holds_sweep():
         raise RunDirError(

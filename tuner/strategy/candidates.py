@@ -69,6 +69,22 @@ def _configurations(spec: Spec) -> list[dict[str, Any]]:
     return configs
 
 
+def in_grid_search_order(configs: list[dict[str, Any]], spec: Spec) -> list[dict[str, Any]]:
+    """A grid's `draw_candidates` in the order Ray Tune's grid search generates its points
+    (the first listed dimension varying fastest, each num_samples repeat in turn), the
+    order a plain grid sweep starts them in."""
+    dims = spec.space.dimensions()
+    axes = {name: list(dim.points()) for name, dim in dims.items() if dim.categorical}
+    per_repeat = math.prod(len(points) for points in axes.values())
+
+    def position(item: tuple[int, dict[str, Any]]) -> tuple[int, ...]:
+        index, config = item
+        digits = [points.index(config[name]) for name, points in axes.items()]
+        return (index // per_repeat, *reversed(digits))
+
+    return [config for _, config in sorted(enumerate(configs), key=position)]
+
+
 class Candidates(Searcher):
     """Proposes a sweep's drawn configurations, in `pick`'s order (here: as drawn)."""
 
@@ -103,17 +119,17 @@ class Candidates(Searcher):
         self.remaining = state["remaining"]
 
     def save(self, checkpoint_path: str) -> None:
-        save_state(self.get_state(), checkpoint_path)
+        write_pickle(self.get_state(), checkpoint_path)
 
     def restore(self, checkpoint_path: str) -> None:
-        self.set_state(load_state(checkpoint_path))
+        self.set_state(read_pickle(checkpoint_path))
 
 
-def save_state(state: dict[str, Any], path: str) -> None:
+def write_pickle(state: dict[str, Any], path: str) -> None:
     with open(path, "wb") as handle:
         pickle.dump(state, handle)
 
 
-def load_state(path: str) -> Any:
+def read_pickle(path: str) -> Any:
     with open(path, "rb") as handle:
         return pickle.load(handle)

@@ -20,7 +20,7 @@ from ray.tune.search import Searcher
 from trainables import keys
 from tuner import theory
 from tuner.config.spec import Spec
-from tuner.strategy.candidates import Candidates, draw, load_state, save_state
+from tuner.strategy.candidates import Candidates, draw, read_pickle, write_pickle
 from tuner.strategy.records import FrontView, TrialRecord
 from tuner.strategy.start_order import Started, middle_lrs, start_priority
 
@@ -165,7 +165,7 @@ class EpsGuidedSearcher(Searcher):
         self.proposed = state["proposed"]
 
     def save(self, checkpoint_path: str) -> None:
-        save_state(self.get_state(), checkpoint_path)
+        write_pickle(self.get_state(), checkpoint_path)
 
     def restore(self, checkpoint_path: str) -> None:
-        self.set_state(load_state(checkpoint_path))
+        self.set_state(read_pickle(checkpoint_path))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from trainables import keys
@@ -30,7 +31,6 @@ class TrialRecord:
     steps_to_target: float = math.nan
     b_noise_at_target: float = math.nan
     eps_max_at_target: float = math.nan
-    started: bool = False
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TrialRecord:
@@ -48,7 +48,6 @@ class TrialRecord:
         return float(theory.effective_lr(self.lr, self.momentum))
 
     def observe(self, result: Mapping[str, Any]) -> None:
-        self.started = True
         self.step = int(result.get(keys.STEP, self.step))
         self.status = str(result.get(keys.TRIAL_STATUS, self.status))
         if self.status == keys.REACHED:
@@ -107,7 +106,7 @@ def fit_model(records: Iterable[TrialRecord], mode: str) -> theory.EpsOptFit | N
 
 @dataclass
 class SweepState:
-    """What the scheduler has learnt, shared with the searcher that orders the trials.
+    """What the eps_opt scheduler has learnt; searchers read it through `front_view()`.
 
     `best` (per batch size, the trial that reached the target in the fewest steps) is
     kept up to date as trials reach it, so a decision per result costs the same
@@ -119,6 +118,10 @@ class SweepState:
     best: dict[int, TrialRecord] = field(default_factory=dict)
     leaders: dict[tuple[int, int], TrialRecord] = field(default_factory=dict)  # per (B, seed)
     reached: list[TrialRecord] = field(default_factory=list)
+
+    def front_view(self) -> FrontView:
+        """The part a searcher may read, read-only."""
+        return ReadOnlyFront(self)
 
     def observe(self, record: TrialRecord, result: Mapping[str, Any], mode: str) -> None:
         """Take in a trial's report; on reaching the target, update the best and refit."""
@@ -136,3 +139,19 @@ class SweepState:
 
 def _leads(record: TrialRecord, leader: TrialRecord | None) -> bool:
     return leader is None or record.steps_to_target < leader.steps_to_target
+
+
+@dataclass(frozen=True)
+class ReadOnlyFront:
+    """A `FrontView` of a SweepState: follows it as the scheduler updates it, and cannot
+    change it."""
+
+    state: SweepState
+
+    @property
+    def best(self) -> Mapping[int, TrialRecord]:
+        return MappingProxyType(self.state.best)
+
+    @property
+    def model(self) -> theory.EpsOptFit | None:
+        return self.state.model

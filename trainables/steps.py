@@ -140,10 +140,7 @@ class DataParallel:
         is non-finite everywhere, as the all-reduced |G_big|² is), so the mean of the
         workers' averages equals the average of the workers' mean pairs: what one
         all-reduce per measured step gave, for one per evaluation."""
-        b_simple = meter.b_simple
-        averages = torch.tensor([b_simple.signal_avg, b_simple.noise_avg], dtype=torch.float64)
-        averages = self.world.sum(averages.to(self.device)) / self.world.size
-        b_simple.signal_avg, b_simple.noise_avg = averages.tolist()
+        meter.average_over(self.world, self.device)
 
 
 def step_strategy(
