@@ -7,7 +7,8 @@ import math
 import pytest
 
 from trainables import keys
-from trainables.parts.judge import Judge, Target, Verdict
+from trainables.parts.judge import Judge, Verdict
+from trainables.settings import Target
 
 
 def judge_curve(judge: Judge, curve: list[tuple[int, float]]) -> tuple[int, Verdict]:

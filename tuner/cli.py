@@ -210,9 +210,8 @@ def _probe(path: str, spec: Any) -> None:
     report key, or the target metric is not reported; a warning when the untrained model
     already meets the target."""
     from trainables.errors import TrialInputError
-    from trainables.parts.judge import Target
     from trainables.probe import probe_workload
-    from trainables.settings import Hyperparameters
+    from trainables.settings import Hyperparameters, Target
     from tuner.config.trial_settings import trial_settings
 
     dims = spec.space.dimensions()

@@ -1,1 +1,1 @@
-"""The training loop's parts, one job each: steps, batches, evaluation, schedule, judge."""
+"""The training loop's parts, one job each: forward pass, batches, evaluation, schedule, judge."""

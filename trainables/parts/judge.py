@@ -26,36 +26,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from trainables import keys
+from trainables.settings import Target
 from tuner.theory import crossing_step
-
-TARGET_MODES = ("min", "max")
-
-
-@dataclass(frozen=True)
-class Target:
-    """The sweep's target: `metric` must reach `value`, falling to it (min) or rising (max)."""
-
-    metric: str
-    value: float
-    mode: str = "min"
-
-    def __post_init__(self) -> None:
-        if self.mode not in TARGET_MODES:
-            raise ValueError(f"target mode must be one of {TARGET_MODES}, got {self.mode!r}")
-
-    @property
-    def relation(self) -> str:
-        return "<=" if self.mode == "min" else ">="
-
-    def __str__(self) -> str:
-        return f"{self.metric} {self.relation} {self.value:g}"
-
-    def met(self, value: float) -> bool:
-        return value <= self.value if self.mode == "min" else value >= self.value
-
-    def gain(self, new: float, old: float) -> float:
-        """How much better `new` is than `old` (negative: worse)."""
-        return old - new if self.mode == "min" else new - old
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 
 from trainables import keys
-from trainables.parts.judge import Target
+from trainables.settings import Target
 from tuner import theory
 from tuner.results import columns
 from tuner.results.tune_state import (
