@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainables import keys
-
-TARGET_MODES = ("min", "max")
+from tuner.theory import CROSSING_MODES, target_met
 
 
 @dataclass(frozen=True)
@@ -24,8 +23,8 @@ class Target:
     mode: str = "min"
 
     def __post_init__(self) -> None:
-        if self.mode not in TARGET_MODES:
-            raise ValueError(f"target mode must be one of {TARGET_MODES}, got {self.mode!r}")
+        if self.mode not in CROSSING_MODES:
+            raise ValueError(f"target mode must be one of {CROSSING_MODES}, got {self.mode!r}")
 
     @property
     def relation(self) -> str:
@@ -35,7 +34,7 @@ class Target:
         return f"{self.metric} {self.relation} {self.value:g}"
 
     def met(self, value: float) -> bool:
-        return value <= self.value if self.mode == "min" else value >= self.value
+        return bool(target_met(value, self.value, self.mode))
 
     def gain(self, new: float, old: float) -> float:
         """How much better `new` is than `old` (negative: worse)."""

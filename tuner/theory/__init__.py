@@ -6,7 +6,7 @@ steps/examples trade-off S(B) = S_min(1 + B_crit/B) with a profile-likelihood in
 B_crit, and steps to a target interpolated between evaluations.
 """
 
-from tuner.theory.crossing import CROSSING_MODES, crossing_step, first_crossing
+from tuner.theory.crossing import CROSSING_MODES, crossing_step, first_crossing, target_met
 from tuner.theory.eps_opt import (
     EPS_OPT_MODES,
     EpsOptFit,
@@ -82,6 +82,7 @@ __all__ = [
     "steps_for",
     "student_t_cdf",
     "student_t_quantile",
+    "target_met",
     "trace_h_sigma_estimate",
     "trace_sigma_estimate",
 ]

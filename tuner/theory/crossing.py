@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from tuner.theory.noise import _as_array
 
-__all__ = ["CROSSING_MODES", "crossing_step", "first_crossing"]
+__all__ = ["CROSSING_MODES", "crossing_step", "first_crossing", "target_met"]
 
 CROSSING_MODES = ("min", "max")
 
@@ -30,8 +30,10 @@ def _check_mode(mode: str) -> None:
         raise ValueError(f"mode must be one of {CROSSING_MODES}, got {mode!r}")
 
 
-def _reached(value: float, target: float, mode: str) -> bool:
-    return value <= target if mode == "min" else value >= target
+def target_met(value: npt.ArrayLike, target: float, mode: str) -> npt.ArrayLike:
+    """Whether `value` has reached `target`: at or below it (mode min) or at or above it
+    (max). Elementwise on arrays."""
+    return value <= target if mode == "min" else value >= target  # type: ignore[operator]
 
 
 def crossing_step(
@@ -53,13 +55,13 @@ def crossing_step(
     _check_mode(mode)
     if not (math.isfinite(step) and math.isfinite(value) and math.isfinite(target)):
         raise ValueError(f"step, value and target must be finite, got {step}, {value}, {target}")
-    if not _reached(value, target, mode):
+    if not target_met(value, target, mode):
         raise ValueError(f"value {value} has not reached the target {target} (mode {mode!r})")
     if step_before is None or value_before is None or not math.isfinite(value_before):
         return float(step)
     if not step_before < step:
         raise ValueError(f"step_before must be < step, got {step_before} and {step}")
-    if _reached(value_before, target, mode):
+    if target_met(value_before, target, mode):
         raise ValueError(
             f"value_before {value_before} already reached the target {target}: "
             "pass the last evaluation before the crossing"
@@ -92,7 +94,7 @@ def first_crossing(
     if not np.all(np.isfinite(t)) or np.any(np.diff(t) <= 0):
         raise ValueError("steps must be finite and strictly increasing")
     with np.errstate(invalid="ignore"):
-        hit = v <= target if mode == "min" else v >= target
+        hit = np.asarray(target_met(v, target, mode))
     if not hit.any():
         return math.nan
     i = int(np.argmax(hit))
