@@ -112,6 +112,7 @@ class TrainingRun:
             min_delta=settings.min_delta,
             warmup_steps=hp.warmup_steps,
         )
+        self.skips_nonfinite = settings.precision == "bf16"  # such a step is skipped
         self.skipped_steps = 0
         self.wall_before = 0.0  # wall time spent before a restart (the work lost not counted)
         self.started = time.perf_counter()
@@ -136,9 +137,7 @@ class TrainingRun:
         curvature = measure and self.meter.measures_curvature(step)
         captured = self.strategy.backward(self.batches.next(), measure, keep_grads=curvature)
         self.evaluator.add_train_loss(captured.loss)
-        if self.settings.precision == "bf16" and not math.isfinite(
-            float(grad_sq_norm(self.params))
-        ):
+        if self.skips_nonfinite and not math.isfinite(float(grad_sq_norm(self.params))):
             self.skipped_steps += 1
             return
         if captured.pair is not None and captured.small_grads is not None:

@@ -47,7 +47,6 @@ class Captured:
 class StepStrategy(Protocol):
     """Computes the gradient of one global batch into `.grad` (see the module docstring)."""
 
-    world: World
     can_measure: bool  # whether a step can give two batch sizes (one example cannot)
 
     def backward(self, batch: Any, measure: bool, keep_grads: bool = False) -> Captured:
@@ -95,7 +94,6 @@ class OneProcess:
     """A trial in one process: a plain step, micro-batched on measured steps."""
 
     def __init__(self, forward: Forward, batch_size: int, micro_batches: int) -> None:
-        self.world = World()
         self.can_measure = batch_size >= 2  # two micro-batches need two examples
         self.forward, self.batch_size = forward, batch_size
         self.micro_batched = MicroBatched(forward, micro_batches)

@@ -57,7 +57,7 @@ class NoiseMeter:
         all-reduce of two numbers; every worker must call it at the same point)."""
         ema = self.b_simple
         averages = torch.tensor([ema.signal_avg, ema.noise_avg], dtype=torch.float64)
-        ema.signal_avg, ema.noise_avg = (world.sum(averages.to(device)) / world.size).tolist()
+        ema.signal_avg, ema.noise_avg = world.mean(averages.to(device)).tolist()
 
     def report(self) -> dict[str, float]:
         """The measured scales and their parts under their report keys (nan: not measured)."""

@@ -141,7 +141,5 @@ class Evaluator:
             indices = torch.randint(n, (INITIAL_LOSS_EXAMPLES,), generator=generator)
         share = indices.tensor_split(self.world.size)[self.world.rank]
         total = self.mean_loss(self.workload.train_data, share) * len(share) if len(share) else 0.0
-        if self.world.size == 1:
-            return total / len(indices)
         summed = self.world.sum(torch.tensor([total], dtype=torch.float64, device=self.device))
         return float(summed[0]) / len(indices)
