@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import secrets
 import shutil
@@ -452,3 +453,55 @@ def spec_trial_settings(**fields: Any) -> Any:
         }
     )
     return dataclasses.replace(from_spec(spec, ""), **fields)
+
+
+def tables_read_row_by_row(run_dir: Path) -> tuple[Any, Any]:
+    """The trials and curves tables of `run_dir` as DESIGN.md §3 defines them, read with
+    json line by line (`read_trials`): the reference `build_tables` must equal, which
+    reads column-wise with pyarrow and from its caches.
+
+    A curve holds, per trial, the reports of its last run (a report at a step not after
+    an earlier one's replaces it and the ones after it) that have a step (a whole
+    number), with their numbers that are not bookkeeping; a boolean counts as 0 or 1.
+    """
+    import pandas as pd
+
+    from trainables import keys
+    from tuner.results import columns
+    from tuner.results.tables import CURVE_COLUMNS, _bookkeeping, trials_table
+    from tuner.results.tune_state import read_trials
+
+    trials = read_trials(run_dir)
+    lasts = [trial.results[-1] if trial.results else {} for trial in trials]
+    rows: list[dict[str, Any]] = []
+    for trial in trials:
+        run: list[dict[str, Any]] = []
+        for report in trial.results:
+            step = report.get(keys.STEP)
+            whole = isinstance(step, (int, float)) and not isinstance(step, bool)
+            if not whole or not math.isfinite(step) or step != int(step):
+                continue
+            while run and run[-1][keys.STEP] >= step:
+                run.pop()
+            numbers = {
+                name: _number(value)
+                for name, value in report.items()
+                if not _bookkeeping(name) and isinstance(value, (int, float))
+            }
+            run.append({**numbers, keys.STEP: int(step)})
+        rows.extend({columns.TRIAL_ID: trial.trial_id, **row} for row in run)
+    curves = pd.DataFrame(rows) if rows else pd.DataFrame({columns.TRIAL_ID: pd.Series(dtype=str)})
+    for column in CURVE_COLUMNS[1:]:
+        if column not in curves:
+            curves[column] = pd.Series(dtype=float)
+    extra = sorted(c for c in curves.columns if c not in CURVE_COLUMNS)
+    curves = curves[CURVE_COLUMNS + extra].reset_index(drop=True)
+    return trials_table(trials, run_dir, lasts), curves
+
+
+def _number(value: int | float) -> int | float:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        return float(value)
+    return value

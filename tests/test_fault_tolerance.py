@@ -26,6 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -36,7 +37,7 @@ from trainables.loop import run_trial
 from trainables.parts.checkpointing import load_state, save_state
 from trainables.settings import Hyperparameters, TrialSettings
 from tuner.config.trial_settings import trial_settings as trial_settings_of
-from tuner.results.tables import last_run
+from tuner.results.tables import last_run_mask
 from tuner.results.tune_state import TUNE_TERMINATED, read_trials, restore_problems
 from tuner.runtime import runner
 
@@ -134,14 +135,14 @@ def test_a_trial_restored_from_a_checkpoint_continues_as_if_never_stopped(
 
 
 def test_last_run_keeps_each_step_of_the_run_that_finished() -> None:
-    def reports(*steps: int) -> list[dict[str, Any]]:
-        return [{keys.STEP: s, "run": i} for i, s in enumerate(steps)]
+    def kept(*steps: int) -> list[tuple[int, int]]:
+        mask = last_run_mask(np.array(steps, dtype=float))
+        return [(s, i) for i, s in enumerate(steps) if mask[i]]
 
     # A restart from a checkpoint at 20 that stops earlier than the first run got.
-    kept = last_run(reports(0, 10, 20, 30, 40, 30, 40))
-    assert [(r[keys.STEP], r["run"]) for r in kept] == [(0, 0), (10, 1), (20, 2), (30, 5), (40, 6)]
-    kept = last_run(reports(0, 10, 20, 30, 0, 10))  # a restart from scratch
-    assert [r[keys.STEP] for r in kept] == [0, 10]
+    assert kept(0, 10, 20, 30, 40, 30, 40) == [(0, 0), (10, 1), (20, 2), (30, 5), (40, 6)]
+    assert kept(0, 10, 20, 30, 0, 10) == [(0, 4), (10, 5)]  # a restart from scratch
+    assert kept(0, 10, 10, 10) == [(0, 0), (10, 3)]  # the same step again
 
 
 def test_a_line_cut_short_by_a_killed_driver_is_skipped(tmp_path: Path) -> None:

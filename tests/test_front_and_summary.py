@@ -177,7 +177,7 @@ def test_the_trials_table_comes_out_sorted() -> None:
         TuneTrial(f"t{i}", "TERMINATED", {keys.BATCH_SIZE: b, keys.LR: lr}, None)
         for i, (b, lr) in enumerate([(64, 0.2), (16, 0.4), (64, 0.1), (16, 0.1)])
     ]
-    table = trials_table(made, run_dir=Path("/nonexistent"))
+    table = trials_table(made, Path("/nonexistent"), [{}] * len(made))
     assert list(zip(table[keys.BATCH_SIZE], table[keys.LR], strict=True)) == [
         (16, 0.1),
         (16, 0.4),

@@ -1,9 +1,9 @@
-"""The results tables read column-wise (pyarrow) are the tables read row by row (json).
+"""The results tables read column-wise (pyarrow) are the tables defined row by row.
 
-`build_tables` reads every result.json with pyarrow; `trials_table` and `curves_table` on
-`read_trials` are the row-by-row reference it must equal, dtypes included. Hand-made run
-directories here cover what real runs rarely show; tests/test_sweep.py compares the two
-on a real sweep.
+`build_tables` reads every result.json with pyarrow (or from the Arrow cache a finished
+trial leaves); `_helpers.tables_read_row_by_row` reads them with json, line by line, and is
+the reference it must equal, dtypes included. Hand-made run directories here cover what
+real runs rarely show; tests/test_sweep.py compares the two on a real sweep.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from _helpers import tables_read_row_by_row
 
 from trainables import keys
 from tuner import theory
@@ -28,17 +29,13 @@ from tuner.results.tables import (
     Tables,
     _cached_reports,
     _per_row,
-    _read_reports,
-    _RowByRow,
     build_tables,
     cache_trial_reports,
-    curves_table,
     export,
     front_table,
     pooled_at_target,
     read_tables,
     summarize,
-    trials_table,
     write_tables,
 )
 from tuner.results.tune_state import read_result_file, read_trials
@@ -109,21 +106,15 @@ def write_run(run_dir: Path, trials: dict[str, list[dict[str, Any]] | str | None
     return run_dir
 
 
-def assert_same_tables(run_dir: Path, column_wise: bool = True) -> Tables:
-    """build_tables equals the row-by-row tables; `column_wise`: without falling back.
-    The same again once every trial's reports are cached as a finished trial's are."""
-    try:
-        _read_reports(read_trials(run_dir, with_results=False))
-        assert column_wise, "expected the row-by-row fallback"
-    except _RowByRow:
-        assert not column_wise, "fell back to the row-by-row reader"
+def assert_same_tables(run_dir: Path) -> Tables:
+    """build_tables equals the row-by-row tables; the same again once every trial's
+    reports are cached as a finished trial's are."""
     built = build_tables(run_dir, TARGET)
-    reference = read_trials(run_dir)
-    trials = trials_table(reference, run_dir)
-    curves = curves_table(reference)
+    trials, curves = tables_read_row_by_row(run_dir)
     expected = summarize(trials, curves, front_table(trials), TARGET)
-    cached = [t.path for t in reference if t.path and cache_trial_reports(t.path)]
-    assert column_wise or len(cached) < len(reference), "cached what needs the row-by-row reader"
+    for trial in read_trials(run_dir, with_results=False):
+        if trial.path is not None:
+            cache_trial_reports(trial.path)
     for tables in (built, build_tables(run_dir, TARGET)):
         pd.testing.assert_frame_equal(tables.trials, trials, check_exact=True)
         pd.testing.assert_frame_equal(tables.curves, curves, check_exact=True)
@@ -194,22 +185,59 @@ def test_a_line_cut_short_and_blank_lines(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "reports",
+    ("reports", "curve"),
     [
-        pytest.param([report(0, flag=True), report(10, flag=False)], id="boolean metric"),
-        pytest.param([report(0, note=1.0), report(10, note="text")], id="number then string"),
-        pytest.param([report(0), {keys.LOSS: 0.3}], id="report without a step"),
-        pytest.param([report(0), {**report(10), keys.STEP: math.nan}], id="NaN step"),
+        pytest.param(
+            [report(0, flag=True), report(10, flag=False)], {"flag": [1, 0]}, id="boolean metric"
+        ),
+        pytest.param(
+            [report(0, flag=True), report(10, flag=2.5)],
+            {"flag": [1.0, 2.5]},
+            id="boolean then number",
+        ),
+        pytest.param(
+            [report(0, note=1.0), report(10, note="text")],
+            {"note": [1.0, math.nan]},
+            id="number then string",
+        ),
+        pytest.param(
+            [report(0, note="a"), report(10, note="b")], {"note": None}, id="strings only"
+        ),
+        pytest.param([report(0), {keys.LOSS: 0.3}, report(10)], {keys.STEP: [0, 10]}, id="no step"),
+        pytest.param(
+            [report(0), {**report(5), keys.STEP: math.nan}, report(10)],
+            {keys.STEP: [0, 10]},
+            id="NaN step",
+        ),
+        pytest.param(
+            [report(0), {**report(5), keys.STEP: 5.5}, {**report(10), keys.STEP: 10.0}],
+            {keys.STEP: [0, 10]},
+            id="step not a whole number",
+        ),
+        pytest.param(
+            [{**report(0), keys.STEP: "0"}, {**report(10), keys.STEP: "10"}],
+            {keys.STEP: []},
+            id="steps not numbers",
+        ),
+        pytest.param(
+            [report(0, big=1), report(10, big=2**70)], {"big": [1.0, 2.0**70]}, id="past int64"
+        ),
     ],
 )
-def test_what_the_column_wise_reader_leaves_to_the_row_by_row_one(
-    tmp_path: Path, reports: list[dict[str, Any]]
+def test_reports_real_runs_rarely_show(
+    tmp_path: Path, reports: list[dict[str, Any]], curve: dict[str, list[Any] | None]
 ) -> None:
-    assert_same_tables(write_run(tmp_path, {"a": reports, "b": steps(0, 10)}), column_wise=False)
+    built = assert_same_tables(write_run(tmp_path, {"a": reports, "b": steps(0, 10)}))
+    of_a = built.curves[built.curves[columns.TRIAL_ID] == "a"]
+    for column, values in curve.items():
+        if values is None:
+            assert column not in built.curves
+        else:
+            assert np.array_equal(of_a[column].to_numpy(float), values, equal_nan=True), column
 
 
 def test_no_reports_at_all(tmp_path: Path) -> None:
-    built = assert_same_tables(write_run(tmp_path, {"a": None, "b": ""}), column_wise=False)
+    built = assert_same_tables(write_run(tmp_path, {"a": None, "b": ""}))
     assert built.curves.empty and list(built.curves.columns) == CURVE_COLUMNS
 
 

@@ -8,17 +8,15 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from _helpers import tables_read_row_by_row
 
 from trainables import keys
 from tuner.config.spec import parse_spec
 from tuner.results.tables import (
     _cached_reports,
-    _read_reports,
     b_crit_text,
     build_tables,
-    curves_table,
     read_tables,
-    trials_table,
 )
 from tuner.results.tune_state import read_trials
 from tuner.runtime.run_location import RunDirError
@@ -155,18 +153,17 @@ def test_results_read_back_without_ray(grid_run: Any) -> None:
 
 
 def test_tables_read_column_wise_are_the_row_by_row_ones(grid_run: Any) -> None:
-    """build_tables reads result.json with pyarrow; read_trials with json, line by line."""
+    """build_tables reads result.json with pyarrow, or the caches of finished trials;
+    the reference reads it with json, line by line."""
     run_dir = grid_run.run_dir
-    reference = read_trials(run_dir)
-    assert all(len(t.results) > 1 for t in reference)
-    _read_reports(read_trials(run_dir, with_results=False))  # no row-by-row fallback
+    assert all(len(t.results) > 1 for t in read_trials(run_dir))
     # Each trial's reports were cached as it ended (tune_loggers.ReportsCache), and the
     # tables below are built from those caches.
-    assert all(t.path and _cached_reports(t.path) for t in reference)
+    assert all(t.path and _cached_reports(t.path) for t in read_trials(run_dir))
     built = build_tables(run_dir, {"metric": "loss", "value": 0.16})
-    trials = trials_table(reference, run_dir)
+    trials, curves = tables_read_row_by_row(run_dir)
     pd.testing.assert_frame_equal(built.trials, trials, check_exact=True)
-    pd.testing.assert_frame_equal(built.curves, curves_table(reference), check_exact=True)
+    pd.testing.assert_frame_equal(built.curves, curves, check_exact=True)
 
 
 def test_eps_opt_pruning_spends_less_for_the_same_front(ray_session: None, tmp_path: Path) -> None:

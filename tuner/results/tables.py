@@ -107,11 +107,7 @@ def _trial_status(trial: TuneTrial, last: dict[str, Any]) -> tuple[str, str]:
     return UNFINISHED, ""
 
 
-def _trial_row(
-    trial: TuneTrial, reasons: dict[str, str], last: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    if last is None:
-        last = trial.results[-1] if trial.results else {}
+def _trial_row(trial: TuneTrial, reasons: dict[str, str], last: dict[str, Any]) -> dict[str, Any]:
     status, reason = _trial_status(trial, last)
     if status == keys.PRUNED and trial.trial_id in reasons:
         reason = reasons[trial.trial_id]
@@ -140,34 +136,6 @@ def _trial_row(
     }
 
 
-def last_run(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The reports of a trial's last run, one per step.
-
-    A restarted trial (a retry after a worker failure, or a resumed sweep) reports again
-    from the step of its checkpoint, or from step 0 without one, and Tune appends those
-    reports to the ones before: a report at a step not after the previous one drops the
-    reports it supersedes.
-    """
-    history: list[dict[str, Any]] = []
-    for result in results:
-        step = result.get(keys.STEP)
-        while history and step is not None and history[-1].get(keys.STEP, -1) >= step:
-            history.pop()
-        history.append(result)
-    return history
-
-
-def _curve_rows(trial: TuneTrial) -> list[dict[str, Any]]:
-    rows = []
-    for result in last_run(trial.results):
-        row: dict[str, Any] = {columns.TRIAL_ID: trial.trial_id}
-        for name, value in result.items():
-            if not _bookkeeping(name) and isinstance(value, (int, float)):
-                row[name] = value
-        rows.append(row)
-    return rows
-
-
 def _read_prune_reasons(run_dir: Path) -> dict[str, str]:
     """Reasons a pruning scheduler recorded (results/decisions.jsonl), by trial id."""
     path = results_dir(run_dir) / "decisions.jsonl"
@@ -181,12 +149,13 @@ def _read_prune_reasons(run_dir: Path) -> dict[str, str]:
 
 
 def trials_table(
-    trials: list[TuneTrial], run_dir: Path, last_reports: Sequence[dict[str, Any]] | None = None
+    trials: list[TuneTrial], run_dir: Path, last_reports: Sequence[dict[str, Any]]
 ) -> pd.DataFrame:
-    """One row per trial, from its last report (`last_reports`, else `trial.results`)."""
+    """One row per trial, from its last report ({} for a trial without reports)."""
     reasons = _read_prune_reasons(run_dir)
-    lasts = last_reports if last_reports is not None else [None] * len(trials)
-    rows = [_trial_row(trial, reasons, last) for trial, last in zip(trials, lasts, strict=True)]
+    rows = [
+        _trial_row(trial, reasons, last) for trial, last in zip(trials, last_reports, strict=True)
+    ]
     table = pd.DataFrame(rows, columns=TRIAL_COLUMNS)
     floats = [
         keys.STEPS_TO_TARGET, keys.EXAMPLES_TO_TARGET,
@@ -196,27 +165,14 @@ def trials_table(
     return table.sort_values(TRIAL_ORDER, kind="stable").reset_index(drop=True)
 
 
-def curves_table(trials: list[TuneTrial]) -> pd.DataFrame:
-    """One row per report of each trial's last run, from `trial.results` (row by row)."""
-    rows = [row for trial in trials for row in _curve_rows(trial)]
-    return _curve_columns_in_order(pd.DataFrame(rows))
+def last_run_mask(steps: np.ndarray) -> np.ndarray:
+    """Which of a trial's reports, in order, belong to its last run (one per step).
 
-
-def _curve_columns_in_order(table: pd.DataFrame) -> pd.DataFrame:
-    for column in CURVE_COLUMNS:
-        if column not in table:
-            table[column] = pd.Series(dtype=float)
-    extra = [c for c in table.columns if c not in CURVE_COLUMNS]
-    return table[CURVE_COLUMNS + sorted(extra)]
-
-
-class _RowByRow(Exception):
-    """Reports the column-wise reader cannot take exactly as `curves_table` does."""
-
-
-def _last_run_mask(steps: np.ndarray) -> np.ndarray:
-    """`last_run` as a mask: a report is superseded by any later one at a step not after
-    its own (the stack `last_run` keeps is strictly increasing in step)."""
+    A restarted trial (a retry after a worker failure, or a resumed sweep) reports again
+    from the step of its checkpoint, or from step 0 without one, and Tune appends those
+    reports to the ones before: a report is superseded by any later one at a step not
+    after its own.
+    """
     later_min = np.minimum.accumulate(steps[::-1])[::-1]
     keep = np.ones(len(steps), dtype=bool)
     keep[:-1] = steps[:-1] < later_min[1:]
@@ -224,36 +180,42 @@ def _last_run_mask(steps: np.ndarray) -> np.ndarray:
 
 
 def _curve_part(table: pa.Table | None) -> pa.Table | None:
-    """A trial's curve rows (its last run) and columns (numbers, not bookkeeping)."""
-    if table is None:
+    """A trial's curve: the reports of its last run (`last_run_mask`) that have a step (a
+    whole number), with their numbers that are not bookkeeping (a boolean as 0 or 1)."""
+    if table is None or keys.STEP not in table.column_names:
         return None
-    if keys.STEP not in table.column_names:
-        raise _RowByRow("a report without a step")
     step = table.column(keys.STEP)
-    if not pa.types.is_integer(step.type) and not pa.types.is_floating(step.type):
-        raise _RowByRow("a step that is not a number")
-    steps = step.to_numpy()
-    if step.null_count or (steps.dtype.kind == "f" and np.isnan(steps).any()):
-        raise _RowByRow("a report without a step")
+    if not (pa.types.is_integer(step.type) or pa.types.is_floating(step.type)):
+        return None
+    steps = step.to_numpy(zero_copy_only=False).astype(float)  # null -> NaN
+    has_step = np.isfinite(steps) & (steps == np.floor(steps))
     names = []
     for column in table.schema:
-        if _bookkeeping(column.name):
+        if _bookkeeping(column.name) or not (
+            pa.types.is_integer(column.type)
+            or pa.types.is_floating(column.type)
+            or pa.types.is_boolean(column.type)
+        ):
             continue
-        if pa.types.is_boolean(column.type):
-            raise _RowByRow(f"a boolean metric {column.name!r}")  # row by row: bool is int
-        if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
-            names.append(column.name)
+        names.append(column.name)
     part = table.select(names)
-    keep = _last_run_mask(steps)
+    for i, column in enumerate(part.schema):
+        if pa.types.is_boolean(column.type):
+            part = part.set_column(i, column.name, part.column(i).cast(pa.int64()))
+    if not has_step.all():
+        part, steps = part.filter(pa.array(has_step)), steps[has_step]
+    if part.num_rows == 0:
+        return None
+    if part.column(keys.STEP).type != pa.int64() or part.column(keys.STEP).null_count:
+        index = part.schema.get_field_index(keys.STEP)
+        part = part.set_column(index, keys.STEP, pa.array(steps.astype(np.int64)))
+    keep = last_run_mask(steps)
     return part if keep.all() else part.filter(pa.array(keep))
 
 
 def _parse_trial_reports(path: Path | None) -> tuple[dict[str, Any], pa.Table | None]:
     """(last report, curve rows) of the trial directory `path`, parsed column-wise."""
-    try:
-        result = read_result_file(path)
-    except pa.ArrowException as exc:
-        raise _RowByRow(str(exc)) from exc
+    result = read_result_file(path)
     return result.last, _curve_part(result.table)
 
 
@@ -263,15 +225,12 @@ def cache_trial_reports(path: Path) -> bool:
     the result.json it came from. Called on the driver as each trial ends
     (tune_loggers.ReportsCache), so that the tables of a large sweep are built by reading
     these files instead of parsing every report's JSON at the end. False where the trial
-    has no reports, or they need the row-by-row reader: nothing is cached then."""
+    has no curve: nothing is cached then."""
     source = path / "result.json"
     if not source.exists():
         return False
     size = source.stat().st_size
-    try:
-        last, part = _parse_trial_reports(path)
-    except _RowByRow:
-        return False
+    last, part = _parse_trial_reports(path)
     if part is None:
         return False
     metadata = {
@@ -316,10 +275,9 @@ def _read_trial_reports(trial: TuneTrial) -> tuple[dict[str, Any], pa.Table | No
 
 
 def _read_reports(trials: list[TuneTrial]) -> tuple[list[dict[str, Any]], pd.DataFrame]:
-    """Every trial's last report and the curves table, column-wise in a thread pool
-    (each trial from its reports cache when fresh, else its result.json parsed by
-    pyarrow): the same as `trials_table` and `curves_table` on `read_trials` (tested),
-    without a dict per report. Raises _RowByRow where that sameness is not guaranteed."""
+    """Every trial's last report and the curves table (`_curve_part` of each trial, its
+    columns in CURVE_COLUMNS order then by name), read column-wise in a thread pool:
+    each trial from its reports cache when fresh, else its result.json."""
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 2)) as pool:
         read = list(pool.map(_read_trial_reports, trials))
     lasts = [last for last, _ in read]
@@ -332,18 +290,19 @@ def _read_reports(trials: list[TuneTrial]) -> tuple[list[dict[str, Any]], pd.Dat
             counts.append(part.num_rows)
             parts.append(part)
     del read
-    if not parts:
-        raise _RowByRow("no reports")  # the row-by-row table has no columns to infer
-    combined = pa.concat_tables(parts, promote_options="permissive")
+    if parts:
+        combined = pa.concat_tables(parts, promote_options="permissive")
+    else:
+        combined = pa.table({c: pa.array([], pa.float64()) for c in CURVE_COLUMNS[1:]})
     del parts
-    # `_curve_columns_in_order` done in Arrow, where selecting columns copies nothing.
+    # The column order done in Arrow, where selecting columns copies nothing.
     for column in CURVE_COLUMNS[1:]:
         if column not in combined.column_names:
             combined = combined.append_column(column, pa.nulls(combined.num_rows, pa.float64()))
     extra = sorted(c for c in combined.column_names if c not in CURVE_COLUMNS)
     combined = combined.select(CURVE_COLUMNS[1:] + extra)
     # Each trial's id repeated over its rows, taken in Arrow (strings never become objects).
-    rows_of = pa.array(np.repeat(np.arange(len(ids)), counts))
+    rows_of = pa.array(np.repeat(np.arange(len(ids)), counts), pa.int64())
     combined = combined.add_column(0, columns.TRIAL_ID, pa.array(ids, pa.string()).take(rows_of))
     return lasts, combined.to_pandas()
 
@@ -689,13 +648,8 @@ def build_tables(
     (lr/(1 − momentum), the rate SGD's law is stated in) is left empty for other
     optimisers."""
     tune_trials = read_trials(run_dir, with_results=False)
-    try:
-        last_reports, curves = _read_reports(tune_trials)
-        trials = trials_table(tune_trials, run_dir, last_reports)
-    except _RowByRow:
-        tune_trials = read_trials(run_dir)
-        trials = trials_table(tune_trials, run_dir)
-        curves = curves_table(tune_trials)
+    last_reports, curves = _read_reports(tune_trials)
+    trials = trials_table(tune_trials, run_dir, last_reports)
     if optimizer != "sgd":
         trials[columns.EFFECTIVE_LR] = math.nan
     front = front_table(trials)

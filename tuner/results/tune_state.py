@@ -69,9 +69,9 @@ def read_result_file(path: Path | None) -> ResultFile:
 
     pyarrow parses the whole file in one block, so each key gets one type (it accepts
     NaN and Infinity as json does); the last line is parsed by json, as `_read_results`
-    would. A file pyarrow refuses (a line cut short by a killed driver) is read line by
-    line like `_read_results` and converted. Raises pyarrow.ArrowException where one
-    key's values cannot share a type (a number in one report, a string in another).
+    would. A file pyarrow refuses (a line cut short by a killed driver, a key whose values
+    do not share a type) is read line by line like `_read_results` and converted; where a
+    key's values do not share a type its numbers are kept and the rest become null.
     """
     result_file = path / "result.json" if path is not None else None
     if result_file is None or not result_file.exists():
@@ -89,9 +89,24 @@ def read_result_file(path: Path | None) -> ResultFile:
         if not rows:
             return ResultFile(None, {})
         names = list(dict.fromkeys(name for row in rows for name in row))
-        table = pa.table({name: [row.get(name) for row in rows] for name in names})
+        table = pa.table({name: _column([row.get(name) for row in rows]) for name in names})
         last = rows[-1]
     return ResultFile(table, last)
+
+
+def _column(values: list[Any]) -> pa.Array:
+    """One key's values as an Arrow array; its numbers only (booleans as 0 and 1, the rest
+    null) where they do not share a type."""
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        pass
+    numbers = [int(v) if isinstance(v, bool) else v for v in values]
+    numbers = [v if isinstance(v, (int, float)) else None for v in numbers]
+    try:
+        return pa.array(numbers)
+    except (pa.ArrowInvalid, OverflowError):  # an integer past int64
+        return pa.array([None if v is None else float(v) for v in numbers], pa.float64())
 
 
 ERROR_FILE = "error.txt"  # Tune's full traceback of a trial that raised

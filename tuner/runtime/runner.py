@@ -253,7 +253,7 @@ def resume_sweep(
     Trials finished in the snapshot stay as they are; the others run again, from their
     latest checkpoint where they have one (trainables.loop), else from the start; trials
     the searcher had not proposed by then are proposed now. A trial's reports after its
-    checkpoint come again and replace the earlier ones (tuner.results.tables.last_run).
+    checkpoint come again and replace the earlier ones (tuner.results.tables.last_run_mask).
     """
     run = RunLocation.at(run_dir)
     run.check()
