@@ -340,18 +340,17 @@ def resume(run_dir: str, address: str | None, num_cpus: int | None, verbose: boo
     """Continue an interrupted sweep in RUN_DIR (a directory or a URI) without rerunning
     finished trials."""
     _before_ray(address)
-    from tuner.runtime.runner import resume_problems, resume_sweep, sweep_finished, write_results
+    from tuner.runtime.runner import resume_check, resume_sweep, write_results
 
     run = _run_location(run_dir)
     with _storage_errors():
         run.check()  # an unsafe staging directory is bad input too
         with _run_spec_errors(run):
             run.load_spec()
-        problems = resume_problems(run)
-        finished = not problems and sweep_finished(run)
-    if problems:  # checked before Ray starts: bad input writes nothing
-        raise BadInput(problems)
-    if finished:  # no Ray: the tables are (re)written from what Tune recorded
+        check = resume_check(run)
+    if check.problems:  # checked before Ray starts: bad input writes nothing
+        raise BadInput(check.problems)
+    if check.finished:  # no Ray: the tables are (re)written from what Tune recorded
         click.echo(f"{run}: every trial has finished; nothing to resume", err=True)
         with _storage_errors():
             outcome = write_results(run.load_spec(), run)

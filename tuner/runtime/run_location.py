@@ -48,6 +48,8 @@ class RunLocation:
 
     def __init__(self, location: Location) -> None:
         self.location = location
+        self._checked = False
+        self._spec: Spec | None = None
 
     @classmethod
     def at(cls, where: str | os.PathLike[str] | Location | RunLocation) -> RunLocation:
@@ -82,9 +84,13 @@ class RunLocation:
 
     def check(self) -> None:
         """StorageError unless the store answers and, for a URI, the staging directory
-        is safe: checked before Ray starts, so bad input writes nothing."""
+        is safe: checked before Ray starts, so bad input writes nothing. Asked once: the
+        command line checks before Ray starts, the runner again for callers of its API."""
+        if self._checked:
+            return
         self.location.check()
         _ = self.workdir
+        self._checked = True
 
     def on_top_level(self, check: Callable[[Path], T]) -> T:
         """check(the run directory), for a run at a URI on a local copy of its top-level
@@ -101,7 +107,13 @@ class RunLocation:
         return self.on_top_level(is_experiment)
 
     def load_spec(self) -> Spec:
-        """The run's spec copy (RunDirError if there is none, SpecError if invalid)."""
+        """The run's spec copy (RunDirError if there is none, SpecError if invalid), read
+        once: a run's spec copy does not change."""
+        if self._spec is None:
+            self._spec = self._read_spec()
+        return self._spec
+
+    def _read_spec(self) -> Spec:
         missing = RunDirError(f"{self}: not a noisetune run directory (no {SPEC_FILE})")
         if self.is_local:
             spec_file = self.location.local_path / SPEC_FILE

@@ -79,25 +79,38 @@ def run_location(spec: Spec, storage: str | None = None, name: str | None = None
     return RunLocation.under(storage or spec.storage, name or spec.name)
 
 
+def _all_finished(run_dir: Path, expected: int | None) -> bool:
+    trials = read_trials(run_dir, with_results=False)
+    done = [t for t in trials if t.status == TUNE_TERMINATED]
+    return len(done) == len(trials) and (expected is None or len(trials) >= expected)
+
+
 def sweep_finished(run: RunLocation) -> bool:
     """Whether the sweep at `run` ran every trial its spec asks for to the end without an
     error (no pending, running, paused or errored trial): there is nothing to resume
     (`resume_sweep` runs errored trials again)."""
     expected = search.expected_trials(run.load_spec())
-
-    def finished(local: Path) -> bool:
-        trials = read_trials(local, with_results=False)
-        done = [t for t in trials if t.status == TUNE_TERMINATED]
-        return len(done) == len(trials) and (expected is None or len(trials) >= expected)
-
-    return run.on_top_level(finished)
+    return run.on_top_level(lambda local: _all_finished(local, expected))
 
 
-def resume_problems(run: RunLocation) -> list[str]:
-    """Why the sweep at `run` cannot be resumed (empty: it can)."""
-    return run.on_top_level(
-        lambda local: [p.replace(str(local), str(run)) for p in restore_problems(local)]
-    )
+@dataclass(frozen=True)
+class ResumeCheck:
+    """Whether the sweep at a run can be resumed: why not (`problems`, empty: it can),
+    and whether there is nothing left to resume (`finished`, see `sweep_finished`)."""
+
+    problems: list[str]
+    finished: bool
+
+
+def resume_check(run: RunLocation) -> ResumeCheck:
+    """The sweep at `run`, checked for `resume` on one copy of its top-level files."""
+    expected = search.expected_trials(run.load_spec())
+
+    def check(local: Path) -> ResumeCheck:
+        problems = [p.replace(str(local), str(run)) for p in restore_problems(local)]
+        return ResumeCheck(problems, not problems and _all_finished(local, expected))
+
+    return run.on_top_level(check)
 
 
 def make_trainable(settings: TrialSettings) -> Any:
@@ -258,7 +271,7 @@ def resume_sweep(
     run = RunLocation.at(run_dir)
     run.check()
     spec = run.load_spec()
-    problems = resume_problems(run)
+    problems = resume_check(run).problems
     if problems:
         raise RunDirError("; ".join(problems))
     run.stage_decisions()

@@ -119,6 +119,13 @@ class SweepState:
     leaders: dict[tuple[int, int], TrialRecord] = field(default_factory=dict)  # per (B, seed)
     reached: list[TrialRecord] = field(default_factory=list)
 
+    def record(self, trial_id: str, config: Mapping[str, Any]) -> TrialRecord:
+        """The record of a trial, made from its config the first time it is asked for."""
+        record = self.records.get(trial_id)
+        if record is None:
+            record = self.records[trial_id] = TrialRecord.from_config(config)
+        return record
+
     def front_view(self) -> FrontView:
         """The part a searcher may read, read-only."""
         return ReadOnlyFront(self)

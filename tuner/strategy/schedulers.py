@@ -49,11 +49,7 @@ class EpsOptScheduler(TrialScheduler):
         return bool(self.base.set_search_properties(metric, mode, **spec))
 
     def _record(self, trial: Trial) -> TrialRecord:
-        record = self.state.records.get(trial.trial_id)
-        if record is None:
-            record = TrialRecord.from_config(trial.config)
-            self.state.records[trial.trial_id] = record
-        return record
+        return self.state.record(trial.trial_id, trial.config)
 
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
         record = self._record(trial)
