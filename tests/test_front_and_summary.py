@@ -164,12 +164,18 @@ def test_coarse_evaluations_next_to_the_front_get_a_note() -> None:
     assert "under 10 evaluation intervals (eval_every 20)" in note
 
 
-def test_no_sgd_law_for_adamw() -> None:
-    rows = [trial(f"t{b}", b, exact(b), lr=1e-3 * b**0.5) for b in (16, 64, 256, 1024)]
+def test_adamw_gets_adam_s_law_with_b_noise_from_the_front() -> None:
+    """Li et al. 2024: B_noise is the front's B_crit (eq. 21), eps_max from the best lrs."""
+    lrs = {b: float(theory.eps_opt_adam(b, 2e-3, B_CRIT)) for b in (16, 64, 256, 1024)}
+    rows = [trial(f"t{b}", b, exact(b), lr=lrs[b]) for b in lrs]
     s = tables_of(rows, optimizer="adamw").summary
-    assert s[keys.EPS_MAX] is None and s[keys.B_NOISE] is None
-    assert s[columns.LR_LAW].startswith("none") and s[columns.B_CRIT_KIND] == "inside"
-    assert tables_of(rows).summary[keys.EPS_MAX] is not None
+    assert s[columns.B_CRIT_KIND] == "inside"
+    assert s[keys.B_NOISE] == pytest.approx(s[columns.B_CRIT], rel=1e-6)
+    assert s[keys.EPS_MAX] == pytest.approx(2e-3, rel=1e-5)
+    assert s[columns.LR_LAW].startswith("Adam: ")
+    assert s[columns.B_NOISE_SOURCE].startswith("B_crit of the front's steps")
+    sgd = tables_of(rows).summary
+    assert sgd[columns.LR_LAW].startswith("SGD: ") and sgd[keys.EPS_MAX] != s[keys.EPS_MAX]
 
 
 def test_the_trials_table_comes_out_sorted() -> None:

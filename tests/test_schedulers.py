@@ -311,3 +311,86 @@ def test_a_trial_that_met_the_target_at_step_0_says_nothing_of_the_lr() -> None:
     assert model is not None
     assert model.b_noise == pytest.approx(64.0, rel=1e-3)
     assert model.eps_max == pytest.approx(1.0, rel=1e-3)
+
+
+# --- Adam's law and front pruning (issue 12) ---------------------------------------------------
+
+
+def adam_front(batch_sizes: list[int], eps_max: float, b_noise: float) -> list[TrialRecord]:
+    """The best AdamW trial per batch size, exactly on the surge law, with steps on
+    S(B) = 100(1 + B_noise/B): the law's B_noise is B_crit (Li et al. 2024, Eq. 21)."""
+    records = []
+    for b in batch_sizes:
+        lr = float(theory.eps_opt_adam(b, eps_max, b_noise))
+        record = reached(b, lr, 100.0 * (1 + b_noise / b), momentum=0.9)
+        record.law = "adam"
+        records.append(record)
+    return records
+
+
+def test_adamw_sweeps_fit_the_surge_law_from_their_best_trials() -> None:
+    front = adam_front([16, 64, 256, 1024], 3e-3, 200.0)
+    model = fit_model(front, "fitted", "adam")
+    assert model is not None and model.law == "adam"
+    assert model.b_noise == pytest.approx(200.0, rel=1e-6)
+    assert model.eps_max == pytest.approx(3e-3, rel=1e-6)
+    assert fit_model(front[:1], "fitted", "adam") is None  # one B: no fit yet
+    state = SweepState(law="adam")
+    for i, record in enumerate(front):
+        fresh = state.record(f"t{i}", {keys.BATCH_SIZE: record.batch_size, keys.LR: record.lr})
+        assert fresh.law == "adam"
+        steps = record.steps_to_target
+        report = {keys.TRIAL_STATUS: keys.REACHED, keys.STEP: steps, keys.STEPS_TO_TARGET: steps}
+        state.observe(fresh, report, "fitted")
+    assert state.model is not None and state.model.b_noise == pytest.approx(200.0, rel=1e-6)
+
+
+def test_adamw_lr_rule_compares_the_lr_itself() -> None:
+    """β1 = 0.9 does not make AdamW's rate ten times its lr, as momentum does for SGD."""
+    front = adam_front([16, 64, 256, 1024], 3e-3, 200.0)
+    model = fit_model(front, "fitted", "adam")
+    best = best_per_batch(front)
+    rule = PruneRule(mode="fitted", tolerance=4.0)
+    predicted = float(theory.eps_opt_adam(64, 3e-3, 200.0))
+
+    def adam_trial(lr: float) -> TrialRecord:
+        return TrialRecord(64, lr, 0.9, step=10, law="adam")
+
+    assert decide(adam_trial(predicted), best, model, rule) is None
+    assert decide(adam_trial(3.5 * predicted), best, model, rule) is None
+    reason = decide(adam_trial(8 * predicted), best, model, rule)
+    assert reason == f"pruned: lr 8.0x above eps_opt(B=64)={predicted:.3g}"
+    # Past the peak (B_noise = 200) the law falls: at B = 1024 it predicts 2.2e-3, below
+    # eps_max, and 4.5 eps_max is more than 4x above it.
+    big = TrialRecord(1024, 4.5 * 3e-3, 0.9, step=10, law="adam")
+    assert decide(big, best, model, rule) == "pruned: lr 6.1x above eps_opt(B=1024)=0.00222"
+
+
+def test_front_pruning_keeps_rule_one_and_drops_the_lr_rule() -> None:
+    front_only = PruneRule(mode="fitted", tolerance=4.0, lr_rule=False)
+    best = {64: reached(64, 0.5, 300), 16: reached(16, 0.1, 900), 256: reached(256, 0.8, 200)}
+    far_off = TrialRecord(64, 100.0, 0.0, step=10)
+    assert decide(far_off, best, MODEL, RULE) is not None
+    assert decide(far_off, best, MODEL, front_only) is None
+    spent = TrialRecord(64, 100.0, 0.0, step=300)
+    assert decide(spent, best, MODEL, front_only) == (
+        "pruned: at step 300 without reaching the target, which the best trial at B=64 "
+        "reached in 300 steps"
+    )
+
+
+@pytest.mark.parametrize(("kind", "lr_rule"), [("front", False), ("eps_opt", True)])
+def test_front_and_eps_opt_kinds_make_the_same_scheduler(kind: str, lr_rule: bool) -> None:
+    spec = parse_spec(
+        {
+            "name": "t",
+            "workload": "linear_regression",
+            "target": {"metric": "loss", "value": 0.5},
+            "budget": {"max_steps": 400},
+            "space": "adamw_joint",
+            "optimizer": "adamw",
+            "pruning": {"kind": kind},
+        }
+    )
+    scheduler = make_scheduler(spec, Path("unused"))
+    assert isinstance(scheduler, EpsOptScheduler) and scheduler.rule.lr_rule is lr_rule

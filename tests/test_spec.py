@@ -15,7 +15,6 @@ from pydantic import ValidationError
 
 import search_spaces
 from tuner.config.spec import (
-    EPS_OPT_ADAMW,
     Choice,
     IntUniform,
     LogUniform,
@@ -439,7 +438,7 @@ BAD_CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "unknown pruning kind",
         with_(("pruning.kind", "median")),
         "pruning.kind",
-        "unknown kind 'median' (choose from none, eps_opt, asha)",
+        "unknown kind 'median' (choose from none, front, eps_opt, asha)",
     ),
     ("tolerance 1", with_(("pruning.tolerance", 1.0)), "pruning.tolerance", "greater than 1"),
     ("tolerance 0.5", with_(("pruning.tolerance", 0.5)), "pruning.tolerance", "greater than 1"),
@@ -504,10 +503,15 @@ BAD_CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "give a list of batch sizes",
     ),
     (
-        "eps_opt with adamw",
-        with_(("optimizer", "adamw"), ("pruning.kind", "eps_opt")),
-        "pruning.kind",
-        EPS_OPT_ADAMW,
+        "measured eps_opt with adamw",
+        with_(
+            ("optimizer", "adamw"),
+            ("pruning.kind", "eps_opt"),
+            ("pruning.mode", "measured"),
+            ("measure.curvature_every", 4),
+        ),
+        "pruning.mode",
+        "measured is for sgd",
     ),
     (
         "grid without a categorical dimension",
@@ -557,11 +561,12 @@ def test_malformed(data: dict[str, Any], field: str, text: str) -> None:
     assert_reported(problems_of(data), field, text)
 
 
-def test_eps_opt_adamw_line_is_exact() -> None:
-    problems = load_problems(SPECS / "bad_eps_opt_adamw.yaml")
+def test_measured_eps_opt_adamw_line_is_exact() -> None:
+    problems = load_problems(SPECS / "bad_measured_adamw.yaml")
     assert problems == [
-        "pruning.kind: eps_opt assumes SGD (eps_opt(B) = eps_max/(1+B_noise/B) does not hold "
-        "for Adam-style optimisers); use asha or none"
+        "pruning.mode: measured is for sgd: Adam's eps_opt(B) law has no measured eps_max "
+        "(its B_noise is fitted from the steps to the target): use fitted, or calibrated "
+        "with measure.curvature_every > 0"
     ]
 
 
@@ -569,6 +574,8 @@ def test_valid_variants_pass() -> None:
     """Near misses of the rules above that are fine."""
     parse_spec(with_(("resources.workers_per_trial", 4), ("space.batch_size", [16, 64])))
     parse_spec(with_(("optimizer", "adamw"), ("pruning.kind", "asha")))
+    parse_spec(with_(("optimizer", "adamw"), ("pruning.kind", "eps_opt")))  # fitted
+    parse_spec(with_(("optimizer", "adamw"), ("pruning.kind", "front")))
     parse_spec(with_(("space.momentum", [0, 0.99]), ("space.lr", {"choice": [1, 0.5]})))
     parse_spec(with_(("space.batch_size", {"log_int_uniform": [16, 4096]})))
     parse_spec(with_(("target.value", 1), ("pruning.tolerance", 2)))  # ints where floats go

@@ -37,10 +37,6 @@ from trainables.settings import step_budget
 DIM_KINDS: tuple[str, ...] = ("choice", "uniform", "log_uniform", "int_uniform", "log_int_uniform")
 RANGE_KINDS: tuple[str, ...] = DIM_KINDS[1:]
 NAME_PATTERN = r"^[A-Za-z0-9._-]+$"
-EPS_OPT_ADAMW = (
-    "eps_opt assumes SGD (eps_opt(B) = eps_max/(1+B_noise/B) does not hold for Adam-style "
-    "optimisers); use asha or none"
-)
 
 
 def run_name_problem(name: str) -> str | None:
@@ -389,13 +385,15 @@ class Search(_Model):
 
 
 class Pruning(_Model):
-    """Early stopping: none, eps_opt (lr far from eps_opt(B) by more than `tolerance`) or asha."""
+    """Early stopping: none; front (a trial that has used the steps the best trial at its
+    batch size needed); eps_opt (front, and lr far from ε_opt(B) by more than `tolerance`,
+    by the optimiser's own law: tuner.theory.lr_laws); or asha."""
 
-    kind: Literal["none", "eps_opt", "asha"] = "none"
+    kind: Literal["none", "front", "eps_opt", "asha"] = "none"
     tolerance: Annotated[Real, Field(gt=1)] = 4.0
     grace_steps: NonNegInt = 100
     mode: Literal["measured", "calibrated", "fitted"] = "fitted"  # eps_opt only
-    base: Literal["fifo", "asha"] = "fifo"  # eps_opt only: the scheduler it wraps
+    base: Literal["fifo", "asha"] = "fifo"  # front and eps_opt: the scheduler they wrap
 
 
 class Stall(_Model):
@@ -511,8 +509,19 @@ class Spec(_Model):
                         f"resources.workers_per_trial={workers}",
                     )
                 )
-        if self.pruning.kind == "eps_opt" and self.optimizer == "adamw":
-            problems.append(("pruning.kind", EPS_OPT_ADAMW))
+        if (
+            self.pruning.kind == "eps_opt"
+            and self.pruning.mode == "measured"
+            and self.optimizer == "adamw"
+        ):
+            problems.append(
+                (
+                    "pruning.mode",
+                    "measured is for sgd: Adam's eps_opt(B) law has no measured eps_max "
+                    "(its B_noise is fitted from the steps to the target): use fitted, or "
+                    "calibrated with measure.curvature_every > 0",
+                )
+            )
         if (
             self.pruning.kind == "eps_opt"
             and self.pruning.mode in ("measured", "calibrated")

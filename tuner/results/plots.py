@@ -169,9 +169,9 @@ def pareto_front_figure(tables: Tables) -> Figure:
 
 
 def lr_vs_batch_figure(tables: Tables) -> Figure:
-    """The learning rate vs B (log-log) by status and the best per B: for SGD the
-    effective rate lr/(1 − m) with ε_opt(B), for another optimiser the lr itself, with
-    no law (ε_opt(B) is an SGD law)."""
+    """The learning rate vs B (log-log) by status and the best per B, with the
+    optimiser's ε_opt(B) law (tuner.theory.lr_laws): for SGD the effective rate
+    lr/(1 − m) and ε_max/(1 + B_noise/B), for AdamW the lr and Adam's surge law."""
     fig, ax = _new_figure()
     s = tables.summary
     trials = tables.trials
@@ -211,19 +211,22 @@ def lr_vs_batch_figure(tables: Tables) -> Figure:
             )  # fmt: skip
 
     eps_max, b_noise = _num(s, keys.EPS_MAX), _num(s, keys.B_NOISE)
-    optimizer = s.get(columns.OPTIMIZER)
-    if not sgd:
-        ax.plot([], [], " ", label=f"no eps_opt(B) law drawn: an SGD law, not for {optimizer}")
-    elif eps_max is not None and eps_max > 0 and b_noise is not None and b_noise >= 0:
+    optimizer = str(s.get(columns.OPTIMIZER, "sgd"))
+    law = theory.LAW_OF_OPTIMIZER.get(optimizer)
+    if law is None:
+        ax.plot([], [], " ", label=f"no eps_opt(B) law drawn for {optimizer}")
+    elif eps_max is not None and eps_max > 0 and b_noise is not None and b_noise > 0:
         b_grid = _wide_b_grid([*xs, b_noise] if b_noise > 0 else xs)
-        curve = np.asarray(theory.eps_opt(b_grid, eps_max, b_noise), dtype=float)
         source = s.get(columns.B_NOISE_SOURCE) or "source unknown"
+        if law == "adam":
+            curve = np.asarray(theory.eps_opt_adam(b_grid, eps_max, b_noise), dtype=float)
+            formula = r"$\epsilon_{max}/(\frac{1}{2}(\sqrt{B_{noise}/B} + \sqrt{B/B_{noise}}))$"
+        else:
+            curve = np.asarray(theory.eps_opt(b_grid, eps_max, b_noise), dtype=float)
+            formula = r"$\epsilon_{max}/(1 + B_{noise}/B)$"
         ax.plot(
             b_grid, curve, color="tab:green", lw=1.5, zorder=2,
-            label=(
-                r"$\epsilon_{opt}(B) = \epsilon_{max}/(1 + B_{noise}/B)$"
-                + rf", $\epsilon_{{max}}$ = {_fmt(eps_max)}"
-            ),
+            label=r"$\epsilon_{opt}(B)$ = " + formula + rf", $\epsilon_{{max}}$ = {_fmt(eps_max)}",
         )  # fmt: skip
         noise_label = f"$B_{{noise}}$ = {_fmt(b_noise)}\n({source})"
         if b_noise > 0:

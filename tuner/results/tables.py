@@ -64,6 +64,7 @@ FRONT_COLUMNS = [
     keys.WARMUP_STEPS, columns.PARETO, columns.STEPS_INTERP, columns.EXAMPLES_INTERP,
     columns.SEEDS_REACHED, columns.SEEDS, columns.STEPS_LO, columns.STEPS_HI,
 ]  # fmt: skip
+ADAM_LAW_TEXT = "Adam: eps_opt(B) = eps_max/(0.5(sqrt(B_noise/B) + sqrt(B/B_noise))) on lr"
 # A front this coarse next to eval_every gets a note (steps round up to evaluations).
 COARSE_EVALUATIONS = 10
 
@@ -457,14 +458,12 @@ def summarize(
     summary[keys.B_SIMPLE] = b_simple if math.isfinite(b_simple) else None
     _b_crit_summary(summary, front, summary[columns.SEEDS], eval_every)
     summary[columns.LR_NOTE] = _lr_edge_note(trials, front)
-    if optimizer != "sgd":
-        summary[columns.LR_LAW] = (
-            f"none: eps_opt(B) = eps_max/(1 + B_noise/B) is an SGD law, not shown for {optimizer}"
-        )
+    trained = front[front[columns.STEPS_INTERP] > 0]  # a target met at step 0 says nothing of lr
+    if theory.LAW_OF_OPTIMIZER.get(optimizer) == "adam":
+        _adam_law_summary(summary, trained)
         return summary
     b_noise = _pooled(at_target, keys.B_NOISE)
     eps_max = _pooled(at_target, keys.EPS_MAX, reference=b_noise)
-    trained = front[front[columns.STEPS_INTERP] > 0]  # a target met at step 0 says nothing of lr
     if math.isfinite(b_noise) and math.isfinite(eps_max):
         summary.update({
             keys.B_NOISE: b_noise, keys.EPS_MAX: eps_max,
@@ -481,6 +480,24 @@ def summarize(
     if summary[keys.EPS_MAX] is not None:
         summary[columns.LR_LAW] = "SGD: eps_opt(B) = eps_max/(1 + B_noise/B) on lr/(1-momentum)"
     return summary
+
+
+def _adam_law_summary(summary: dict[str, Any], trained: pd.DataFrame) -> None:
+    """Adam's law (Li et al. 2024) on the best lr per batch size, its B_noise the B_crit of
+    the front's steps (their Eq. 21): a measured B_noise is McCandlish's, not this law's."""
+    if trained[keys.BATCH_SIZE].nunique() < 2:
+        return
+    fit = theory.fit_eps_opt_adam(
+        trained[keys.BATCH_SIZE].to_numpy(float),
+        trained[keys.LR].to_numpy(float),
+        steps=trained[columns.STEPS_INTERP].fillna(trained[columns.STEPS]).to_numpy(float),
+    )
+    summary.update({
+        keys.B_NOISE: fit.b_noise, keys.EPS_MAX: fit.eps_max,
+        columns.B_NOISE_SOURCE: "B_crit of the front's steps (Li et al. 2024, eq. 21)"
+        + (", at the end of its range: a bound" if fit.at_bound else ""),
+        columns.LR_LAW: ADAM_LAW_TEXT,
+    })  # fmt: skip
 
 
 def _lr_edge_note(trials: pd.DataFrame, front: pd.DataFrame) -> str | None:

@@ -18,6 +18,7 @@ from ray.tune.search import ConcurrencyLimiter
 
 from trainables.execution.executors import multi_worker_trial, single_worker_trial
 from trainables.settings import TrialSettings
+from tuner import theory
 from tuner.config.spec import Spec
 from tuner.config.trial_settings import trial_settings
 from tuner.results import columns, plots
@@ -153,15 +154,16 @@ class SearchPlan:
 def search_plan(spec: Spec, run_dir: Path) -> SearchPlan:
     """Grid and random: every candidate drawn up front by the space's one sampler
     (`draw_candidates`, each configuration once per training seed), proposed as drawn,
-    or, under eps_opt pruning or with several seeds, in the order the pruner's state
+    or, under front or eps_opt pruning or with several seeds, in the order the pruner's state
     prefers (`GuidedCandidates`). eps-guided and Optuna: their own searchers. Each
     searcher behind a ConcurrencyLimiter of `search.max_concurrent`."""
     algorithm, limit = spec.search.algorithm, spec.search.max_concurrent
+    law = theory.LAW_OF_OPTIMIZER[spec.optimizer]
     if algorithm in ("grid", "random"):
         configs = draw_candidates(spec)
-        if spec.pruning.kind == "eps_opt" or spec.search.seeds > 1:
-            state = SweepState()
-            ordered = GuidedCandidates(configs, state.front_view(), spec.target.mode)
+        if spec.pruning.kind in ("front", "eps_opt") or spec.search.seeds > 1:
+            state = SweepState(law=law)
+            ordered = GuidedCandidates(configs, state.front_view(), spec.target.mode, law)
             scheduler = schedulers.make_scheduler(spec, run_dir, state)
             return SearchPlan(
                 ConcurrencyLimiter(ordered, max_concurrent=limit), scheduler, len(configs)
@@ -175,7 +177,7 @@ def search_plan(spec: Spec, run_dir: Path) -> SearchPlan:
             len(configs),
         )
     if algorithm == "eps-guided":
-        state = SweepState()
+        state = SweepState(law=law)
         searcher = ConcurrencyLimiter(
             guided.EpsGuidedSearcher(spec, state.front_view()), max_concurrent=limit
         )

@@ -2,11 +2,12 @@
 early returns (the Optuna pruner pattern), tested without Ray.
 
 1. a trial that has taken as many steps as the best trial at its batch size took to
-   reach the target can no longer improve the front there: stop it;
-2. a trial whose effective rate ε/(1 − m) lies outside
-   [ε_opt(B)/tolerance, tolerance·ε_opt(B)] of the pooled model is stopped at its first
-   report once the model exists (the rule reads only the trial's configuration, so
-   training it longer teaches nothing), at batch sizes inside the span where trials
+   reach the target can no longer improve the front there: stop it (any optimiser; on
+   its own as `pruning.kind: front`);
+2. a trial whose rate (ε/(1 − m) for SGD, the lr for Adam: `tuner.theory.lr_laws`) lies
+   outside [ε_opt(B)/tolerance, tolerance·ε_opt(B)] of the pooled model is stopped at its
+   first report once the model exists (the rule reads only the trial's configuration,
+   so training it longer teaches nothing), at batch sizes inside the span where trials
    have reached the target (the model interpolates; it does not extrapolate);
 3. everything else goes to the wrapped scheduler.
 Cold start: until the model exists only rule 1 applies.
@@ -28,6 +29,7 @@ class PruneRule:
 
     mode: str = "calibrated"
     tolerance: float = 4.0
+    lr_rule: bool = True  # rule 2; False for `pruning.kind: front`
 
 
 def _front_reason(record: TrialRecord, leader: TrialRecord | None) -> str | None:
@@ -45,16 +47,16 @@ def _lr_reason(
     model: theory.EpsOptFit | None,
     rule: PruneRule,
 ) -> str | None:
-    if model is None or not best:
+    if not rule.lr_rule or model is None or not best:
         return None
     if not min(best) <= record.batch_size <= max(best):
         return None
-    predicted = float(theory.eps_opt(record.batch_size, model.eps_max, model.b_noise))
-    ratio = record.effective_lr / predicted
+    predicted = theory.predicted_eps_opt(model, record.batch_size)
+    ratio = record.rate / predicted
     if 1.0 / rule.tolerance <= ratio <= rule.tolerance:
         return None
     side = f"{ratio:.1f}x above" if ratio > 1 else f"{1 / ratio:.1f}x below"
-    rate = "lr" if record.momentum == 0 else "lr/(1-m)"
+    rate = "lr/(1-m)" if record.law == "sgd" and record.momentum != 0 else "lr"
     return f"pruned: {rate} {side} eps_opt(B={record.batch_size})={predicted:.3g}"
 
 

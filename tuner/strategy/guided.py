@@ -25,30 +25,39 @@ from tuner.strategy.records import FrontView, TrialRecord
 from tuner.strategy.start_order import Started, middle_lrs, start_priority
 
 
-def _record(config: dict[str, Any]) -> TrialRecord:
-    return TrialRecord.from_config(config)
-
-
 class GuidedCandidates(Candidates):
-    """Proposes the sweep's candidates in the order the eps_opt state prefers."""
+    """Proposes the sweep's candidates in the order the eps_opt state prefers; `law` is
+    the sweep's ε_opt(B) law (tuner.theory.lr_laws)."""
 
-    def __init__(self, configs: list[dict[str, Any]], state: FrontView, mode: str = "min") -> None:
+    law = "sgd"  # what one pickled before there were laws reads
+
+    def __init__(
+        self, configs: list[dict[str, Any]], state: FrontView, mode: str = "min", law: str = "sgd"
+    ) -> None:
         super().__init__(configs, mode)
         self.state = state
-        self.middle = middle_lrs(_record(c) for c in configs)
+        self.law = law
+        self.middle = middle_lrs(self._record(c) for c in configs)
         self.suggested = Started()
+
+    def _record(self, config: dict[str, Any]) -> TrialRecord:
+        return TrialRecord.from_config(config, self.law)
 
     def pick(self) -> int:
         model = self.state.model
         return min(
             range(len(self.remaining)),
             key=lambda i: start_priority(
-                _record(self.remaining[i]), self.suggested, self.middle, model, self.state.best
+                self._record(self.remaining[i]),
+                self.suggested,
+                self.middle,
+                model,
+                self.state.best,
             ),
         )
 
     def proposed(self, config: dict[str, Any]) -> None:
-        self.suggested.add(_record(config))
+        self.suggested.add(self._record(config))
 
     # The front it reads is not part of the saved state: the scheduler rebuilds that
     # from the trials.
@@ -60,7 +69,7 @@ class GuidedCandidates(Candidates):
 
 
 def temperature_key(
-    config: dict[str, Any], b_crit: float, resolution: float = 2**0.25
+    config: dict[str, Any], b_crit: float, resolution: float = 2**0.25, law: str = "sgd"
 ) -> tuple[Any, ...]:
     """What makes two configurations the same experiment (Smith et al. 2017).
 
@@ -69,13 +78,14 @@ def temperature_key(
     `resolution`) and equal warmup give the same noise temperature ε/((1 − m)B) and the
     same steps to the target, so only one of them is run. The rule stops holding at and
     above B_crit, where momentum changes the curvature-limited dynamics, and across batch
-    sizes (steps scale with 1/B there): those are always distinct.
+    sizes (steps scale with 1/B there): those are always distinct. It is an SGD rule: for
+    Adam (`law` "adam") every configuration is its own experiment.
     """
     batch_size = int(config[keys.BATCH_SIZE])
     momentum = float(config.get(keys.MOMENTUM, 0.0))
     lr = float(config[keys.LR])
     warmup = int(config.get(keys.WARMUP_STEPS, 0))
-    if not batch_size < b_crit:
+    if law != "sgd" or not batch_size < b_crit:
         return (batch_size, lr, momentum, warmup)
     effective = lr / (1.0 - momentum)
     return (batch_size, round(math.log(effective) / math.log(resolution)), warmup)
@@ -90,10 +100,11 @@ def _snap(lr: float, dim: Any) -> float:
 
 class EpsGuidedSearcher(Searcher):
     """`search.algorithm: eps-guided`: once the eps_opt model exists, lr is drawn around
-    its prediction, ε = ε_opt(B)·(1 − m)·exp(N(0, σ²)) with σ = ln(tolerance)/2 (so about
-    95% of draws fall inside the pruner's tolerance); before that, from the spec's lr
-    dimension. Batch size, momentum and warmup are drawn from the space. Configurations
-    equivalent by noise temperature below B_crit are not run twice (`temperature_key`).
+    its prediction, rate = ε_opt(B)·exp(N(0, σ²)) with σ = ln(tolerance)/2 (so about 95%
+    of draws fall inside the pruner's tolerance; the lr is rate·(1 − m) for SGD, the rate
+    itself for Adam); before that, from the spec's lr dimension. Batch size, momentum and
+    warmup are drawn from the space. Configurations equivalent by noise temperature below
+    B_crit are not run twice (`temperature_key`).
     """
 
     MAX_REDRAWS = 50
@@ -104,6 +115,7 @@ class EpsGuidedSearcher(Searcher):
         self.num_samples = spec.search.num_samples
         self.sigma = math.log(spec.pruning.tolerance) / 2
         self.state = state
+        self.law = theory.LAW_OF_OPTIMIZER[spec.optimizer]
         self.rng = np.random.default_rng(spec.search.seed)
         self.proposed: list[dict[str, Any]] = []
 
@@ -132,8 +144,9 @@ class EpsGuidedSearcher(Searcher):
         if model is not None:
             batch_size = int(config[keys.BATCH_SIZE])
             momentum = float(config.get(keys.MOMENTUM, 0.0))
-            predicted = float(theory.eps_opt(batch_size, model.eps_max, model.b_noise))
-            lr = predicted * (1.0 - momentum) * math.exp(self.rng.normal(0.0, self.sigma))
+            predicted = theory.predicted_eps_opt(model, batch_size)
+            rate = predicted * math.exp(self.rng.normal(0.0, self.sigma))
+            lr = theory.lr_at(self.law, rate, momentum)
             config[keys.LR] = _snap(lr, self.dims[keys.LR])
         return config
 
@@ -143,10 +156,10 @@ class EpsGuidedSearcher(Searcher):
         # Keyed by the B_crit known now: a configuration proposed while B_crit was
         # smaller must still count as run once B_crit has grown past its batch size.
         b_crit = self._b_crit()
-        seen = {temperature_key(c, b_crit) for c in self.proposed}
+        seen = {temperature_key(c, b_crit, law=self.law) for c in self.proposed}
         config = self._draw()
         for _ in range(self.MAX_REDRAWS):
-            if temperature_key(config, b_crit) not in seen:
+            if temperature_key(config, b_crit, law=self.law) not in seen:
                 break
             config = self._draw()
         self.proposed.append(config)

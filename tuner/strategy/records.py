@@ -31,11 +31,12 @@ class TrialRecord:
     steps_to_target: float = math.nan
     b_noise_at_target: float = math.nan
     eps_max_at_target: float = math.nan
+    law: str = "sgd"  # the sweep's ε_opt(B) law (tuner.theory.lr_laws)
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> TrialRecord:
+    def from_config(cls, config: Mapping[str, Any], law: str = "sgd") -> TrialRecord:
         hp = Hyperparameters.from_config(config)
-        return cls(hp.batch_size, hp.lr, hp.momentum, hp.seed)
+        return cls(hp.batch_size, hp.lr, hp.momentum, hp.seed, law=law)
 
     @property
     def leader_key(self) -> tuple[int, int]:
@@ -43,9 +44,10 @@ class TrialRecord:
         return (self.batch_size, self.seed)
 
     @property
-    def effective_lr(self) -> float:
-        """ε/(1 − m) (Smith et al. 2017)."""
-        return float(theory.effective_lr(self.lr, self.momentum))
+    def rate(self) -> float:
+        """The rate the sweep's law is stated in: ε/(1 − m) for SGD (Smith et al. 2017),
+        the lr for Adam (`tuner.theory.lr_laws.rate`)."""
+        return theory.rate(self.law, self.lr, self.momentum)
 
     def observe(self, result: Mapping[str, Any]) -> None:
         self.step = int(result.get(keys.STEP, self.step))
@@ -80,8 +82,10 @@ def best_per_batch(records: Iterable[TrialRecord]) -> dict[int, TrialRecord]:
     return best
 
 
-def fit_model(records: Iterable[TrialRecord], mode: str) -> theory.EpsOptFit | None:
-    """The pooled ε_opt(B) model (None until there is enough data for `mode`).
+def fit_model(
+    records: Iterable[TrialRecord], mode: str, law: str = "sgd"
+) -> theory.EpsOptFit | None:
+    """The pooled ε_opt(B) model of `law` (None until there is enough data for `mode`).
 
     Measured noise scales are pooled over the trials that reached the target, taken at
     the target, so that every trial enters at the same loss. B_simple never stands in
@@ -93,15 +97,16 @@ def fit_model(records: Iterable[TrialRecord], mode: str) -> theory.EpsOptFit | N
     reached = [r for r in records if r.status == keys.REACHED and r.steps_to_target > 0]
     best = best_per_batch(reached)
     batch_sizes = [float(b) for b in best]
-    best_lrs = [r.effective_lr for r in best.values()]
-    if mode == "fitted":  # the best lrs alone: nothing measured to pool
-        return theory.eps_opt_model(mode, batch_sizes, best_lrs)
+    best_rates = [r.rate for r in best.values()]
+    best_steps = [r.steps_to_target for r in best.values()]
+    if mode == "fitted":  # the best trials alone: nothing measured to pool
+        return theory.law_model(law, mode, batch_sizes, best_rates, best_steps)
     sizes = [float(r.batch_size) for r in reached]
     b_noise = theory.pooled_noise_scale([r.b_noise_at_target for r in reached], sizes)
     eps_max = theory.pooled_noise_scale(
         [r.eps_max_at_target for r in reached], sizes, reference=b_noise
     )
-    return theory.eps_opt_model(mode, batch_sizes, best_lrs, b_noise, eps_max)
+    return theory.law_model(law, mode, batch_sizes, best_rates, best_steps, b_noise, eps_max)
 
 
 @dataclass
@@ -118,12 +123,13 @@ class SweepState:
     best: dict[int, TrialRecord] = field(default_factory=dict)
     leaders: dict[tuple[int, int], TrialRecord] = field(default_factory=dict)  # per (B, seed)
     reached: list[TrialRecord] = field(default_factory=list)
+    law: str = "sgd"  # the sweep's ε_opt(B) law (tuner.theory.lr_laws)
 
     def record(self, trial_id: str, config: Mapping[str, Any]) -> TrialRecord:
         """The record of a trial, made from its config the first time it is asked for."""
         record = self.records.get(trial_id)
         if record is None:
-            record = self.records[trial_id] = TrialRecord.from_config(config)
+            record = self.records[trial_id] = TrialRecord.from_config(config, self.law)
         return record
 
     def front_view(self) -> FrontView:
@@ -141,7 +147,7 @@ class SweepState:
             self.best[record.batch_size] = record
         if _leads(record, self.leaders.get(record.leader_key)):
             self.leaders[record.leader_key] = record
-        self.model = fit_model(self.reached, mode)
+        self.model = fit_model(self.reached, mode, self.law)
 
 
 def _leads(record: TrialRecord, leader: TrialRecord | None) -> bool:

@@ -1,13 +1,14 @@
-"""Trial schedulers: none (FIFO), ASHA as the generic baseline, and eps_opt pruning.
+"""Trial schedulers: none (FIFO), ASHA as the generic baseline, and front / eps_opt pruning.
 
 `EpsOptScheduler` wraps another scheduler (FIFO or ASHA) and delegates everything it
 does not decide itself (the Syne Tune pattern). Its decisions are the pure functions of
-tuner.strategy.eps_opt_rules over the records of tuner.strategy.records.
+tuner.strategy.eps_opt_rules over the records of tuner.strategy.records; `pruning.kind:
+front` is the same scheduler with the lr rule off.
 
 DESIGN.md §1 pitfalls handled: 1-2 by pooling measurements of trials that reached the
-target, 4 by refusing Adam-style optimisers in the spec, 9 by a tolerance near 4, 10 by
-judging only against the sweep's own target. Trials start in the order their searcher
-proposed them (tuner.strategy.start_order).
+target, 4 by each optimiser's own ε_opt(B) law (tuner.theory.lr_laws), 9 by a tolerance
+near 4, 10 by judging only against the sweep's own target. Trials start in the order
+their searcher proposed them (tuner.strategy.start_order).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ DECISIONS_FILE = "decisions.jsonl"  # results/decisions.jsonl: why each trial wa
 
 
 class EpsOptScheduler(TrialScheduler):
-    """Prunes trials by the noise-scale prediction ε_opt(B) = ε_max/(1 + B_noise/B)."""
+    """Prunes trials that can no longer improve the front, and (`rule.lr_rule`) trials
+    whose lr is far from the prediction ε_opt(B) of the optimiser's law."""
 
     def __init__(
         self,
@@ -99,9 +101,14 @@ class EpsOptScheduler(TrialScheduler):
 
     def debug_string(self) -> str:
         model = self.state.model
+        if not self.rule.lr_rule:
+            return "front pruning"
         if model is None:
             return "eps_opt pruning (no model yet)"
-        return f"eps_opt pruning: eps_max={model.eps_max:.3g} B_noise={model.b_noise:.3g}"
+        return (
+            f"eps_opt pruning ({model.law} law): eps_max={model.eps_max:.3g} "
+            f"B_noise={model.b_noise:.3g}"
+        )
 
 
 class PerBatchSize(FIFOScheduler):
@@ -172,7 +179,7 @@ def make_scheduler(
     base = _asha(spec) if spec.pruning.base == "asha" else FIFOScheduler()
     return EpsOptScheduler(
         base,
-        PruneRule(spec.pruning.mode, spec.pruning.tolerance),
+        PruneRule(spec.pruning.mode, spec.pruning.tolerance, lr_rule=kind == "eps_opt"),
         max_concurrent=spec.search.max_concurrent,
         decisions_path=run_dir / "results" / DECISIONS_FILE,
         state=state,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from tuner import theory
 from tuner.strategy.records import TrialRecord
 
-RATE_RESOLUTION = 2**0.25  # effective lrs closer than this are one rate
+RATE_RESOLUTION = 2**0.25  # rates closer than this are one rate
 REPEAT_PENALTY = math.log(2.0)  # a repeated rate ranks like one an octave further away
 # Another momentum than the batch size's best trial so far ranks like a rate 3/4 of an
 # octave further away (measured on the replays of BENCHMARKS.md, "my_workload").
@@ -20,9 +20,10 @@ MOMENTUM_PENALTY = 0.75 * math.log(2.0)
 
 
 def rate_key(record: TrialRecord) -> tuple[int, int]:
-    """(B, effective lr to RATE_RESOLUTION): configurations that differ only in momentum
-    at equal ε/(1 − m), or in warmup, share it and mostly train alike (Smith et al. 2017)."""
-    return (record.batch_size, round(math.log(record.effective_lr) / math.log(RATE_RESOLUTION)))
+    """(B, the law's rate to RATE_RESOLUTION): configurations that differ only in warmup,
+    or for SGD in momentum at equal ε/(1 − m), share it and mostly train alike (Smith et
+    al. 2017); for Adam, other β1 at the same lr share it."""
+    return (record.batch_size, round(math.log(record.rate) / math.log(RATE_RESOLUTION)))
 
 
 @dataclass
@@ -47,7 +48,7 @@ def start_priority(
     """Lower starts first. With a model: nearest the prediction. Before one: spread
     over batch sizes, the middle of each batch size's (log) lr range first, so that
     trials reach the target early and the model appears soon. A rate already started at
-    this batch size (another momentum or warmup at the same ε/(1 − m)) waits behind
+    this batch size (another momentum or warmup at the same rate) waits behind
     new rates, which tell more about where ε_opt(B) lies. At a batch size whose `best`
     trial so far used another momentum, the configuration waits behind rates at the
     leader's momentum: ε/(1 − m) makes momenta alike only well below B_crit, and above
@@ -57,18 +58,18 @@ def start_priority(
     if leader is not None and leader.momentum != record.momentum:
         repeats += MOMENTUM_PENALTY
     if model is not None:
-        predicted = float(theory.eps_opt(record.batch_size, model.eps_max, model.b_noise))
-        return (abs(math.log(record.effective_lr / predicted)) + repeats, 0.0)
-    middle = middle_lr.get(record.batch_size, record.effective_lr)
+        predicted = theory.predicted_eps_opt(model, record.batch_size)
+        return (abs(math.log(record.rate / predicted)) + repeats, 0.0)
+    middle = middle_lr.get(record.batch_size, record.rate)
     return (
         float(started.per_batch[record.batch_size]),
-        abs(math.log(record.effective_lr / middle)) + repeats,
+        abs(math.log(record.rate / middle)) + repeats,
     )
 
 
 def middle_lrs(records: Iterable[TrialRecord]) -> dict[int, float]:
-    """Per batch size the geometric middle of the effective lrs of its trials."""
+    """Per batch size the geometric middle of the rates of its trials."""
     logs: dict[int, list[float]] = {}
     for record in records:
-        logs.setdefault(record.batch_size, []).append(math.log(record.effective_lr))
+        logs.setdefault(record.batch_size, []).append(math.log(record.rate))
     return {b: math.exp((min(v) + max(v)) / 2) for b, v in logs.items()}

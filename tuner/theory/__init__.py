@@ -3,9 +3,11 @@
 McCandlish, Kaplan, Amodei 2018, "An Empirical Model of Large-Batch Training": two-batch
 estimators of |G|², tr(Σ) (and GᵀHG, tr(HΣ)), B_simple, B_noise, ε_max, ε_opt(B), and the
 steps/examples trade-off S(B) = S_min(1 + B_crit/B) with a profile-likelihood interval for
-B_crit, and steps to a target interpolated between evaluations.
+B_crit, and steps to a target interpolated between evaluations. Li et al. 2024: Adam's
+ε_opt(B) (the surge law); `lr_laws` says which law applies to which optimiser.
 """
 
+from tuner.theory.adam_eps_opt import eps_opt_adam, fit_eps_max_adam, fit_eps_opt_adam
 from tuner.theory.crossing import CROSSING_MODES, crossing_step, first_crossing, target_met
 from tuner.theory.eps_opt import (
     EPS_OPT_MODES,
@@ -16,6 +18,15 @@ from tuner.theory.eps_opt import (
     fit_eps_max,
     fit_eps_opt,
     lr_ratio_to_eps_opt,
+)
+from tuner.theory.lr_laws import (
+    LAW_OF_OPTIMIZER,
+    LR_LAWS,
+    MODES_OF_LAW,
+    law_model,
+    lr_at,
+    predicted_eps_opt,
+    rate,
 )
 from tuner.theory.noise import (
     FloatArray,
@@ -51,6 +62,9 @@ __all__ = [
     "B_CRIT_KINDS",
     "CROSSING_MODES",
     "EPS_OPT_MODES",
+    "LAW_OF_OPTIMIZER",
+    "LR_LAWS",
+    "MODES_OF_LAW",
     "BCritFinding",
     "BCritKind",
     "EpsOptFit",
@@ -67,18 +81,25 @@ __all__ = [
     "effective_lr",
     "eps_max",
     "eps_opt",
+    "eps_opt_adam",
     "eps_opt_model",
     "examples_for",
     "first_crossing",
     "fit_eps_max",
+    "fit_eps_max_adam",
     "fit_eps_opt",
+    "fit_eps_opt_adam",
     "fit_tradeoff",
     "g2_estimate",
     "ghg_estimate",
+    "law_model",
+    "lr_at",
     "lr_ratio_to_eps_opt",
     "pareto_mask",
     "pooled_noise_scale",
     "pooling_weight",
+    "predicted_eps_opt",
+    "rate",
     "steps_for",
     "student_t_cdf",
     "student_t_quantile",

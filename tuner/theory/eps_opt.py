@@ -32,7 +32,8 @@ _INV_PHI = (math.sqrt(5.0) - 1.0) / 2.0
 
 @dataclass(frozen=True)
 class EpsOptFit:
-    """Fitted ε_opt(B) = eps_max/(1 + b_noise/B).
+    """A fitted ε_opt(B) law: `law` "sgd" is eps_max/(1 + b_noise/B) (this module), "adam"
+    the surge law of `tuner.theory.adam_eps_opt`; `tuner.theory.lr_laws` evaluates either.
 
     ``rms_log`` is the weighted RMS residual in natural-log units. ``at_bound`` is True when
     b_noise sits at an end of the search range (lr never saturates, or never grows, with B),
@@ -43,6 +44,7 @@ class EpsOptFit:
     b_noise: float
     rms_log: float
     at_bound: bool = False
+    law: str = "sgd"
 
 
 @overload
