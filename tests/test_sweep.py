@@ -166,6 +166,45 @@ def test_tables_read_column_wise_are_the_row_by_row_ones(grid_run: Any) -> None:
     pd.testing.assert_frame_equal(built.curves, curves, check_exact=True)
 
 
+def test_adamw_eps_opt_keeps_the_front_of_an_accuracy_target(
+    ray_session: None, tmp_path: Path
+) -> None:
+    """AdamW under Adam's own law (Li et al. 2024), on a user's classifier whose target is
+    an accuracy (higher is better) and whose β1 is 0.9: the grid's per-B best steps for
+    less than 60% of its examples."""
+    common = {
+        "workload": "tests.user_workloads:classifier",
+        "workload_args": {"classes": 10, "dim": 4},
+        "target": {"metric": "accuracy", "value": 0.8, "mode": "max"},
+        "budget": {"max_steps": 600},
+        "eval_every": 5,
+        "optimizer": "adamw",
+        "space": {
+            "batch_size": [8, 32, 128, 512],
+            "lr": [0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064],
+            "momentum": [0.9],
+        },
+        "measure": {"noise_every": 0},
+    }
+    outcomes = {
+        kind: run_sweep(
+            small_spec(tmp_path, name=kind, pruning={"kind": kind, "grace_steps": 20}, **common),
+            progress=False,
+        )
+        for kind in ("none", "eps_opt")
+    }
+    full, pruned = (outcomes[k].tables for k in ("none", "eps_opt"))
+    best_full = full.front.set_index("batch_size")["steps"]
+    best_pruned = pruned.front.set_index("batch_size")["steps"]
+    assert list(best_pruned.index) == list(best_full.index) == [8, 32, 128, 512]
+    assert (best_pruned <= 1.1 * best_full).all(), (best_full.tolist(), best_pruned.tolist())
+    assert pruned.summary["total_examples"] < 0.6 * full.summary["total_examples"]
+    reasons = pruned.trials[pruned.trials["status"] == keys.PRUNED][keys.REASON]
+    assert reasons.str.contains(r"pruned: lr [\d.]+x below eps_opt\(B=").any()
+    assert not reasons.str.contains("lr/(1-m)", regex=False).any()  # β1 is not momentum
+    assert pruned.summary["lr_law"].startswith("Adam: ")
+
+
 def test_eps_opt_pruning_spends_less_for_the_same_front(ray_session: None, tmp_path: Path) -> None:
     """The product's claim in small: the same grid, pruned by eps_opt, reaches the same
     per-batch-size best steps for a fraction of the examples."""
