@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
 from typing import Any
 
@@ -14,7 +16,8 @@ from trainables import keys
 from trainables.errors import TrialInputError
 from trainables.loop import run_trial
 from trainables.parts.batches import fetch_batch, split_batch
-from trainables.parts.schedule import warmup_lr
+from trainables.parts.optimizers import make_optimizer
+from trainables.parts.schedule import LrSchedule, decay_factor, warmup_lr
 from trainables.settings import Hyperparameters, TrialSettings
 
 LINREG = {"dim": 16, "noise": 0.5, "n_train": 8192}
@@ -83,6 +86,64 @@ def test_warmup_lowers_the_reported_lr() -> None:
     _, reports = run(settings(eval_every=5, target_value=0.0, max_steps=20), 32, 0.4, warmup=10)
     assert reports[1][keys.LR] == pytest.approx(0.2)
     assert reports[2][keys.LR] == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize(
+    ("kind", "step", "expected"),
+    [
+        ("constant", 60, 1.0),
+        ("cosine", 10, 1.0),  # the decay starts where the warmup ends
+        ("cosine", 60, 0.1 + 0.9 * 0.5),  # halfway: ½(1 + cos π/2)
+        ("cosine", 35, 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 4))),
+        ("cosine", 110, 0.1),  # at the horizon: the final fraction
+        ("cosine", 500, 0.1),  # and held after it
+        ("linear", 60, 0.1 + 0.9 * 0.5),
+        ("linear", 85, 0.1 + 0.9 * 0.25),
+        ("linear", 5, 0.5),  # still warming up
+    ],
+)
+def test_schedules_against_their_closed_forms(kind: str, step: int, expected: float) -> None:
+    schedule = LrSchedule(2.0, 10, kind, final_fraction=0.1, horizon=110)
+    assert schedule.lr(step) == pytest.approx(2.0 * expected, rel=1e-12)
+
+
+def test_a_decay_is_monotone_and_a_bad_schedule_fails_before_training() -> None:
+    lrs = [LrSchedule(1.0, 0, "cosine", 0.0, 50).lr(t) for t in range(1, 60)]
+    assert all(a >= b for a, b in itertools.pairwise(lrs)) and lrs[-1] == 0.0
+    assert decay_factor("linear", 2.0) == 0.0  # clipped past the end
+    with pytest.raises(ValueError, match="unknown schedule kind 'step'"):
+        LrSchedule(1.0, 0, "step")
+    with pytest.raises(ValueError, match="final_fraction"):
+        LrSchedule(1.0, 0, "cosine", final_fraction=1.5)
+
+
+def test_a_cosine_trial_decays_over_its_budget_and_reports_it() -> None:
+    """Without a horizon the decay spans the trial's step budget at its batch size."""
+    s = settings(eval_every=10, target_value=0.0, max_steps=100, final_lr_fraction=0.2)
+    reports: list[dict[str, Any]] = []
+    hp = Hyperparameters(32, 0.4, 0.0, 0, schedule="cosine")
+    run_trial(s, hp, reports.append)
+    by_step = {r[keys.STEP]: r[keys.LR] for r in reports}
+    assert by_step[50] == pytest.approx(0.4 * (0.2 + 0.8 * 0.5))
+    assert by_step[100] == pytest.approx(0.4 * 0.2)
+    with_horizon = dataclasses.replace(s, horizon_steps=40)
+    reports.clear()
+    run_trial(with_horizon, hp, reports.append)
+    assert {r[keys.STEP]: r[keys.LR] for r in reports}[50] == pytest.approx(0.4 * 0.2)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_the_optimiser_takes_every_value_from_the_hyperparameters(name: str) -> None:
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    hp = Hyperparameters(16, 0.1, 0.8, 0, weight_decay=0.05, beta2=0.95)
+    group = make_optimizer(name, params, hp).param_groups[0]
+    assert group["weight_decay"] == 0.05
+    if name == "adamw":
+        assert group["betas"] == (0.8, 0.95)
+    else:
+        assert group["momentum"] == 0.8
+    plain = make_optimizer(name, params, Hyperparameters(16, 0.1, 0.9, 0)).param_groups[0]
+    assert plain["weight_decay"] == 0.0  # AdamW's own default (0.01) is not applied
 
 
 def test_adamw_runs_with_momentum_as_beta1() -> None:

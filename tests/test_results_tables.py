@@ -323,13 +323,13 @@ def test_the_column_and_field_names_are_the_public_contract(tmp_path: Path) -> N
         "trial_id", "status", "batch_size", "lr", "momentum", "warmup_steps",
         "steps_to_target", "examples_to_target", "final_loss", "b_simple", "wall_s",
         "reason", "steps", "examples", "effective_lr", "seed", "steps_to_target_interp",
-        "examples_to_target_interp",
+        "examples_to_target_interp", "weight_decay", "beta2", "schedule",
     ]  # fmt: skip
     curves = ["trial_id", "step", "examples", "loss", "lr", "b_simple", "g2", "trace_sigma"]
     front = [
         "batch_size", "steps", "examples", "trial_id", "lr", "momentum", "warmup_steps",
         "pareto", "steps_interp", "examples_interp", "seeds_reached", "seeds", "steps_lo",
-        "steps_hi",
+        "steps_hi", "weight_decay", "beta2", "schedule",
     ]  # fmt: skip
     summary = [
         "target", "optimizer", "s_min", "e_min", "b_crit", "b_crit_interval", "b_crit_kind",

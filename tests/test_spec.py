@@ -275,7 +275,56 @@ BAD_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("unknown preset", with_(("space", "nope")), "space", "unknown search space 'nope'"),
     ("missing batch_size", with_(("space.batch_size", DELETE)), "space.batch_size", "required"),
     ("missing lr", with_(("space.lr", DELETE)), "space.lr", "required"),
-    ("unknown space key", with_(("space.beta2", [0.99])), "space.beta2", "unknown key"),
+    ("unknown space key", with_(("space.beta3", [0.99])), "space.beta3", "unknown key"),
+    ("beta2 with sgd", with_(("space.beta2", [0.99])), "space.beta2", "beta2 is AdamW's"),
+    (
+        "weight decay below 0",
+        with_(("space.weight_decay", [0.0, -0.1])),
+        "space.weight_decay",
+        "value -0.1 must be >= 0",
+    ),
+    (
+        "beta2 of 1",
+        with_(("optimizer", "adamw"), ("space.momentum", [0.9]), ("space.beta2", [0.95, 1.0])),
+        "space.beta2",
+        "value 1.0 must be in [0, 1)",
+    ),
+    (
+        "adamw without beta1",
+        with_(("optimizer", "adamw")),
+        "space.momentum",
+        "with optimizer adamw give beta1 as space.momentum",
+    ),
+    (
+        "unknown schedule kind",
+        with_(("schedule.kind", "exponential")),
+        "schedule.kind",
+        "unknown kind 'exponential' (choose from constant, cosine, linear)",
+    ),
+    (
+        "unknown searched schedule kind",
+        with_(("space.schedule", ["cosine", "step"])),
+        "space.schedule[1]",
+        "unknown schedule 'step' (choose from constant, cosine, linear)",
+    ),
+    (
+        "final lr fraction above 1",
+        with_(("schedule.final_lr_fraction", 1.5)),
+        "schedule.final_lr_fraction",
+        "less than or equal to 1",
+    ),
+    (
+        "final lr fraction below 0",
+        with_(("schedule.final_lr_fraction", -0.1)),
+        "schedule.final_lr_fraction",
+        "greater than or equal to 0",
+    ),
+    (
+        "schedule kind in two places",
+        with_(("schedule.kind", "cosine"), ("space.schedule", ["constant", "cosine"])),
+        "schedule.kind",
+        "give it in one place",
+    ),
     ("batch_size zero", with_(("space.batch_size", [0, 16])), "space.batch_size", "value 0"),
     (
         "batch_size range below 1",
@@ -570,12 +619,46 @@ def test_measured_eps_opt_adamw_line_is_exact() -> None:
     ]
 
 
+def test_the_recipe_s_fixed_values_are_stated_not_implied() -> None:
+    """What the space does not search is fixed for the sweep and written down: no weight
+    decay unless asked, AdamW's beta2 0.999, the schedule's kind."""
+    sgd = parse_spec(BASE)
+    assert sgd.fixed_hyperparameters() == {"weight_decay": 0.0, "schedule": "constant"}
+    assert list(sgd.space.dimensions()) == ["batch_size", "lr", "momentum", "warmup_steps"]
+    adamw = parse_spec(
+        with_(
+            ("optimizer", "adamw"),
+            ("space.momentum", [0.9]),
+            ("space.weight_decay", [0.0, 0.1]),
+            ("schedule.kind", "cosine"),
+        )
+    )
+    assert adamw.fixed_hyperparameters() == {"schedule": "cosine", "beta2": 0.999}
+    assert list(adamw.space.dimensions())[-1] == "weight_decay"
+    searched = parse_spec(with_(("space.schedule", ["constant", "linear"])))
+    assert searched.space.dimensions()["schedule"].points() == ("constant", "linear")
+    assert "schedule" not in searched.fixed_hyperparameters()
+    assert parse_spec(searched.to_yaml_dict()) == searched
+
+
+def test_schedule_kinds_are_the_loop_s() -> None:
+    from typing import get_args
+
+    from trainables.parts.schedule import SCHEDULE_KINDS
+    from tuner.config.spec import ScheduleKind
+
+    assert get_args(ScheduleKind) == SCHEDULE_KINDS
+
+
 def test_valid_variants_pass() -> None:
     """Near misses of the rules above that are fine."""
     parse_spec(with_(("resources.workers_per_trial", 4), ("space.batch_size", [16, 64])))
-    parse_spec(with_(("optimizer", "adamw"), ("pruning.kind", "asha")))
-    parse_spec(with_(("optimizer", "adamw"), ("pruning.kind", "eps_opt")))  # fitted
-    parse_spec(with_(("optimizer", "adamw"), ("pruning.kind", "front")))
+    adamw = (("optimizer", "adamw"), ("space.momentum", [0.9]))
+    parse_spec(with_(*adamw, ("pruning.kind", "asha")))
+    parse_spec(with_(*adamw, ("pruning.kind", "eps_opt")))  # fitted
+    parse_spec(with_(*adamw, ("pruning.kind", "front")))
+    parse_spec(with_(*adamw, ("space.beta2", [0.95, 0.999]), ("space.weight_decay", [0, 0.1])))
+    parse_spec(with_(("space.schedule", ["constant", "cosine"]), ("schedule.final_lr_fraction", 1)))
     parse_spec(with_(("space.momentum", [0, 0.99]), ("space.lr", {"choice": [1, 0.5]})))
     parse_spec(with_(("space.batch_size", {"log_int_uniform": [16, 4096]})))
     parse_spec(with_(("target.value", 1), ("pruning.tolerance", 2)))  # ints where floats go

@@ -205,6 +205,42 @@ def test_adamw_eps_opt_keeps_the_front_of_an_accuracy_target(
     assert pruned.summary["lr_law"].startswith("Adam: ")
 
 
+def test_a_searched_recipe_lands_in_the_tables(ray_session: None, tmp_path: Path) -> None:
+    """AdamW with the schedule kind and weight decay searched, on a workload without an
+    eval set: each trial trains its own recipe, the tables say which, and a cosine
+    trial's lr decays to the final fraction over its budget."""
+    spec = small_spec(
+        tmp_path,
+        workload="tests.user_workloads:no_eval",
+        target={"metric": "loss", "value": 0.0},
+        budget={"max_steps": 40},
+        optimizer="adamw",
+        space={
+            "batch_size": [32],
+            "lr": [0.05],
+            "momentum": [0.9],
+            "weight_decay": [0.0, 0.1],
+            "schedule": ["constant", "cosine"],
+        },
+        schedule={"final_lr_fraction": 0.25},
+        measure={"noise_every": 0},
+    )
+    tables = run_sweep(spec, progress=False).tables
+    trials = tables.trials
+    assert sorted(zip(trials[keys.WEIGHT_DECAY], trials[keys.SCHEDULE], strict=True)) == [
+        (0.0, "constant"), (0.0, "cosine"), (0.1, "constant"), (0.1, "cosine"),
+    ]  # fmt: skip
+    assert (trials[keys.BETA2] == 0.999).all()  # not searched: the stated default
+    assert set(trials["status"]) == {keys.EXHAUSTED}
+    final_lr = tables.curves.groupby("trial_id")[keys.LR].last()
+    by_schedule = trials.set_index("trial_id")[keys.SCHEDULE]
+    assert final_lr[by_schedule == "cosine"].tolist() == pytest.approx([0.05 * 0.25] * 2)
+    assert final_lr[by_schedule == "constant"].tolist() == pytest.approx([0.05] * 2)
+    # Weight decay changed the training: the same schedule ends at another loss.
+    loss = trials.set_index([keys.SCHEDULE, keys.WEIGHT_DECAY])["final_loss"]
+    assert loss[("constant", 0.0)] != loss[("constant", 0.1)]
+
+
 def test_eps_opt_pruning_spends_less_for_the_same_front(ray_session: None, tmp_path: Path) -> None:
     """The product's claim in small: the same grid, pruned by eps_opt, reaches the same
     per-batch-size best steps for a fraction of the examples."""

@@ -45,6 +45,10 @@ BATCH_SIZE: Final = "batch_size"
 MOMENTUM: Final = "momentum"
 WARMUP_STEPS: Final = "warmup_steps"
 HYPERPARAMETERS: Final = (BATCH_SIZE, LR, MOMENTUM, WARMUP_STEPS)
+# The rest of the recipe: searched where the space gives them, else fixed for the sweep.
+WEIGHT_DECAY: Final = "weight_decay"
+BETA2: Final = "beta2"  # AdamW's second-moment decay
+SCHEDULE: Final = "schedule"  # the lr schedule kind after warmup
 SEED: Final = "seed"  # the training seed of a trial (search.seeds), beside the hyperparameters
 
 # What Tune puts into every result beside ours (ray.tune.result; `time_*` too).

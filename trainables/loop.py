@@ -37,7 +37,7 @@ from trainables.parts.evaluator import Evaluator
 from trainables.parts.forward import Forward, autocast_for
 from trainables.parts.judge import Judge
 from trainables.parts.optimizers import make_optimizer
-from trainables.parts.schedule import WarmupConstant
+from trainables.parts.schedule import LrSchedule
 from trainables.parts.streams import (
     HESSIAN_STREAM,
     TORCH_STREAM,
@@ -80,8 +80,14 @@ class TrainingRun:
         )
         self.strategy = step_strategy(forward, world, device, hp.batch_size, settings.micro_batches)
         self.optimizer = make_optimizer(settings.optimizer, self.params, hp)
-        self.schedule = WarmupConstant(hp.lr, hp.warmup_steps)
         self.max_steps = settings.max_steps_for(hp.batch_size)
+        self.schedule = LrSchedule(
+            hp.lr,
+            hp.warmup_steps,
+            hp.schedule,
+            settings.final_lr_fraction,
+            settings.horizon_steps or self.max_steps,
+        )
         train_data = self.workload.train_data
         self.batches = BatchSource(
             train_data,

@@ -87,6 +87,11 @@ class TrialSettings:
     # The run's directory or URI; multi-worker (Ray Train) trials keep their own state
     # under <run_dir>/train.
     run_dir: str
+    # The recipe's values the space does not search (Spec.fixed_hyperparameters), and the
+    # lr schedule's parameters (trainables.parts.schedule).
+    fixed_hyperparameters: dict[str, Any]
+    final_lr_fraction: float
+    horizon_steps: int | None
     divergence_factor: float = 10.0  # eval loss above this multiple of the initial one diverged
 
     @property
@@ -113,13 +118,24 @@ class Hyperparameters:
     momentum: float
     warmup_steps: int
     seed: int = 0  # the training seed: batches, the torch RNG, the model's initialisation
+    weight_decay: float = 0.0
+    beta2: float = 0.999  # AdamW only
+    schedule: str = "constant"  # the lr after warmup (trainables.parts.schedule)
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> Hyperparameters:
+    def from_config(
+        cls, config: Mapping[str, Any], fixed: Mapping[str, Any] | None = None
+    ) -> Hyperparameters:
+        """A trial's config (the searched values), completed by the sweep's `fixed`
+        values (TrialSettings.fixed_hyperparameters)."""
+        values = {**(fixed or {}), **config}
         return cls(
-            batch_size=int(config[keys.BATCH_SIZE]),
-            lr=float(config[keys.LR]),
-            momentum=float(config.get(keys.MOMENTUM, 0.0)),
-            warmup_steps=int(config.get(keys.WARMUP_STEPS, 0)),
-            seed=int(config.get(keys.SEED, 0)),
+            batch_size=int(values[keys.BATCH_SIZE]),
+            lr=float(values[keys.LR]),
+            momentum=float(values.get(keys.MOMENTUM, 0.0)),
+            warmup_steps=int(values.get(keys.WARMUP_STEPS, 0)),
+            seed=int(values.get(keys.SEED, 0)),
+            weight_decay=float(values.get(keys.WEIGHT_DECAY, 0.0)),
+            beta2=float(values.get(keys.BETA2, 0.999)),
+            schedule=str(values.get(keys.SCHEDULE, "constant")),
         )

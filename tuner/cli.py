@@ -214,13 +214,8 @@ def _probe(path: str, spec: Any) -> None:
     from trainables.settings import Hyperparameters, Target
     from tuner.config.trial_settings import trial_settings
 
-    dims = spec.space.dimensions()
-    hp = Hyperparameters(
-        batch_size=int(_first_point(dims["batch_size"])),
-        lr=float(_first_point(dims["lr"])),
-        momentum=float(_first_point(dims["momentum"])),
-        warmup_steps=int(_first_point(dims["warmup_steps"])),
-    )
+    first = {name: _first_point(dim) for name, dim in spec.space.dimensions().items()}
+    hp = Hyperparameters.from_config(first, spec.fixed_hyperparameters())
     try:
         probe = probe_workload(trial_settings(spec, ""), hp)
     except TrialInputError as exc:

@@ -98,7 +98,7 @@ def single_worker_trial(config: dict[str, Any], settings: TrialSettings) -> None
 
     torch.set_num_threads(_cpu_threads(settings))
     device = torch.device("cuda" if settings.gpus_per_worker > 0 else "cpu")
-    hp = Hyperparameters.from_config(config)
+    hp = Hyperparameters.from_config(config, settings.fixed_hyperparameters)
     run_trial(
         settings,
         hp,
@@ -121,7 +121,7 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     run_trial(
         settings,
-        Hyperparameters.from_config(loop_config["config"]),
+        Hyperparameters.from_config(loop_config["config"], settings.fixed_hyperparameters),
         lambda metrics: ray.train.report(metrics),
         device=device,
         world=world,

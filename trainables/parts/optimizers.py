@@ -13,9 +13,12 @@ from trainables.settings import Hyperparameters
 def make_optimizer(
     name: str, params: Iterable[torch.nn.Parameter], hp: Hyperparameters
 ) -> torch.optim.Optimizer:
-    """SGD with momentum from the space, or AdamW with beta1 = momentum."""
+    """SGD with momentum and (L2) weight decay, or AdamW with beta1 = momentum, beta2 and
+    decoupled weight decay; every value from the trial's hyperparameters, none implied."""
     if name == "sgd":
-        return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum)
+        return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=hp.lr, betas=(hp.momentum, 0.999))
+        return torch.optim.AdamW(
+            params, lr=hp.lr, betas=(hp.momentum, hp.beta2), weight_decay=hp.weight_decay
+        )
     raise TrialInputError(f"unknown optimizer {name!r}")

@@ -279,13 +279,58 @@ def _listed(what: str, values: list[float | int]) -> str:
     return f"{what}{plural} {', '.join(map(str, values))}"
 
 
+ScheduleKind = Literal["constant", "cosine", "linear"]  # trainables.parts.schedule
+
+
+class ScheduleChoice(_Model):
+    """`space.schedule: [constant, cosine]`: the lr schedule kind as a categorical
+    dimension (its parameters are the spec's `schedule` section)."""
+
+    kind: ClassVar[str] = "choice"
+    categorical: ClassVar[bool] = True
+    choice: tuple[ScheduleKind, ...]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_list(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"choice": [data]}
+        return {"choice": data} if isinstance(data, (list, tuple)) else data
+
+    @field_validator("choice", mode="before")
+    @classmethod
+    def _non_empty(cls, value: Any) -> Any:
+        if isinstance(value, (list, tuple)) and not value:
+            raise ValueError("give at least one schedule kind")
+        return value
+
+    @field_validator("choice")
+    @classmethod
+    def _distinct(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(values)) < len(values):
+            raise ValueError("repeated schedule kind")
+        return values
+
+    @model_serializer
+    def _as_list(self) -> list[str]:
+        return list(self.choice)
+
+    def points(self) -> tuple[str, ...]:
+        """The kinds."""
+        return self.choice
+
+
 class Space(_Model):
-    """The joint space over batch size, learning rate, momentum and warmup steps."""
+    """The joint space over batch size, learning rate, momentum and warmup steps, and, when
+    given, weight decay, AdamW's β2 and the lr schedule kind."""
 
     batch_size: Dim
     lr: Dim
     momentum: Dim = Choice(choice=(0.0,))
     warmup_steps: Dim = Choice(choice=(0,))
+    weight_decay: Dim | None = None  # default: 0 (no weight decay)
+    beta2: Dim | None = None  # adamw only; default 0.999
+    schedule: ScheduleChoice | None = None  # default: `schedule.kind`
 
     @field_validator("batch_size")
     @classmethod
@@ -311,14 +356,34 @@ class Space(_Model):
         _check_dim(dim, True, lambda v: v >= 0, "an integer >= 0")
         return dim
 
-    def dimensions(self) -> dict[str, DimModel]:
-        """The four dimensions by hyperparameter name, in a fixed order."""
-        return {
+    @field_validator("weight_decay")
+    @classmethod
+    def _weight_decay(cls, dim: DimModel | None) -> DimModel | None:
+        if dim is not None:
+            _check_dim(dim, False, lambda v: v >= 0, ">= 0")
+        return dim
+
+    @field_validator("beta2")
+    @classmethod
+    def _beta2(cls, dim: DimModel | None) -> DimModel | None:
+        if dim is not None:
+            _check_dim(dim, False, lambda v: 0 <= v < 1, "in [0, 1)")
+        return dim
+
+    def dimensions(self) -> dict[str, Any]:
+        """The dimensions searched, by hyperparameter name, in a fixed order: the four
+        always, then weight_decay, beta2 and schedule where the space gives them."""
+        dims: dict[str, Any] = {
             "batch_size": self.batch_size,
             "lr": self.lr,
             "momentum": self.momentum,
             "warmup_steps": self.warmup_steps,
         }
+        optional = {"weight_decay": self.weight_decay, "beta2": self.beta2}
+        dims.update({name: dim for name, dim in optional.items() if dim is not None})
+        if self.schedule is not None:
+            dims["schedule"] = self.schedule
+        return dims
 
 
 # --- the other sections ---------------------------------------------------------------------
@@ -396,6 +461,17 @@ class Pruning(_Model):
     base: Literal["fifo", "asha"] = "fifo"  # front and eps_opt: the scheduler they wrap
 
 
+class Schedule(_Model):
+    """The lr after the warmup: `constant`, or decaying (`cosine`, `linear`) from the
+    trial's lr to `final_lr_fraction` of it over `horizon_steps` steps (default: the
+    trial's step budget at its batch size), then held there. `space.schedule` searches
+    the kind instead."""
+
+    kind: ScheduleKind = "constant"
+    final_lr_fraction: Annotated[Real, Field(ge=0, le=1)] = 0.0
+    horizon_steps: PosInt | None = None
+
+
 class Stall(_Model):
     """Stop a trial that stopped progressing (status `stalled`): no evaluation improved
     its best target value by `min_delta` of the way from its step-0 value to the target
@@ -442,6 +518,7 @@ class Spec(_Model):
     resources: Resources = Field(default_factory=Resources)
     measure: Measure = Field(default_factory=Measure)
     stall: Stall = Field(default_factory=Stall)
+    schedule: Schedule = Field(default_factory=Schedule)
     storage: NonEmptyStr = "./runs"  # a directory, or a URI (s3://, gs://, file://)
 
     @field_validator("name")
@@ -509,6 +586,24 @@ class Spec(_Model):
                         f"resources.workers_per_trial={workers}",
                     )
                 )
+        space_given = self.space.model_fields_set
+        if self.optimizer == "adamw" and "momentum" not in space_given:
+            problems.append(
+                (
+                    "space.momentum",
+                    "with optimizer adamw give beta1 as space.momentum (for example [0.9]): "
+                    "the default [0.0] would train with beta1 = 0",
+                )
+            )
+        if self.optimizer != "adamw" and self.space.beta2 is not None:
+            problems.append(("space.beta2", f"beta2 is AdamW's; optimizer is {self.optimizer}"))
+        if self.space.schedule is not None and "kind" in self.schedule.model_fields_set:
+            problems.append(
+                (
+                    "schedule.kind",
+                    "the schedule kind is searched (space.schedule): give it in one place",
+                )
+            )
         if (
             self.pruning.kind == "eps_opt"
             and self.pruning.mode == "measured"
@@ -580,9 +675,24 @@ class Spec(_Model):
         """min(max_steps, max_examples // batch_size) over the limits given, at least 1."""
         return self.budget.max_steps_for(batch_size)
 
+    def fixed_hyperparameters(self) -> dict[str, Any]:
+        """The recipe's values that the space does not search: weight decay (0), β2
+        (0.999, AdamW only) and the schedule kind (`schedule.kind`)."""
+        dims = self.space.dimensions()
+        fixed: dict[str, Any] = {"weight_decay": 0.0, "schedule": self.schedule.kind}
+        if self.optimizer == "adamw":
+            fixed["beta2"] = 0.999
+        return {name: value for name, value in fixed.items() if name not in dims}
+
     def to_yaml_dict(self) -> dict[str, Any]:
-        """A plain dict (lists, numbers, strings) that parse_spec turns back into this spec."""
-        return self.model_dump(mode="json")
+        """A plain dict (lists, numbers, strings) that parse_spec turns back into this spec
+        (the optional dimensions only where given; the schedule's kind only where not
+        searched)."""
+        data = self.model_dump(mode="json")
+        data["space"] = {name: dim for name, dim in data["space"].items() if dim is not None}
+        if self.space.schedule is not None:
+            del data["schedule"]["kind"]
+        return data
 
 
 # --- reading and error reporting -----------------------------------------------------------
@@ -692,7 +802,8 @@ def _message(err: Any) -> str:
         return "required field is missing"
     if kind == "literal_error":
         choices = ", ".join(re.findall(r"'([^']*)'", str(ctx.get("expected", ""))))
-        noun = str(err["loc"][-1]).replace("_", " ") if err["loc"] else "value"
+        names = [item for item in err["loc"] if isinstance(item, str) and item not in DIM_KINDS]
+        noun = names[-1].replace("_", " ") if names else "value"
         return f"unknown {noun} {_short(err['input'])} (choose from {choices})"
     if kind == "string_pattern_mismatch":
         pattern = str(ctx.get("pattern", "")).strip("^$")
@@ -736,6 +847,8 @@ __all__ = [
     "Measure",
     "Pruning",
     "Resources",
+    "Schedule",
+    "ScheduleChoice",
     "Search",
     "Space",
     "Spec",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,11 +49,12 @@ TRIAL_COLUMNS = [
     keys.WARMUP_STEPS, keys.STEPS_TO_TARGET, keys.EXAMPLES_TO_TARGET, columns.FINAL_LOSS,
     keys.B_SIMPLE, keys.WALL_S, keys.REASON, columns.STEPS, keys.EXAMPLES,
     columns.EFFECTIVE_LR, keys.SEED, keys.STEPS_TO_TARGET_INTERP,
-    keys.EXAMPLES_TO_TARGET_INTERP,
+    keys.EXAMPLES_TO_TARGET_INTERP, keys.WEIGHT_DECAY, keys.BETA2, keys.SCHEDULE,
 ]  # fmt: skip
 # The order of the trials table: by configuration, then seed.
 TRIAL_ORDER = [
-    keys.BATCH_SIZE, keys.LR, keys.MOMENTUM, keys.WARMUP_STEPS, keys.SEED, columns.TRIAL_ID,
+    keys.BATCH_SIZE, keys.LR, keys.MOMENTUM, keys.WARMUP_STEPS, keys.WEIGHT_DECAY, keys.BETA2,
+    keys.SCHEDULE, keys.SEED, columns.TRIAL_ID,
 ]  # fmt: skip
 CURVE_COLUMNS = [
     columns.TRIAL_ID, keys.STEP, keys.EXAMPLES, keys.LOSS, keys.LR, keys.B_SIMPLE, keys.G2,
@@ -63,6 +64,7 @@ FRONT_COLUMNS = [
     keys.BATCH_SIZE, columns.STEPS, keys.EXAMPLES, columns.TRIAL_ID, keys.LR, keys.MOMENTUM,
     keys.WARMUP_STEPS, columns.PARETO, columns.STEPS_INTERP, columns.EXAMPLES_INTERP,
     columns.SEEDS_REACHED, columns.SEEDS, columns.STEPS_LO, columns.STEPS_HI,
+    keys.WEIGHT_DECAY, keys.BETA2, keys.SCHEDULE,
 ]  # fmt: skip
 ADAM_LAW_TEXT = "Adam: eps_opt(B) = eps_max/(0.5(sqrt(B_noise/B) + sqrt(B/B_noise))) on lr"
 # A front this coarse next to eval_every gets a note (steps round up to evaluations).
@@ -108,11 +110,13 @@ def _trial_status(trial: TuneTrial, last: dict[str, Any]) -> tuple[str, str]:
     return UNFINISHED, ""
 
 
-def _trial_row(trial: TuneTrial, reasons: dict[str, str], last: dict[str, Any]) -> dict[str, Any]:
+def _trial_row(
+    trial: TuneTrial, reasons: dict[str, str], last: dict[str, Any], fixed: Mapping[str, Any]
+) -> dict[str, Any]:
     status, reason = _trial_status(trial, last)
     if status == keys.PRUNED and trial.trial_id in reasons:
         reason = reasons[trial.trial_id]
-    config = trial.config
+    config = {**fixed, **trial.config}
     momentum = float(config.get(keys.MOMENTUM, 0.0))
     lr = float(config.get(keys.LR, math.nan))
     return {
@@ -134,6 +138,9 @@ def _trial_row(trial: TuneTrial, reasons: dict[str, str], last: dict[str, Any]) 
         keys.SEED: int(config.get(keys.SEED, 0)),
         keys.STEPS_TO_TARGET_INTERP: last.get(keys.STEPS_TO_TARGET_INTERP, math.nan),
         keys.EXAMPLES_TO_TARGET_INTERP: last.get(keys.EXAMPLES_TO_TARGET_INTERP, math.nan),
+        keys.WEIGHT_DECAY: float(config.get(keys.WEIGHT_DECAY, math.nan)),
+        keys.BETA2: float(config.get(keys.BETA2, math.nan)),
+        keys.SCHEDULE: str(config.get(keys.SCHEDULE, "")),
     }
 
 
@@ -150,12 +157,18 @@ def _read_prune_reasons(run_dir: Path) -> dict[str, str]:
 
 
 def trials_table(
-    trials: list[TuneTrial], run_dir: Path, last_reports: Sequence[dict[str, Any]]
+    trials: list[TuneTrial],
+    run_dir: Path,
+    last_reports: Sequence[dict[str, Any]],
+    fixed: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """One row per trial, from its last report ({} for a trial without reports)."""
+    """One row per trial, from its last report ({} for a trial without reports) and its
+    config completed by the sweep's `fixed` hyperparameters (Spec.fixed_hyperparameters;
+    a value neither gives is empty: a run from before it was recorded)."""
     reasons = _read_prune_reasons(run_dir)
     rows = [
-        _trial_row(trial, reasons, last) for trial, last in zip(trials, last_reports, strict=True)
+        _trial_row(trial, reasons, last, fixed or {})
+        for trial, last in zip(trials, last_reports, strict=True)
     ]
     table = pd.DataFrame(rows, columns=TRIAL_COLUMNS)
     floats = [
@@ -365,6 +378,9 @@ def front_table(trials: pd.DataFrame) -> pd.DataFrame:
                 keys.LR: middle[keys.LR],
                 keys.MOMENTUM: middle[keys.MOMENTUM],
                 keys.WARMUP_STEPS: middle[keys.WARMUP_STEPS],
+                keys.WEIGHT_DECAY: middle.get(keys.WEIGHT_DECAY, math.nan),
+                keys.BETA2: middle.get(keys.BETA2, math.nan),
+                keys.SCHEDULE: middle.get(keys.SCHEDULE, ""),
                 columns.STEPS_INTERP: median,
                 columns.EXAMPLES_INTERP: median * int(batch_size),
                 columns.SEEDS_REACHED: len(group),
@@ -660,13 +676,14 @@ def build_tables(
     *,
     optimizer: str = "sgd",
     eval_every: int | None = None,
+    fixed: Mapping[str, Any] | None = None,
 ) -> Tables:
     """Read the Tune experiment in `run_dir` into the results tables. `effective_lr`
     (lr/(1 − momentum), the rate SGD's law is stated in) is left empty for other
-    optimisers."""
+    optimisers; `fixed` are the hyperparameters the space did not search."""
     tune_trials = read_trials(run_dir, with_results=False)
     last_reports, curves = _read_reports(tune_trials)
-    trials = trials_table(tune_trials, run_dir, last_reports)
+    trials = trials_table(tune_trials, run_dir, last_reports, fixed)
     if optimizer != "sgd":
         trials[columns.EFFECTIVE_LR] = math.nan
     front = front_table(trials)

@@ -85,10 +85,11 @@ def temperature_key(
     momentum = float(config.get(keys.MOMENTUM, 0.0))
     lr = float(config[keys.LR])
     warmup = int(config.get(keys.WARMUP_STEPS, 0))
+    recipe = tuple(config.get(name) for name in (keys.WEIGHT_DECAY, keys.BETA2, keys.SCHEDULE))
     if law != "sgd" or not batch_size < b_crit:
-        return (batch_size, lr, momentum, warmup)
+        return (batch_size, lr, momentum, warmup, *recipe)
     effective = lr / (1.0 - momentum)
-    return (batch_size, round(math.log(effective) / math.log(resolution)), warmup)
+    return (batch_size, round(math.log(effective) / math.log(resolution)), warmup, *recipe)
 
 
 def _snap(lr: float, dim: Any) -> float:
