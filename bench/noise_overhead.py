@@ -205,7 +205,12 @@ def block_steps(steps: int, batch_size: int, unit: int) -> int:
 
 
 def make_trial(
-    base: Workload, name: str, batch_size: int, variant: Variant, world: World | None = None
+    base: Workload,
+    name: str,
+    batch_size: int,
+    variant: Variant,
+    world: World | None = None,
+    max_micro_batch: int | None = None,
 ) -> TrainingRun:
     """A trial of its own model copy on the shared training data; no evaluation is run.
 
@@ -221,6 +226,7 @@ def make_trial(
         noise_every=variant.noise_every,
         curvature_every=variant.curvature_every,
         workers_per_trial=world.size,
+        max_micro_batch=max_micro_batch,
     )
     hp = Hyperparameters(batch_size=batch_size, lr=LR, momentum=MOMENTUM, warmup_steps=0)
     workload = Workload(model=copy.deepcopy(base.model), train_data=base.train_data, loss=base.loss)
@@ -279,11 +285,15 @@ def bench_one(
     steps: int,
     repeats: int,
     world: World | None = None,
+    max_micro_batch: int | None = None,
 ) -> Result:
     """Warm-up block, then `repeats` repeats of interleaved chunks in rotating order."""
     world = world or World()
     labels = [v.label for v in variants]
-    runners = {v.label: Runner(make_trial(base, name, batch_size, v, world)) for v in variants}
+    runners = {
+        v.label: Runner(make_trial(base, name, batch_size, v, world, max_micro_batch))
+        for v in variants
+    }
     curvature = [v for v in variants if v.curvature_every]
     result = Result(
         name,
@@ -325,6 +335,7 @@ class Plan:
     steps: int
     repeats: int
     threads: int
+    max_micro_batch: int | None = None  # every variant accumulates (the baseline too)
 
 
 def run_plan(plan: Plan, world: World, emit: Callable[[Result], None]) -> None:
@@ -334,7 +345,18 @@ def run_plan(plan: Plan, world: World, emit: Callable[[Result], None]) -> None:
         base = build_workload(name, WORKLOAD_ARGS[name])
         for batch_size in plan.batch_sizes:
             steps = block_steps(plan.steps, batch_size, unit)
-            emit(bench_one(base, name, batch_size, plan.variants, steps, plan.repeats, world))
+            emit(
+                bench_one(
+                    base,
+                    name,
+                    batch_size,
+                    plan.variants,
+                    steps,
+                    plan.repeats,
+                    world,
+                    plan.max_micro_batch,
+                )
+            )
 
 
 def ddp_worker(rank: int, world_size: int, port: int, plan: Plan, results: Any) -> None:
@@ -541,6 +563,11 @@ def main(argv: list[str] | None = None) -> int:
         default=160,
         help="steps per variant and repeat up to B=512 (scaled by 512/B)",
     )
+    parser.add_argument(
+        "--max-micro-batch",
+        type=int,
+        help="accumulate every variant (the baseline too) over micro-batches of at most N",
+    )
     parser.add_argument("--repeats", type=int, default=16, help="timed repeats after warm-up")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--out", type=Path, help="write the table (.md) or raw results (.json)")
@@ -563,7 +590,15 @@ def main(argv: list[str] | None = None) -> int:
     uneven = [b for b in batch_sizes if b % args.workers]
     if uneven:
         parser.error(f"batch sizes {uneven} are not divisible by {args.workers} workers")
-    plan = Plan(names, batch_sizes, variants, args.steps, args.repeats, args.threads)
+    plan = Plan(
+        names,
+        batch_sizes,
+        variants,
+        args.steps,
+        args.repeats,
+        args.threads,
+        args.max_micro_batch,
+    )
     torch.set_num_threads(args.threads)
 
     results: list[Result] = []
@@ -599,6 +634,8 @@ def main(argv: list[str] | None = None) -> int:
         mode = f"micro_batches={micro}"
     else:
         mode = f"workers={args.workers} (DDP comm hook, gloo on {LOOPBACK}; rank 0's timings)"
+    if args.max_micro_batch:
+        mode += f", every variant accumulated over micro-batches of <= {args.max_micro_batch}"
     header = (
         f"{info['cpu_model']}, {info['cpus']} CPUs, torch {info['torch']}, "
         f"python {info['python']}, code {info['code']}, "

@@ -320,6 +320,18 @@ BAD_CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "greater than or equal to 0",
     ),
     (
+        "max micro batch zero",
+        with_(("resources.max_micro_batch", 0)),
+        "resources.max_micro_batch",
+        "greater than or equal to 1",
+    ),
+    (
+        "curvature with accumulation",
+        with_(("resources.max_micro_batch", 8), ("measure.curvature_every", 10)),
+        "measure.curvature_every",
+        "not measured with gradient accumulation",
+    ),
+    (
         "schedule kind in two places",
         with_(("schedule.kind", "cosine"), ("space.schedule", ["constant", "cosine"])),
         "schedule.kind",

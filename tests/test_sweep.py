@@ -241,6 +241,31 @@ def test_a_searched_recipe_lands_in_the_tables(ray_session: None, tmp_path: Path
     assert loss[("constant", 0.0)] != loss[("constant", 0.1)]
 
 
+def test_accumulated_cosine_sweep_agrees_with_the_whole_batch_one(
+    ray_session: None, tmp_path: Path
+) -> None:
+    """A cosine-schedule grid whose largest batch (256) is accumulated over micro-batches
+    of 64: the same statuses and steps to the target per trial as without."""
+    common = {
+        "space": {"batch_size": [16, 64, 256], "lr": [0.1, 0.5], "momentum": [0.0]},
+        "schedule": {"kind": "cosine", "final_lr_fraction": 0.1},
+        "measure": {"noise_every": 0},
+    }
+    plain = run_sweep(small_spec(tmp_path, name="plain", **common), progress=False)
+    accumulated = run_sweep(
+        small_spec(tmp_path, name="accumulated", resources={"max_micro_batch": 64}, **common),
+        progress=False,
+    )
+    order = [keys.BATCH_SIZE, keys.LR]
+    a = plain.tables.trials.sort_values(order).reset_index(drop=True)
+    b = accumulated.tables.trials.sort_values(order).reset_index(drop=True)
+    assert a["status"].tolist() == b["status"].tolist()
+    assert (a["status"] == keys.REACHED).sum() >= 4
+    pd.testing.assert_series_equal(a[keys.STEPS_TO_TARGET], b[keys.STEPS_TO_TARGET])
+    pd.testing.assert_series_equal(a["final_loss"], b["final_loss"], rtol=1e-4)
+    assert (b[keys.SCHEDULE] == "cosine").all()
+
+
 def test_eps_opt_pruning_spends_less_for_the_same_front(ray_session: None, tmp_path: Path) -> None:
     """The product's claim in small: the same grid, pruned by eps_opt, reaches the same
     per-batch-size best steps for a fraction of the examples."""

@@ -78,7 +78,14 @@ class TrainingRun:
         forward = Forward(
             self.model, self.params, loss_fn, autocast_for(settings.precision, device)
         )
-        self.strategy = step_strategy(forward, world, device, hp.batch_size, settings.micro_batches)
+        self.strategy = step_strategy(
+            forward,
+            world,
+            device,
+            hp.batch_size,
+            settings.micro_batches,
+            settings.max_micro_batch,
+        )
         self.optimizer = make_optimizer(settings.optimizer, self.params, hp)
         self.max_steps = settings.max_steps_for(hp.batch_size)
         self.schedule = LrSchedule(

@@ -77,6 +77,9 @@ class TrialSettings:
     cpus_per_worker: float
     gpus_per_worker: float
     max_failures: int
+    # The most examples one device computes at once; a larger share of a batch is
+    # accumulated over micro-batches (one optimiser step per batch). None: no limit.
+    max_micro_batch: int | None
     # Stall rule (trainables.parts.judge): no record in this many steps (None: a quarter of
     # the trial's step budget; 0: off), a record gaining min_delta of the way to the target.
     patience_steps: int | None

@@ -6,15 +6,22 @@ gradient of its mean loss in `.grad`, and on measured steps returns the squared 
 norms at two batch sizes taken in that same backward pass (trainables.measure.noise_capture):
 
 - `OneProcess`: one backward pass; on measured steps the batch is split into
-  `micro_batches` whose gradients accumulate (`MicroBatched`);
+  `micro_batches` whose gradients accumulate (`MicroBatched`). Where the batch is larger
+  than `max_micro_batch` (gradient accumulation), every step is split into micro-batches
+  of at most that size, and a measured step captures their norms on the way: the noise
+  scale costs no extra forward or backward pass;
 - `DataParallel`: the model in DDP, whose communication hook measures each worker's
-  local and the all-reduced global norm.
+  local and the all-reduced global norm; a worker's share larger than `max_micro_batch`
+  is accumulated without synchronising until its last micro-batch.
 
-A new way to compute a step (gradient accumulation, per-example norms) is a new class here.
+A new way to compute a step (per-example norms, say) is a new class here.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -65,6 +72,36 @@ def plain_backward(forward: Forward, batch: Any) -> Captured:
     return Captured(loss)
 
 
+def accumulation_parts(batch_size: int, max_micro_batch: int | None) -> int:
+    """How many micro-batches a batch of `batch_size` takes, each at most
+    `max_micro_batch` examples (1: no accumulation)."""
+    if max_micro_batch is None or batch_size <= max_micro_batch:
+        return 1
+    return math.ceil(batch_size / max_micro_batch)
+
+
+def accumulated_backward(
+    forward: Forward,
+    batch: Any,
+    batch_size: int,
+    parts: int,
+    no_sync: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+) -> Captured:
+    """The batch's gradient accumulated over `parts` micro-batches (each loss weighted by
+    its share of the batch), nothing measured; every micro-batch but the last runs
+    inside `no_sync` (DDP's: the gradients are all-reduced once, after the last)."""
+    losses = []
+    micro_batches = split_batch(batch, parts)
+    for i, (micro, size) in enumerate(micro_batches):
+        sync = contextlib.nullcontext() if i == len(micro_batches) - 1 else no_sync()
+        with sync:
+            with forward.autocast():
+                loss = forward.loss_fn(forward.model, micro) * (size / batch_size)
+            loss.backward()
+        losses.append(loss.detach())
+    return Captured(torch.stack(losses).sum())
+
+
 @dataclass
 class MicroBatched:
     """The batch split into `parts` micro-batches whose gradients accumulate into `.grad`,
@@ -91,17 +128,28 @@ class MicroBatched:
 
 
 class OneProcess:
-    """A trial in one process: a plain step, micro-batched on measured steps."""
+    """A trial in one process: a plain step, micro-batched on measured steps; with
+    accumulation (`parts` > 1), every step micro-batched, its norms captured when
+    measured."""
 
-    def __init__(self, forward: Forward, batch_size: int, micro_batches: int) -> None:
+    def __init__(
+        self,
+        forward: Forward,
+        batch_size: int,
+        micro_batches: int,
+        max_micro_batch: int | None = None,
+    ) -> None:
         self.can_measure = batch_size >= 2  # two micro-batches need two examples
         self.forward, self.batch_size = forward, batch_size
-        self.micro_batched = MicroBatched(forward, micro_batches)
+        self.parts = accumulation_parts(batch_size, max_micro_batch)
+        self.micro_batched = MicroBatched(forward, max(micro_batches, self.parts))
 
     def backward(self, batch: Any, measure: bool, keep_grads: bool = False) -> Captured:
-        if not measure:
-            return plain_backward(self.forward, batch)
-        return self.micro_batched.backward(batch, self.batch_size, keep_grads)
+        if measure:
+            return self.micro_batched.backward(batch, self.batch_size, keep_grads)
+        if self.parts > 1:
+            return accumulated_backward(self.forward, batch, self.batch_size, self.parts)
+        return plain_backward(self.forward, batch)
 
     def merge_worker_averages(self, meter: NoiseMeter) -> None:
         """One process: nothing to merge."""
@@ -111,20 +159,33 @@ class DataParallel:
     """A trial on several DDP workers; the comm hook measures the norms."""
 
     def __init__(
-        self, forward: Forward, world: World, device: torch.device, local_batch: int
+        self,
+        forward: Forward,
+        world: World,
+        device: torch.device,
+        local_batch: int,
+        max_micro_batch: int | None = None,
     ) -> None:
         self.world, self.device, self.local_batch = world, device, local_batch
         self.can_measure = True  # local and global batch
         self.norms = DDPNormState(world.size)
-        module = DistributedDataParallel(forward.model)
-        module.register_comm_hook(self.norms, allreduce_with_norms)
-        self.forward = Forward(module, forward.params, forward.loss_fn, forward.autocast)
+        self.module = DistributedDataParallel(forward.model)
+        self.module.register_comm_hook(self.norms, allreduce_with_norms)
+        self.forward = Forward(self.module, forward.params, forward.loss_fn, forward.autocast)
         self.params = forward.params
+        self.parts = accumulation_parts(local_batch, max_micro_batch)
 
     def backward(self, batch: Any, measure: bool, keep_grads: bool = False) -> Captured:
         if measure:
             self.norms.start(self.device, keep_grads=keep_grads)
-        captured = plain_backward(self.forward, batch)
+        if self.parts > 1:
+            # The hook runs once, on the accumulated local gradient: the local norm is
+            # this worker's whole share, as without accumulation.
+            captured = accumulated_backward(
+                self.forward, batch, self.local_batch, self.parts, self.module.no_sync
+            )
+        else:
+            captured = plain_backward(self.forward, batch)
         if not measure:
             return captured
         small = [self.norms.local_grads(self.params)] if keep_grads else None
@@ -147,8 +208,10 @@ def step_strategy(
     device: torch.device,
     batch_size: int,
     micro_batches: int,
+    max_micro_batch: int | None = None,
 ) -> OneProcess | DataParallel:
-    """The strategy for a trial of `batch_size` examples a step on `world`."""
+    """The strategy for a trial of `batch_size` examples a step on `world`, each device
+    computing at most `max_micro_batch` examples at once (None: no limit)."""
     if world.size > 1:
-        return DataParallel(forward, world, device, batch_size // world.size)
-    return OneProcess(forward, batch_size, micro_batches)
+        return DataParallel(forward, world, device, batch_size // world.size, max_micro_batch)
+    return OneProcess(forward, batch_size, micro_batches, max_micro_batch)

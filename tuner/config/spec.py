@@ -490,6 +490,9 @@ class Resources(_Model):
     gpus_per_worker: Annotated[Real, Field(ge=0)] = 0.0
     max_failures: NonNegInt = 0
     checkpoint_every: NonNegInt = 5  # evaluations between a trial's checkpoints; 0 = none
+    # The most examples one device computes at once: a larger per-device batch is
+    # accumulated over micro-batches of at most this many (one optimiser step per batch).
+    max_micro_batch: PosInt | None = None
 
 
 class Measure(_Model):
@@ -602,6 +605,14 @@ class Spec(_Model):
                 (
                     "schedule.kind",
                     "the schedule kind is searched (space.schedule): give it in one place",
+                )
+            )
+        if self.resources.max_micro_batch is not None and self.measure.curvature_every > 0:
+            problems.append(
+                (
+                    "measure.curvature_every",
+                    "curvature is not measured with gradient accumulation "
+                    "(resources.max_micro_batch): set it to 0",
                 )
             )
         if (
