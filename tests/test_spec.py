@@ -138,6 +138,7 @@ def test_defaults() -> None:
         "gpus_per_worker": 0.0,
         "max_failures": 0,
         "checkpoint_every": 5,
+        "max_micro_batch": None,
     }
     assert spec.measure.model_dump() == {
         "noise_every": 4,
@@ -319,6 +320,13 @@ BAD_CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "schedule.final_lr_fraction",
         "greater than or equal to 0",
     ),
+    (
+        "eval subset of zero",
+        with_(("eval.max_examples", 0)),
+        "eval.max_examples",
+        "greater than or equal to 1",
+    ),
+    ("eval batch size text", with_(("eval.batch_size", "big")), "eval.batch_size", "integer"),
     (
         "max micro batch zero",
         with_(("resources.max_micro_batch", 0)),

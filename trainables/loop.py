@@ -115,7 +115,14 @@ class TrainingRun:
         self.curvature = CurvatureProbe(forward, hessian_batches, world.size)
         self.meter = NoiseMeter(settings.noise_every, settings.curvature_every, settings.noise_ema)
         self.evaluator = Evaluator(
-            self.workload, self.model, settings.target_metric, hp.seed, world, device
+            self.workload,
+            self.model,
+            settings.target_metric,
+            hp.seed,
+            world,
+            device,
+            settings.eval_max_examples,
+            settings.eval_batch_size,
         )
         self.judge = Judge(
             settings.target,

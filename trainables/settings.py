@@ -67,6 +67,10 @@ class TrialSettings:
     max_steps: int | None
     max_examples: int | None
     eval_every: int
+    # The eval set: at most this many of its examples (one fixed subset; None: all), in
+    # forward passes of eval_batch_size examples (trainables.parts.evaluator).
+    eval_max_examples: int | None
+    eval_batch_size: int
     optimizer: str
     noise_every: int
     micro_batches: int

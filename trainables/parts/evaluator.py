@@ -14,12 +14,22 @@ from trainables import keys
 from trainables.errors import TrialInputError
 from trainables.parts.batches import fetch_batch, to_device
 from trainables.parts.side_effects import side_effects_undone
-from trainables.parts.streams import INITIAL_LOSS_STREAM, seeded_generator
+from trainables.parts.streams import EVAL_SUBSET_STREAM, INITIAL_LOSS_STREAM, seeded_generator
 from trainables.parts.world import World
 from trainables.workload import Workload
 
-EVAL_CHUNK = 8192
+EVAL_CHUNK = 8192  # examples per forward pass of an evaluation (spec: eval.batch_size)
 INITIAL_LOSS_EXAMPLES = 1024  # at most this many training examples
+
+
+def eval_indices(n: int, max_examples: int | None) -> torch.Tensor:
+    """The eval examples every evaluation of every trial uses: all `n`, or the same
+    `max_examples` of them drawn without replacement by one fixed stream (in order), so
+    that trials are compared on one subset."""
+    if max_examples is None or max_examples >= n:
+        return torch.arange(n)
+    drawn = torch.randperm(n, generator=seeded_generator(EVAL_SUBSET_STREAM))[:max_examples]
+    return drawn.sort().values
 
 
 @dataclass
@@ -62,10 +72,19 @@ class Evaluator:
         seed: int,
         world: World,
         device: torch.device,
+        max_examples: int | None = None,
+        batch_size: int = EVAL_CHUNK,
     ) -> None:
         self.workload, self.model, self.target_metric = workload, model, target_metric
         self.seed, self.world, self.device = seed, world, device
+        self.batch_size = batch_size
         self.train_loss = TrainLossWindow(torch.zeros((), dtype=torch.float64, device=device))
+        eval_data = workload.eval_data
+        self.eval_indices = (
+            eval_indices(len(eval_data), max_examples)  # type: ignore[arg-type]
+            if eval_data is not None
+            else None
+        )
 
     def add_train_loss(self, loss: torch.Tensor) -> None:
         """Keep the training loss only where it is reported (no eval_data): it costs a
@@ -86,11 +105,10 @@ class Evaluator:
                 loss = float(self.workload.eval_loss(self.model))
             elif initial is not None:
                 loss = initial
-            elif eval_data is None:
+            elif eval_data is None or self.eval_indices is None:
                 loss = self.train_loss.take(self.world)
             else:
-                n = len(eval_data)  # type: ignore[arg-type]
-                loss = self.mean_loss(eval_data, torch.arange(n))
+                loss = self.shared_mean_loss(eval_data, self.eval_indices)
             metrics = dict(self.workload.metrics(self.model)) if self.workload.metrics else {}
         finally:
             self.model.train()
@@ -113,13 +131,23 @@ class Evaluator:
         return metrics[name]
 
     def mean_loss(self, dataset: Dataset[Any], indices: torch.Tensor) -> float:
-        """The mean loss over `dataset` at `indices`, in chunks of EVAL_CHUNK."""
+        """The mean loss over `dataset` at `indices`, in chunks of `batch_size`."""
         total = 0.0
-        for lo in range(0, len(indices), EVAL_CHUNK):
-            chunk = indices[lo : lo + EVAL_CHUNK]
+        for lo in range(0, len(indices), self.batch_size):
+            chunk = indices[lo : lo + self.batch_size]
             batch = to_device(fetch_batch(dataset, chunk), self.device)
             total += float(self.workload.loss(self.model, batch)) * len(chunk)
         return total / len(indices)
+
+    def shared_mean_loss(self, dataset: Dataset[Any], indices: torch.Tensor) -> float:
+        """The mean loss at `indices`, each worker computing its share and the workers'
+        sums added: every worker gets the whole mean for 1/world of the work."""
+        if self.world.size == 1:
+            return self.mean_loss(dataset, indices)
+        share = indices.tensor_split(self.world.size)[self.world.rank]
+        total = self.mean_loss(dataset, share) * len(share) if len(share) else 0.0
+        summed = self.world.sum(torch.tensor([total], dtype=torch.float64, device=self.device))
+        return float(summed[0]) / len(indices)
 
     def initial_train_loss(self) -> float:
         """Without eval_data, the step-0 loss: the mean training loss at the initial
@@ -139,7 +167,4 @@ class Evaluator:
         else:
             generator = seeded_generator(self.seed, INITIAL_LOSS_STREAM)
             indices = torch.randint(n, (INITIAL_LOSS_EXAMPLES,), generator=generator)
-        share = indices.tensor_split(self.world.size)[self.world.rank]
-        total = self.mean_loss(self.workload.train_data, share) * len(share) if len(share) else 0.0
-        summed = self.world.sum(torch.tensor([total], dtype=torch.float64, device=self.device))
-        return float(summed[0]) / len(indices)
+        return self.shared_mean_loss(self.workload.train_data, indices)

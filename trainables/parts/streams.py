@@ -9,6 +9,7 @@ import torch
 HESSIAN_STREAM = 1  # the Hessian batches of the curvature measurement
 INITIAL_LOSS_STREAM = 2  # the examples of the step-0 training loss (no eval_data)
 TORCH_STREAM = 3  # the trial's torch RNG (dropout, augmentation drawn in `loss`)
+EVAL_SUBSET_STREAM = 4  # the eval examples of `eval.max_examples`: one subset for every trial
 
 
 def stream_seed(*entropy: int) -> int:

@@ -461,6 +461,15 @@ class Pruning(_Model):
     base: Literal["fifo", "asha"] = "fifo"  # front and eps_opt: the scheduler they wrap
 
 
+class Eval(_Model):
+    """What an evaluation computes the loss over: at most `max_examples` of eval_data (one
+    fixed subset for every trial; None: all of it), in forward passes of `batch_size`;
+    with several workers each computes its share."""
+
+    max_examples: PosInt | None = None
+    batch_size: PosInt = 8192
+
+
 class Schedule(_Model):
     """The lr after the warmup: `constant`, or decaying (`cosine`, `linear`) from the
     trial's lr to `final_lr_fraction` of it over `horizon_steps` steps (default: the
@@ -514,6 +523,7 @@ class Spec(_Model):
     target: Target
     budget: Budget
     eval_every: PosInt = 20
+    eval: Eval = Field(default_factory=Eval)
     space: Space
     optimizer: Literal["sgd", "adamw"] = "sgd"
     search: Search = Field(default_factory=Search)
@@ -852,6 +862,7 @@ __all__ = [
     "Budget",
     "Choice",
     "Dim",
+    "Eval",
     "IntUniform",
     "LogIntUniform",
     "LogUniform",

@@ -18,6 +18,8 @@ def trial_settings(spec: Spec, run_dir: Path | str) -> TrialSettings:
         target_value=spec.target.value,
         target_mode=spec.target.mode,
         eval_every=spec.eval_every,
+        eval_max_examples=spec.eval.max_examples,
+        eval_batch_size=spec.eval.batch_size,
         optimizer=spec.optimizer,
         # These sections' fields are TrialSettings fields of the same names: a field
         # added to one of them fails here until the trials are told it too.
