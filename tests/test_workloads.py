@@ -17,7 +17,7 @@ from trainables import keys
 from trainables.loop import run_trial
 from trainables.settings import Hyperparameters
 from trainables.workload import Workload, build_workload, cached_workload
-from trainables.workloads import linear_regression, teacher_mlp
+from trainables.workloads import char_transformer, digits_cnn, linear_regression, teacher_mlp
 
 
 def _tensors(workload: Workload) -> tuple[torch.Tensor, ...]:
@@ -259,12 +259,107 @@ def test_unknown_argument_is_named(build: Any, small: dict[str, Any]) -> None:
         (teacher_mlp.build, {"student_widths": 64}, "student_widths"),
         (teacher_mlp.build, {"n_eval": 0}, "n_eval"),
         (teacher_mlp.build, {"in_dim": "32"}, "in_dim"),
+        (char_transformer.build, {"n_embd": 30, "n_head": 4}, "n_embd"),
+        (char_transformer.build, {"block_size": 1}, "block_size"),
+        (char_transformer.build, {"eval_fraction": 0.7}, "eval_fraction"),
+        (char_transformer.build, {"n_eval": 10**6}, "n_eval"),
+        (char_transformer.build, {"widht": 3}, "widht"),
+        (digits_cnn.build, {"channels": 0}, "channels"),
+        (digits_cnn.build, {"n_eval": 1797}, "n_eval"),
     ],
 )
 def test_bad_value_is_a_one_line_value_error(build: Any, args: dict[str, Any], name: str) -> None:
     with pytest.raises(ValueError, match=name) as info:
         build(args)
     assert "\n" not in str(info.value)
+
+
+# --- char_transformer and digits_cnn: workloads of the kind users train -----------------------
+
+SMALL_GPT = {"max_chars": 40_000, "block_size": 16, "n_embd": 32, "n_eval": 32}
+
+
+def test_char_transformer_reads_the_standard_library_and_predicts_the_next_byte() -> None:
+    torch.manual_seed(0)
+    workload = char_transformer.build(SMALL_GPT)
+    x, y = workload.train_data.tensors  # type: ignore[attr-defined]
+    assert x.shape[1] == 16 and x.dtype == torch.long and int(x.max()) < 256
+    assert torch.equal(x[5, 1:], y[5, :-1])  # targets: the same window one byte on
+    assert bytes(x[0].tolist()) == char_transformer.stdlib_text(40_000)[:16]
+    eval_x, _ = workload.eval_data.tensors  # type: ignore[union-attr]
+    assert eval_x.shape == (32, 16)
+    # the eval windows are the last 10% of the text, cut every 16 bytes, unseen in training
+    text = char_transformer.stdlib_text(40_000)
+    assert bytes(eval_x[1].tolist()) == text[36_000 + 16 : 36_000 + 32]
+    assert len(x) == 36_000 - 16
+    loss = workload.loss(workload.model, (x[:8], y[:8])).detach()
+    assert abs(float(loss) - math.log(256)) < 0.2  # an untrained model: about uniform
+    assert workload.metrics is not None
+    bpb = workload.metrics(workload.model)[char_transformer.BITS_PER_BYTE]
+    assert bpb == pytest.approx(_eval_loss(workload) / math.log(2), rel=1e-5)
+    model = workload.model
+    assert model.head.weight is model.token.weight  # type: ignore[union-attr]
+
+
+def test_char_transformer_is_causal() -> None:
+    """Changing a later byte never changes the prediction at an earlier position."""
+    torch.manual_seed(0)
+    model = char_transformer.build(SMALL_GPT).model.eval()
+    x = torch.randint(256, (2, 16), generator=torch.Generator().manual_seed(1))
+    changed = x.clone()
+    changed[:, 10] = (changed[:, 10] + 1) % 256
+    with torch.no_grad():
+        a, b = model(x), model(changed)
+    torch.testing.assert_close(a[:, :10], b[:, :10])
+    assert not torch.allclose(a[:, 10:], b[:, 10:])
+
+
+def test_char_transformer_learns_with_adamw_and_a_cosine_schedule() -> None:
+    s = spec_trial_settings(
+        workload="char_transformer",
+        workload_args=SMALL_GPT,
+        optimizer="adamw",
+        target_value=3.2,
+        max_steps=150,
+        eval_every=25,
+        noise_every=4,
+        final_lr_fraction=0.1,
+    )
+    reports: list[dict[str, Any]] = []
+    hp = Hyperparameters(32, 3e-3, 0.9, 10, beta2=0.99, schedule="cosine")
+    last = run_trial(s, hp, reports.append)
+    assert last[keys.TRIAL_STATUS] == keys.REACHED, [r[keys.LOSS] for r in reports]
+    assert math.isfinite(last[keys.B_SIMPLE]) and last[keys.B_SIMPLE] > 0
+
+
+def test_digits_cnn_is_real_images_split_once() -> None:
+    torch.manual_seed(0)
+    workload = digits_cnn.build({})
+    x, y = workload.train_data.tensors  # type: ignore[attr-defined]
+    eval_x, eval_y = workload.eval_data.tensors  # type: ignore[union-attr]
+    assert x.shape == (1437, 1, 8, 8) and eval_x.shape == (360, 1, 8, 8)
+    assert float(x.min()) == 0.0 and float(x.max()) == 1.0
+    assert set(y.tolist()) == set(range(10)) == set(eval_y.tolist())
+    again = digits_cnn.build({})
+    assert torch.equal(again.eval_data.tensors[0], eval_x)  # type: ignore[union-attr]
+    other = digits_cnn.build({"split_seed": 1})
+    assert not torch.equal(other.eval_data.tensors[0], eval_x)  # type: ignore[union-attr]
+    assert workload.metrics is not None
+    assert 0.0 <= workload.metrics(workload.model)[digits_cnn.ACCURACY] <= 0.3
+
+
+def test_digits_cnn_reaches_an_accuracy_target_with_sgd() -> None:
+    s = spec_trial_settings(
+        workload="digits_cnn",
+        workload_args={},
+        target_metric="accuracy",
+        target_value=0.95,
+        target_mode="max",
+        max_steps=400,
+        eval_every=20,
+    )
+    last = run_trial(s, Hyperparameters(64, 0.2, 0.9, 0), lambda report: None)
+    assert last[keys.TRIAL_STATUS] == keys.REACHED
 
 
 # --- the per-process cache of a reused Tune actor -----------------------------------------

@@ -24,6 +24,8 @@ EvalLossFn = Callable[[torch.nn.Module], float]
 BUILTIN_WORKLOADS: dict[str, str] = {
     "linear_regression": "trainables.workloads.linear_regression:build",
     "teacher_mlp": "trainables.workloads.teacher_mlp:build",
+    "char_transformer": "trainables.workloads.char_transformer:build",
+    "digits_cnn": "trainables.workloads.digits_cnn:build",
 }
 
 
@@ -32,7 +34,9 @@ class Workload:
     """What a workload's `build(args)` returns.
 
     model:      the network to train (moved to the trial's device by the loop).
-    train_data: map-style dataset; batches are drawn i.i.d. uniformly with replacement.
+    train_data: a map-style dataset, whose batches are drawn i.i.d. uniformly with
+                replacement; or a streaming IterableDataset (no len), read in its own
+                order (trainables.parts.data_sources).
     loss:       loss(model, batch) -> mean loss over the batch (a scalar tensor).
     eval_data:  optional map-style dataset; the reported `loss` is the mean loss over it.
     metrics:    optional metrics(model) -> {name: float}, reported at every evaluation.
