@@ -134,6 +134,40 @@ def test_a_trial_restored_from_a_checkpoint_continues_as_if_never_stopped(
     assert last[keys.WALL_S] > start[keys.WALL_S]  # wall time before the restart counts
 
 
+@pytest.mark.parametrize(
+    ("workload", "fields"),
+    [("streaming", {}), ("computed_items", {"loader_workers": 2, "prefetch_factor": 3})],
+)
+def test_a_trial_on_a_stream_or_a_loader_restarts_with_the_batches_it_would_have_seen(
+    tmp_path: Path, workload: str, fields: dict[str, Any]
+) -> None:
+    """The stream's position, or the loader's generator before its prefetched batches,
+    is what the checkpoint keeps."""
+    s = trial_settings(
+        workload=f"tests.user_workloads:{workload}",
+        workload_args={},
+        target_value=0.0,
+        max_steps=120,
+        curvature_every=0,
+        **fields,
+    )
+    hp = replace(HP, warmup_steps=0)
+    first: list[dict[str, Any]] = []
+    store = MemoryCheckpoints(tmp_path)
+    run_trial(s, hp, first.append, checkpoints=store)
+    uninterrupted = sorted(first + store.reports, key=lambda r: r[keys.STEP])
+    start = store.saved[1]  # step 60
+    assert start[keys.STEP] == 60
+    again: list[dict[str, Any]] = []
+    resumed = MemoryCheckpoints(tmp_path / "again", start=copy.deepcopy(start))
+    (tmp_path / "again").mkdir()
+    run_trial(s, hp, again.append, checkpoints=resumed)
+    continued = sorted(again + resumed.reports, key=lambda r: r[keys.STEP])
+    assert [comparable(r) for r in continued] == [
+        comparable(r) for r in uninterrupted if r[keys.STEP] > 60
+    ]
+
+
 def test_last_run_keeps_each_step_of_the_run_that_finished() -> None:
     def kept(*steps: int) -> list[tuple[int, int]]:
         mask = last_run_mask(np.array(steps, dtype=float))

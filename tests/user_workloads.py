@@ -8,6 +8,10 @@
 - `reserved_metric`: metrics named like a report key.
 - `dead_net`: a classifier whose output is a constant (no parameter changes it): its loss
   stays at chance however it is trained.
+- `streaming`: the regression of `no_eval` as an IterableDataset (no len), generated as
+  it is read, `shardable` for one with a `shard(num_shards, index)` method; an eval set.
+- `computed_items`: the same regression as a map-style dataset whose `__getitem__`
+  computes each example (for a DataLoader with workers).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, IterableDataset, TensorDataset
 
 from trainables import Workload
 
@@ -105,3 +109,64 @@ def dead_net(args: dict[str, Any]) -> Workload:
         return torch.nn.functional.cross_entropy(model(x), y)
 
     return Workload(model=_Constant(classes), train_data=data, loss=loss, eval_data=data)
+
+
+class _RegressionStream(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
+    """n examples of y = x·w + noise, generated as they are read, the same every pass;
+    with `shards`, this stream is the examples i ≡ index (mod shards)."""
+
+    def __init__(self, w: torch.Tensor, n: int, shards: int = 1, index: int = 0) -> None:
+        self.w, self.n, self.shards, self.index = w, n, shards, index
+
+    def __iter__(self) -> Any:
+        generator = torch.Generator().manual_seed(11)
+        dim = self.w.shape[0]
+        for i in range(self.n):
+            x = torch.randn(dim, generator=generator)
+            y = x @ self.w + 0.5 * torch.randn(1, generator=generator)
+            if i % self.shards == self.index:
+                yield x, y
+
+
+class _ShardableStream(_RegressionStream):
+    def shard(self, num_shards: int, index: int) -> _ShardableStream:
+        return _ShardableStream(self.w, self.n, num_shards, index)
+
+
+def _regression_parts(args: dict[str, Any]) -> tuple[torch.Tensor, TensorDataset, Any]:
+    dim = int(args.get("dim", 8))
+    generator = torch.Generator().manual_seed(0)
+    w = torch.randn(dim, 1, generator=generator)
+    x = torch.randn(1024, dim, generator=generator)
+    evaluation = TensorDataset(x, x @ w + 0.5 * torch.randn(1024, 1, generator=generator))
+    model = torch.nn.Linear(dim, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    return w, evaluation, model
+
+
+def streaming(args: dict[str, Any]) -> Workload:
+    w, evaluation, model = _regression_parts(args)
+    kind = _ShardableStream if args.get("shardable") else _RegressionStream
+    stream = kind(w.squeeze(1), int(args.get("n_train", 2000)))
+    return Workload(model=model, train_data=stream, loss=_mse, eval_data=evaluation)
+
+
+class _Computed(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Example i computed on demand from its own seed (a stand-in for decoding a file)."""
+
+    def __init__(self, w: torch.Tensor, n: int) -> None:
+        self.w, self.n = w, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        generator = torch.Generator().manual_seed(1000 + i)
+        x = torch.randn(self.w.shape[0], generator=generator)
+        return x, x @ self.w + 0.5 * torch.randn(1, generator=generator)
+
+
+def computed_items(args: dict[str, Any]) -> Workload:
+    w, evaluation, model = _regression_parts(args)
+    data = _Computed(w.squeeze(1), int(args.get("n_train", 4096)))
+    return Workload(model=model, train_data=data, loss=_mse, eval_data=evaluation)

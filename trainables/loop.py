@@ -31,8 +31,8 @@ from trainables.errors import TrialInputError
 from trainables.measure.curvature import CurvatureProbe
 from trainables.measure.noise_capture import grad_sq_norm
 from trainables.measure.noise_meter import NoiseMeter
-from trainables.parts.batches import BatchSource
 from trainables.parts.checkpointing import Checkpoints, checkpoint_due
+from trainables.parts.data_sources import batch_source
 from trainables.parts.evaluator import Evaluator
 from trainables.parts.forward import Forward, autocast_for
 from trainables.parts.judge import Judge
@@ -96,16 +96,19 @@ class TrainingRun:
             settings.horizon_steps or self.max_steps,
         )
         train_data = self.workload.train_data
-        self.batches = BatchSource(
+        self.batches = batch_source(
             train_data,
             hp.batch_size,
             training_batch_generator(hp.seed, hp.batch_size),
             world,
             device,
+            settings.loader_workers,
+            settings.pin_memory,
+            settings.prefetch_factor,
         )
         # The Hessian batches have their own stream (the same on every worker), so
         # measuring curvature does not shift the training batches.
-        hessian_batches = BatchSource(
+        hessian_batches = batch_source(
             train_data,
             hp.batch_size,
             seeded_generator(hp.seed, hp.batch_size, HESSIAN_STREAM),
@@ -210,8 +213,8 @@ class TrainingRun:
             "step": step,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "sampler": self.batches.generator.get_state(),
-            "hessian_sampler": self.curvature.hessian_batches.generator.get_state(),
+            "sampler": self.batches.state_dict(),
+            "hessian_sampler": self.curvature.hessian_batches.state_dict(),
             **self.meter.state_dict(),
             "skipped_steps": self.skipped_steps,
             "torch_rng": torch.get_rng_state(),
@@ -226,8 +229,8 @@ class TrainingRun:
         """Continue from `state_dict(step)`; returns that step."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.batches.generator.set_state(state["sampler"])
-        self.curvature.hessian_batches.generator.set_state(state["hessian_sampler"])
+        self.batches.load_state_dict(state["sampler"])
+        self.curvature.hessian_batches.load_state_dict(state["hessian_sampler"])
         self.meter.load_state_dict(dict(state))
         self.skipped_steps = int(state["skipped_steps"])
         torch.set_rng_state(state["torch_rng"])

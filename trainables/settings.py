@@ -81,6 +81,11 @@ class TrialSettings:
     cpus_per_worker: float
     gpus_per_worker: float
     max_failures: int
+    # How training batches are fetched (trainables.parts.data_sources): a DataLoader with
+    # this many worker processes (0: in the trial's process), pinned memory, prefetching.
+    loader_workers: int
+    pin_memory: bool
+    prefetch_factor: int
     # The most examples one device computes at once; a larger share of a batch is
     # accumulated over micro-batches (one optimiser step per batch). None: no limit.
     max_micro_batch: int | None

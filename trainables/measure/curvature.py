@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 
 from trainables.measure.noise_capture import NormPair
-from trainables.parts.batches import BatchSource
+from trainables.parts.data_sources import BatchSource, LoaderBatches, StreamBatches
 from trainables.parts.forward import Forward
 from trainables.parts.side_effects import side_effects_undone
 from tuner.theory import ghg_estimate, trace_h_sigma_estimate
@@ -118,7 +118,12 @@ class CurvatureProbe:
     its slice of the Hessian batch (McCandlish et al. 2018, App. A.1).
     """
 
-    def __init__(self, forward: Forward, hessian_batches: BatchSource, world_size: int) -> None:
+    def __init__(
+        self,
+        forward: Forward,
+        hessian_batches: BatchSource | StreamBatches | LoaderBatches,
+        world_size: int,
+    ) -> None:
         self.forward, self.hessian_batches, self.world_size = forward, hessian_batches, world_size
 
     def measure(self, pair: NormPair, small: Sequence[GradVector]) -> CurvaturePair:

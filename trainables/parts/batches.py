@@ -83,3 +83,10 @@ class BatchSource:
         lo = self.world.rank * self.local_batch
         local = indices[lo : lo + self.local_batch]
         return to_device(fetch_batch(self.dataset, local), self.device)
+
+    def state_dict(self) -> torch.Tensor:
+        """Its position: the generator's state."""
+        return self.generator.get_state()
+
+    def load_state_dict(self, state: torch.Tensor) -> None:
+        self.generator.set_state(state)

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 from trainables import keys
 from trainables.errors import TrialInputError
 from trainables.parts.batches import fetch_batch, to_device
+from trainables.parts.data_sources import StreamBatches, is_stream
 from trainables.parts.side_effects import side_effects_undone
 from trainables.parts.streams import EVAL_SUBSET_STREAM, INITIAL_LOSS_STREAM, seeded_generator
 from trainables.parts.world import World
@@ -161,7 +162,13 @@ class Evaluator:
             return self._initial_train_loss()
 
     def _initial_train_loss(self) -> float:
-        n = len(self.workload.train_data)  # type: ignore[arg-type]
+        train_data = self.workload.train_data
+        if is_stream(train_data):  # the stream's first examples, each worker its slice
+            count = INITIAL_LOSS_EXAMPLES - INITIAL_LOSS_EXAMPLES % self.world.size
+            batch = StreamBatches(train_data, count, self.world, self.device).next()
+            local = self.workload.loss(self.model, batch).double() * (count // self.world.size)
+            return float(self.world.sum(local.reshape(1))[0]) / count
+        n = len(train_data)  # type: ignore[arg-type]
         if n <= INITIAL_LOSS_EXAMPLES:
             indices = torch.arange(n)
         else:

@@ -461,6 +461,17 @@ class Pruning(_Model):
     base: Literal["fifo", "asha"] = "fifo"  # front and eps_opt: the scheduler they wrap
 
 
+class Data(_Model):
+    """How training batches are fetched: in the trial's process (`loader_workers: 0`), or
+    by a DataLoader with that many worker processes (for a `__getitem__` that does real
+    work), with pinned memory (on CUDA) and `prefetch_factor` batches per worker ahead. A
+    streaming IterableDataset is read in order either way."""
+
+    loader_workers: NonNegInt = 0
+    pin_memory: bool = False
+    prefetch_factor: PosInt = 2
+
+
 class Eval(_Model):
     """What an evaluation computes the loss over: at most `max_examples` of eval_data (one
     fixed subset for every trial; None: all of it), in forward passes of `batch_size`;
@@ -468,6 +479,31 @@ class Eval(_Model):
 
     max_examples: PosInt | None = None
     batch_size: PosInt = 8192
+
+
+class MlflowTracking(_Model):
+    """MLflow: one run per trial; `tracking_uri` default: an SQLite store in the run
+    directory (mlflow.db)."""
+
+    tracking_uri: NonEmptyStr | None = None
+    experiment: NonEmptyStr | None = None  # default: the sweep's name
+
+
+class WandbTracking(_Model):
+    """Weights & Biases: offline by default; online reads WANDB_API_KEY from the
+    environment (a key never goes in the spec)."""
+
+    project: NonEmptyStr | None = None  # default: the sweep's name
+    mode: Literal["offline", "online"] = "offline"
+
+
+class Tracking(_Model):
+    """Experiment tracking through Ray Tune's logger callbacks (tuner.runtime.tracking);
+    everything off by default."""
+
+    tensorboard: bool = False
+    mlflow: MlflowTracking | None = None
+    wandb: WandbTracking | None = None
 
 
 class Schedule(_Model):
@@ -524,6 +560,7 @@ class Spec(_Model):
     budget: Budget
     eval_every: PosInt = 20
     eval: Eval = Field(default_factory=Eval)
+    data: Data = Field(default_factory=Data)
     space: Space
     optimizer: Literal["sgd", "adamw"] = "sgd"
     search: Search = Field(default_factory=Search)
@@ -532,6 +569,7 @@ class Spec(_Model):
     measure: Measure = Field(default_factory=Measure)
     stall: Stall = Field(default_factory=Stall)
     schedule: Schedule = Field(default_factory=Schedule)
+    tracking: Tracking = Field(default_factory=Tracking)
     storage: NonEmptyStr = "./runs"  # a directory, or a URI (s3://, gs://, file://)
 
     @field_validator("name")
@@ -861,6 +899,7 @@ def _one_line(text: str) -> str:
 __all__ = [
     "Budget",
     "Choice",
+    "Data",
     "Dim",
     "Eval",
     "IntUniform",
@@ -877,6 +916,7 @@ __all__ = [
     "SpecError",
     "Stall",
     "Target",
+    "Tracking",
     "Uniform",
     "load_spec",
     "parse_spec",

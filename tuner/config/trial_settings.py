@@ -27,6 +27,7 @@ def trial_settings(spec: Spec, run_dir: Path | str) -> TrialSettings:
         **spec.measure.model_dump(),
         **spec.resources.model_dump(),
         **spec.stall.model_dump(),
+        **spec.data.model_dump(),
         run_dir=str(run_dir),
         fixed_hyperparameters=spec.fixed_hyperparameters(),
         final_lr_fraction=spec.schedule.final_lr_fraction,
