@@ -200,6 +200,15 @@ def cli() -> None:
     gradient noise scale."""
 
 
+def _check_trackers(path: str, spec: Any) -> None:
+    """Bad input, before Ray starts: a tracker the spec turns on whose package is missing."""
+    from tuner.runtime.tracking import missing_packages
+
+    problems = missing_packages(spec.tracking)
+    if problems:
+        raise _spec_problems(path, problems)
+
+
 def _first_point(dim: Any) -> Any:
     return dim.points()[0]
 
@@ -250,6 +259,7 @@ def validate(spec: str, no_build: bool) -> None:
     """Check SPEC.yaml, and that its workload builds and reports the target metric; exit
     2 with one line per problem."""
     parsed = _load_spec(spec)
+    _check_trackers(spec, parsed)
     if not no_build:
         _probe(spec, parsed)
     click.echo(f"{spec}: ok")
@@ -296,6 +306,7 @@ def run(
     problem = run_name_problem(name) if name is not None else None
     if problem:
         raise BadInput([f"--name {problem}"])
+    _check_trackers(spec, parsed)
     if not no_build:
         _probe(spec, parsed)
     with _storage_errors():  # checked before Ray starts: bad input writes nothing

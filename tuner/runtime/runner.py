@@ -38,6 +38,7 @@ from tuner.runtime.earlier_names import accept_earlier_names
 from tuner.runtime.progress import ProgressLine
 from tuner.runtime.run_location import RunDirError, RunLocation
 from tuner.runtime.storage import Location
+from tuner.runtime.tracking import tracking_callbacks
 from tuner.runtime.tune_loggers import NoTensorBoard, ReportsCache
 from tuner.strategy import guided, schedulers, search
 from tuner.strategy.candidates import Candidates, draw_candidates, in_grid_search_order
@@ -126,9 +127,14 @@ def make_trainable(settings: TrialSettings) -> Any:
     )
 
 
-def _run_config(spec: Spec, location: Location, verbose: bool, progress: bool) -> tune.RunConfig:
-    # result.json and progress.csv only, and each trial's reports cached as it ends
-    callbacks: list[tune.Callback] = [NoTensorBoard(), ReportsCache()]
+def _run_config(
+    spec: Spec, location: Location, workdir: Path, verbose: bool, progress: bool
+) -> tune.RunConfig:
+    # result.json and progress.csv only (and the trackers the spec asks for), and each
+    # trial's reports cached as it ends
+    trackers = tracking_callbacks(spec.tracking, workdir, spec.name)
+    no_tensorboard = [] if spec.tracking.tensorboard else [NoTensorBoard()]
+    callbacks: list[tune.Callback] = [*no_tensorboard, *trackers, ReportsCache()]
     if progress and not verbose:
         callbacks.append(ProgressLine())
     return tune.RunConfig(
@@ -254,7 +260,7 @@ def run_sweep(
             num_samples=plan.num_samples,
             reuse_actors=True,
         ),
-        run_config=_run_config(spec, run.location, verbose, progress),
+        run_config=_run_config(spec, run.location, run.workdir, verbose, progress),
     )
     return _finish(tuner, spec, run)
 
