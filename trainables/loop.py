@@ -135,6 +135,12 @@ class TrainingRun:
             min_delta=settings.min_delta,
             warmup_steps=hp.warmup_steps,
         )
+        # What the trial trains with beyond its config, said in every report.
+        self.recipe = {
+            keys.WEIGHT_DECAY: hp.weight_decay,
+            keys.BETA2: hp.beta2 if settings.optimizer == "adamw" else math.nan,
+            keys.SCHEDULE: hp.schedule,
+        }
         self.skips_nonfinite = settings.precision == "bf16"  # such a step is skipped
         self.skipped_steps = 0
         self.wall_before = 0.0  # wall time spent before a restart (the work lost not counted)
@@ -199,6 +205,7 @@ class TrainingRun:
             keys.EXAMPLES_TO_TARGET_INTERP: verdict.steps_interp * batch_size,
             keys.REASON: verdict.reason,
             keys.WALL_S: self.wall_s(),
+            **self.recipe,
             **evaluation.metrics,
         }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,8 +74,15 @@ COARSE_EVALUATIONS = 10
 _NOT_CURVES = {
     keys.TARGET_VALUE, keys.TRIAL_STATUS, keys.STEPS_TO_TARGET, keys.EXAMPLES_TO_TARGET,
     keys.STEPS_TO_TARGET_INTERP, keys.EXAMPLES_TO_TARGET_INTERP, keys.REASON, keys.WALL_S,
-    keys.OBJECTIVE, *keys.TUNE_KEYS,
+    keys.OBJECTIVE, keys.WEIGHT_DECAY, keys.BETA2, keys.SCHEDULE, *keys.TUNE_KEYS,
 }  # fmt: skip
+
+
+RECIPE = (keys.WEIGHT_DECAY, keys.BETA2, keys.SCHEDULE)  # searched, or fixed for the sweep
+
+
+def _float(value: Any) -> float:
+    return math.nan if value is None else float(value)
 
 
 def _bookkeeping(name: str) -> bool:
@@ -110,13 +117,13 @@ def _trial_status(trial: TuneTrial, last: dict[str, Any]) -> tuple[str, str]:
     return UNFINISHED, ""
 
 
-def _trial_row(
-    trial: TuneTrial, reasons: dict[str, str], last: dict[str, Any], fixed: Mapping[str, Any]
-) -> dict[str, Any]:
+def _trial_row(trial: TuneTrial, reasons: dict[str, str], last: dict[str, Any]) -> dict[str, Any]:
     status, reason = _trial_status(trial, last)
     if status == keys.PRUNED and trial.trial_id in reasons:
         reason = reasons[trial.trial_id]
-    config = {**fixed, **trial.config}
+    config = trial.config
+    # The recipe as the trial reported it (a run from before it did: empty).
+    recipe = {key: config.get(key, last.get(key)) for key in RECIPE}
     momentum = float(config.get(keys.MOMENTUM, 0.0))
     lr = float(config.get(keys.LR, math.nan))
     return {
@@ -138,9 +145,9 @@ def _trial_row(
         keys.SEED: int(config.get(keys.SEED, 0)),
         keys.STEPS_TO_TARGET_INTERP: last.get(keys.STEPS_TO_TARGET_INTERP, math.nan),
         keys.EXAMPLES_TO_TARGET_INTERP: last.get(keys.EXAMPLES_TO_TARGET_INTERP, math.nan),
-        keys.WEIGHT_DECAY: float(config.get(keys.WEIGHT_DECAY, math.nan)),
-        keys.BETA2: float(config.get(keys.BETA2, math.nan)),
-        keys.SCHEDULE: str(config.get(keys.SCHEDULE, "")),
+        keys.WEIGHT_DECAY: _float(recipe[keys.WEIGHT_DECAY]),
+        keys.BETA2: _float(recipe[keys.BETA2]),
+        keys.SCHEDULE: str(recipe[keys.SCHEDULE] or ""),
     }
 
 
@@ -157,18 +164,12 @@ def _read_prune_reasons(run_dir: Path) -> dict[str, str]:
 
 
 def trials_table(
-    trials: list[TuneTrial],
-    run_dir: Path,
-    last_reports: Sequence[dict[str, Any]],
-    fixed: Mapping[str, Any] | None = None,
+    trials: list[TuneTrial], run_dir: Path, last_reports: Sequence[dict[str, Any]]
 ) -> pd.DataFrame:
-    """One row per trial, from its last report ({} for a trial without reports) and its
-    config completed by the sweep's `fixed` hyperparameters (Spec.fixed_hyperparameters;
-    a value neither gives is empty: a run from before it was recorded)."""
+    """One row per trial, from its config and its last report ({} without reports)."""
     reasons = _read_prune_reasons(run_dir)
     rows = [
-        _trial_row(trial, reasons, last, fixed or {})
-        for trial, last in zip(trials, last_reports, strict=True)
+        _trial_row(trial, reasons, last) for trial, last in zip(trials, last_reports, strict=True)
     ]
     table = pd.DataFrame(rows, columns=TRIAL_COLUMNS)
     floats = [
@@ -676,14 +677,13 @@ def build_tables(
     *,
     optimizer: str = "sgd",
     eval_every: int | None = None,
-    fixed: Mapping[str, Any] | None = None,
 ) -> Tables:
     """Read the Tune experiment in `run_dir` into the results tables. `effective_lr`
     (lr/(1 − momentum), the rate SGD's law is stated in) is left empty for other
-    optimisers; `fixed` are the hyperparameters the space did not search."""
+    optimisers."""
     tune_trials = read_trials(run_dir, with_results=False)
     last_reports, curves = _read_reports(tune_trials)
-    trials = trials_table(tune_trials, run_dir, last_reports, fixed)
+    trials = trials_table(tune_trials, run_dir, last_reports)
     if optimizer != "sgd":
         trials[columns.EFFECTIVE_LR] = math.nan
     front = front_table(trials)

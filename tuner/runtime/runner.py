@@ -211,11 +211,7 @@ def write_results(spec: Spec, run: RunLocation) -> SweepOutcome:
     run.pull_tune_files()
     run_dir = run.workdir
     tables = build_tables(
-        run_dir,
-        _target(spec),
-        optimizer=spec.optimizer,
-        eval_every=spec.eval_every,
-        fixed=spec.fixed_hyperparameters(),
+        run_dir, _target(spec), optimizer=spec.optimizer, eval_every=spec.eval_every
     )
     errors = trial_errors(run_dir)
     out = write_tables(run_dir, tables)
