@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainables import keys
-from tuner.config.spec import Spec, load_spec
+from tuner.config.spec import Spec, SpecError, load_spec, parse_spec
 from tuner.config.trial_settings import trial_settings
 from tuner.strategy.candidates import draw_candidates
 
@@ -69,6 +69,22 @@ def recipe(spec: Spec) -> str:
     kept = {k: v for k, v in data.items() if k not in ("name", "storage", "pruning", "resources")}
     kept["search"] = {"seed": data["search"]["seed"]}
     return json.dumps(kept, sort_keys=True)
+
+
+def same_recipe(recorded: str | None, spec: Spec) -> bool:
+    """Whether curves recorded under `recorded` are this spec's: compared as specs of
+    today's schema, so that a field added since (at its default, which keeps the old
+    behaviour) does not make a recording stale."""
+    if recorded is None:
+        return False
+    if recorded == recipe(spec):
+        return True
+    data = json.loads(recorded)
+    try:
+        then = parse_spec({**data, "name": spec.name, "search": data.get("search", {})})
+    except SpecError:
+        return False
+    return recipe(then) == recipe(spec)
 
 
 def recorded_recipe(path: Path) -> str | None:
@@ -122,7 +138,7 @@ def load_or_record(spec: Spec, processes: int, rerecord: bool = False) -> pd.Dat
     under its name were recorded from another spec (a changed grid, workload or target)."""
     path = curves_path(spec)
     if path.exists() and not rerecord:
-        if recorded_recipe(path) == recipe(spec):
+        if same_recipe(recorded_recipe(path), spec):
             return pd.read_parquet(path)
         print(f"{path} was recorded from another spec than {spec.name}'s: recording again")
     print(f"recording {len(draw_candidates(spec))} configurations of {spec.name} -> {path}")
