@@ -78,11 +78,14 @@ class BatchSource:
 
     def next(self) -> Any:
         """This worker's slice of the next global batch, on the device."""
+        return to_device(fetch_batch(self.dataset, self.local_indices()), self.device)
+
+    def local_indices(self) -> torch.Tensor:
+        """Draw the next global batch's indices; this worker's slice of them."""
         n = len(self.dataset)  # type: ignore[arg-type]
         indices = torch.randint(n, (self.batch_size,), generator=self.generator)
         lo = self.world.rank * self.local_batch
-        local = indices[lo : lo + self.local_batch]
-        return to_device(fetch_batch(self.dataset, local), self.device)
+        return indices[lo : lo + self.local_batch]
 
     def state_dict(self) -> torch.Tensor:
         """Its position: the generator's state."""

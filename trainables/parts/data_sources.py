@@ -117,21 +117,17 @@ class StreamBatches:
 
 
 class _DrawnIndices:
-    """The batch sampler of `LoaderBatches`: this worker's slice of each global batch of
-    i.i.d. indices drawn by `generator`, the generator's state before each draw kept until
-    that batch is consumed (the loader prefetches ahead of the loop)."""
+    """The batch sampler of `LoaderBatches`: `BatchSource`'s index draws, its state before
+    each draw kept until that batch is consumed (the loader prefetches ahead of the loop)."""
 
-    def __init__(self, n: int, batch_size: int, generator: torch.Generator, world: World) -> None:
-        self.n, self.batch_size, self.generator, self.world = n, batch_size, generator, world
-        self.local_batch = batch_size // world.size
+    def __init__(self, draws: BatchSource) -> None:
+        self.draws = draws
         self.pending: collections.deque[torch.Tensor] = collections.deque()
 
     def __iter__(self) -> Iterator[list[int]]:
-        lo = self.world.rank * self.local_batch
         while True:
-            self.pending.append(self.generator.get_state())
-            indices = torch.randint(self.n, (self.batch_size,), generator=self.generator)
-            yield indices[lo : lo + self.local_batch].tolist()
+            self.pending.append(self.draws.state_dict())
+            yield self.draws.local_indices().tolist()
 
 
 class LoaderBatches:
@@ -148,8 +144,9 @@ class LoaderBatches:
         pin_memory: bool,
         prefetch_factor: int,
     ) -> None:
-        self.dataset, self.generator, self.device = dataset, generator, device
-        self.sampler = _DrawnIndices(len(dataset), batch_size, generator, world)  # type: ignore[arg-type]
+        self.dataset, self.device = dataset, device
+        self.draws = BatchSource(dataset, batch_size, generator, world, device)
+        self.sampler = _DrawnIndices(self.draws)
         self.options: dict[str, Any] = {
             "num_workers": workers,
             "pin_memory": pin_memory and device.type == "cuda",
@@ -171,12 +168,12 @@ class LoaderBatches:
         """The generator's state before the next batch the loop has not taken."""
         if self.sampler.pending:
             return self.sampler.pending[0].clone()
-        return self.generator.get_state()
+        return self.draws.state_dict()
 
     def load_state_dict(self, state: torch.Tensor) -> None:
         self._iterator = None  # its prefetched batches were drawn from the old state
         self.sampler.pending.clear()
-        self.generator.set_state(state)
+        self.draws.load_state_dict(state)
 
     def close(self) -> None:
         self._iterator = None
