@@ -17,6 +17,7 @@ from tuner.theory import (
     fit_eps_max_adam,
     fit_eps_opt_adam,
     fit_tradeoff,
+    highest_plausible_eps_opt,
     law_model,
     predicted_eps_opt,
     rate,
@@ -166,6 +167,15 @@ def test_each_optimiser_has_its_law_and_its_rate() -> None:
     assert predicted_eps_opt(sgd, 400.0) == pytest.approx(0.8)
     assert predicted_eps_opt(adam, 400.0) == pytest.approx(0.8)  # 2·2/(1 + 4)
     assert predicted_eps_opt(sgd, 1e6) > 0.99 > 0.03 > predicted_eps_opt(adam, 1e6)
+
+
+def test_past_adam_s_peak_the_highest_plausible_optimum_is_eps_max() -> None:
+    sgd = EpsOptFit(eps_max=1.0, b_noise=100.0, rms_log=0.0)
+    adam = EpsOptFit(eps_max=1.0, b_noise=100.0, rms_log=0.0, law="adam")
+    for b in (10.0, 100.0, 1e4):
+        assert highest_plausible_eps_opt(sgd, b) == predicted_eps_opt(sgd, b)
+    assert highest_plausible_eps_opt(adam, 25.0) == predicted_eps_opt(adam, 25.0) == 0.8
+    assert highest_plausible_eps_opt(adam, 1e4) == 1.0 > predicted_eps_opt(adam, 1e4)
 
 
 def test_law_model_waits_for_enough_data_and_refuses_a_mode_it_lacks() -> None:

@@ -5,7 +5,8 @@ early returns (the Optuna pruner pattern), tested without Ray.
    reach the target can no longer improve the front there: stop it (any optimiser; on
    its own as `pruning.kind: front`);
 2. a trial whose rate (ε/(1 − m) for SGD, the lr for Adam: `tuner.theory.lr_laws`) lies
-   outside [ε_opt(B)/tolerance, tolerance·ε_opt(B)] of the pooled model is stopped at its
+   outside [ε_opt(B)/tolerance, tolerance·ε_opt(B)] of the pooled model (above: of the
+   highest optimum the law leaves plausible, ε_max past Adam's peak) is stopped at its
    first report once the model exists (the rule reads only the trial's configuration,
    so training it longer teaches nothing), at batch sizes inside the span where trials
    have reached the target (the model interpolates; it does not extrapolate);
@@ -52,9 +53,12 @@ def _lr_reason(
     if not min(best) <= record.batch_size <= max(best):
         return None
     predicted = theory.predicted_eps_opt(model, record.batch_size)
-    ratio = record.rate / predicted
-    if 1.0 / rule.tolerance <= ratio <= rule.tolerance:
+    ceiling = theory.highest_plausible_eps_opt(model, record.batch_size)
+    if record.rate > rule.tolerance * ceiling:
+        predicted = ceiling
+    elif record.rate >= predicted / rule.tolerance:
         return None
+    ratio = record.rate / predicted
     side = f"{ratio:.1f}x above" if ratio > 1 else f"{1 / ratio:.1f}x below"
     rate = "lr/(1-m)" if record.law == "sgd" and record.momentum != 0 else "lr"
     return f"pruned: {rate} {side} eps_opt(B={record.batch_size})={predicted:.3g}"

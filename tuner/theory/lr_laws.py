@@ -25,6 +25,7 @@ __all__ = [
     "LAW_OF_OPTIMIZER",
     "LR_LAWS",
     "MODES_OF_LAW",
+    "highest_plausible_eps_opt",
     "law_model",
     "lr_at",
     "predicted_eps_opt",
@@ -64,6 +65,18 @@ def predicted_eps_opt(fit: EpsOptFit, b: float) -> float:
     if fit.law == "adam":
         return float(eps_opt_adam(b, fit.eps_max, fit.b_noise))
     return float(eps_opt(b, fit.eps_max, fit.b_noise))
+
+
+def highest_plausible_eps_opt(fit: EpsOptFit, b: float) -> float:
+    """The largest optimum the law leaves plausible at B: the law itself for SGD (it never
+    falls), and for Adam past its peak ε_max. There the law falls as √(B_noise/B), but
+    Li et al.'s own Theorem 4 (their Eq. 17) bounds the fall by a plateau of unknown level
+    at large B, and measured best lrs often stay near the peak: a pruner must not stop a
+    rate the law's fall alone calls too high."""
+    _check_law(fit.law)
+    if fit.law == "adam" and b > fit.b_noise:
+        return float(fit.eps_max)
+    return predicted_eps_opt(fit, b)
 
 
 def law_model(
