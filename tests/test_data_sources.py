@@ -113,6 +113,19 @@ def test_a_loader_draws_the_batches_the_in_process_source_draws(workers: int) ->
         loaded.close()
 
 
+def test_a_loader_leaves_the_trial_s_torch_stream_alone() -> None:
+    """Dropout draws from torch's global generator: starting the loader's workers must
+    not draw from it."""
+    loaded = LoaderBatches(Slow(), 8, torch.Generator().manual_seed(3), World(), CPU, 2, False, 2)
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    try:
+        loaded.next()
+        assert torch.equal(torch.get_rng_state(), before)
+    finally:
+        loaded.close()
+
+
 def test_a_loader_gives_each_worker_its_slice() -> None:
     whole = BatchSource(Slow(), 8, torch.Generator().manual_seed(4), World(), CPU)
     parts = [

@@ -153,6 +153,16 @@ def test_eps_guided_does_not_repeat_a_config_once_b_crit_has_grown_past_it() -> 
     assert searcher.suggest("1") == other  # `first` again is redrawn
 
 
+def test_an_eps_guided_searcher_pickled_before_laws_still_proposes() -> None:
+    """Tune restores the searcher object itself: one saved before it had a law reads SGD's."""
+    import pickle
+
+    searcher = EpsGuidedSearcher(guided_spec(), SweepState())
+    del searcher.__dict__["law"]
+    restored = pickle.loads(pickle.dumps(searcher))
+    assert restored.law == "sgd" and restored.suggest("0") is not None
+
+
 def test_eps_guided_needs_eps_opt_pruning() -> None:
     from tuner.config.spec import SpecError
 

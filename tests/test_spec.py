@@ -328,6 +328,29 @@ BAD_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ),
     ("eval batch size text", with_(("eval.batch_size", "big")), "eval.batch_size", "integer"),
     (
+        "measured front with adamw",
+        with_(
+            ("optimizer", "adamw"),
+            ("space.momentum", [0.9]),
+            ("pruning.kind", "front"),
+            ("pruning.mode", "measured"),
+        ),
+        "pruning.mode",
+        "measured is for sgd",
+    ),
+    (
+        "horizon inside the warmup",
+        with_(("space.warmup_steps", [0, 50]), ("schedule.horizon_steps", 50)),
+        "schedule.horizon_steps",
+        "50 is not after the longest warmup (50 steps)",
+    ),
+    (
+        "credentials in the mlflow uri",
+        with_(("tracking.mlflow", {"tracking_uri": "https://me:hunter2@mlflow.example"})),
+        "tracking.mlflow.tracking_uri",
+        "credentials do not go in the spec",
+    ),
+    (
         "max micro batch zero",
         with_(("resources.max_micro_batch", 0)),
         "resources.max_micro_batch",
@@ -634,8 +657,7 @@ def test_measured_eps_opt_adamw_line_is_exact() -> None:
     problems = load_problems(SPECS / "bad_measured_adamw.yaml")
     assert problems == [
         "pruning.mode: measured is for sgd: Adam's eps_opt(B) law has no measured eps_max "
-        "(its B_noise is fitted from the steps to the target): use fitted, or calibrated "
-        "with measure.curvature_every > 0"
+        "(its B_noise is fitted from the steps to the target): use fitted"
     ]
 
 

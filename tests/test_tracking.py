@@ -87,3 +87,14 @@ def test_a_missing_tracker_package_is_named(monkeypatch: pytest.MonkeyPatch) -> 
     assert tracking.missing_packages(chosen) == [
         "tracking.wandb: needs the wandb package (pip install 'noisetune[wandb]')"
     ]
+
+
+def test_local_trackers_are_refused_for_a_run_at_a_uri() -> None:
+    local = Tracking.model_validate({"tensorboard": True, "mlflow": {}, "wandb": {}})
+    assert tracking.storage_problems(local, run_is_local=True) == []
+    problems = tracking.storage_problems(local, run_is_local=False)
+    assert [p.split(":")[0] for p in problems] == ["tracking.mlflow", "tracking.wandb"]
+    remote = Tracking.model_validate(
+        {"mlflow": {"tracking_uri": "http://127.0.0.1:5000"}, "wandb": {"mode": "online"}}
+    )
+    assert tracking.storage_problems(remote, run_is_local=False) == []

@@ -106,8 +106,9 @@ class TrainingRun:
             settings.pin_memory,
             settings.prefetch_factor,
         )
-        # The Hessian batches have their own stream (the same on every worker), so
-        # measuring curvature does not shift the training batches.
+        # The Hessian batches have their own random stream (the same on every worker), so
+        # measuring curvature does not shift the training batches; a streaming dataset
+        # is read again by a second reader of its own.
         hessian_batches = batch_source(
             train_data,
             hp.batch_size,

@@ -121,6 +121,11 @@ class TrialSettings:
         return step_budget(batch_size, self.max_steps, self.max_examples)
 
 
+DEFAULT_WEIGHT_DECAY = 0.0  # none unless the spec asks
+DEFAULT_BETA2 = 0.999  # AdamW's second-moment decay unless the spec gives one
+DEFAULT_SCHEDULE = "constant"
+
+
 @dataclass(frozen=True)
 class Hyperparameters:
     """One point of the joint search space."""
@@ -130,9 +135,9 @@ class Hyperparameters:
     momentum: float
     warmup_steps: int
     seed: int = 0  # the training seed: batches, the torch RNG, the model's initialisation
-    weight_decay: float = 0.0
-    beta2: float = 0.999  # AdamW only
-    schedule: str = "constant"  # the lr after warmup (trainables.parts.schedule)
+    weight_decay: float = DEFAULT_WEIGHT_DECAY
+    beta2: float = DEFAULT_BETA2  # AdamW only
+    schedule: str = DEFAULT_SCHEDULE  # the lr after warmup (trainables.parts.schedule)
 
     @classmethod
     def from_config(
@@ -147,7 +152,7 @@ class Hyperparameters:
             momentum=float(values.get(keys.MOMENTUM, 0.0)),
             warmup_steps=int(values.get(keys.WARMUP_STEPS, 0)),
             seed=int(values.get(keys.SEED, 0)),
-            weight_decay=float(values.get(keys.WEIGHT_DECAY, 0.0)),
-            beta2=float(values.get(keys.BETA2, 0.999)),
-            schedule=str(values.get(keys.SCHEDULE, "constant")),
+            weight_decay=float(values.get(keys.WEIGHT_DECAY, DEFAULT_WEIGHT_DECAY)),
+            beta2=float(values.get(keys.BETA2, DEFAULT_BETA2)),
+            schedule=str(values.get(keys.SCHEDULE, DEFAULT_SCHEDULE)),
         )

@@ -301,6 +301,7 @@ def run(
     from tuner.config.spec import run_name_problem
     from tuner.runtime.run_location import RunDirError
     from tuner.runtime.runner import run_location, run_sweep, sweep_finished
+    from tuner.runtime.tracking import storage_problems
 
     parsed = _load_spec(spec)
     problem = run_name_problem(name) if name is not None else None
@@ -312,6 +313,9 @@ def run(
     with _storage_errors():  # checked before Ray starts: bad input writes nothing
         run = run_location(parsed, storage, name)
         run.check()  # an unsafe staging directory is bad input too
+        problems = storage_problems(parsed.tracking, run.is_local)
+        if problems:
+            raise _spec_problems(spec, problems)
         if run.holds_sweep():
             where = shlex.quote(str(run))
             with _run_spec_errors(run):

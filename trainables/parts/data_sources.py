@@ -158,7 +158,17 @@ class LoaderBatches:
 
     def next(self) -> Any:
         if self._iterator is None:
-            loader = DataLoader(self.dataset, batch_sampler=self.sampler, **self.options)
+            # Its own generator for the workers' base seed: drawn from torch's global one,
+            # it would shift the trial's dropout stream. Seeded by the position, so a
+            # restarted trial's workers get the same seeds as the first run's there.
+            state = self.sampler.draws.state_dict()
+            seed = int(torch.randint(2**62, (1,), generator=torch.Generator().set_state(state)))
+            loader = DataLoader(
+                self.dataset,
+                batch_sampler=self.sampler,
+                generator=torch.Generator().manual_seed(seed),
+                **self.options,
+            )
             self._iterator = iter(loader)
         batch = next(self._iterator)
         self.sampler.pending.popleft()

@@ -488,6 +488,19 @@ class MlflowTracking(_Model):
     tracking_uri: NonEmptyStr | None = None
     experiment: NonEmptyStr | None = None  # default: the sweep's name
 
+    @field_validator("tracking_uri")
+    @classmethod
+    def _no_credentials(cls, value: str | None) -> str | None:
+        from tuner.config.uris import credentials_problem, redact
+
+        if value is not None and credentials_problem(value):
+            raise ValueError(
+                f"{redact(value)}: credentials do not go in the spec (it is printed and "
+                "stored with the run); give them as MLFLOW_TRACKING_USERNAME / "
+                "MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN in the environment"
+            )
+        return value
+
 
 class WandbTracking(_Model):
     """Weights & Biases: offline by default; online reads WANDB_API_KEY from the
@@ -664,7 +677,7 @@ class Spec(_Model):
                 )
             )
         if (
-            self.pruning.kind == "eps_opt"
+            self.pruning.kind in ("front", "eps_opt")
             and self.pruning.mode == "measured"
             and self.optimizer == "adamw"
         ):
@@ -672,8 +685,17 @@ class Spec(_Model):
                 (
                     "pruning.mode",
                     "measured is for sgd: Adam's eps_opt(B) law has no measured eps_max "
-                    "(its B_noise is fitted from the steps to the target): use fitted, or "
-                    "calibrated with measure.curvature_every > 0",
+                    "(its B_noise is fitted from the steps to the target): use fitted",
+                )
+            )
+        horizon = self.schedule.horizon_steps
+        longest_warmup = max(int(v) for v in self.space.warmup_steps.points())
+        if horizon is not None and horizon <= longest_warmup:
+            problems.append(
+                (
+                    "schedule.horizon_steps",
+                    f"{horizon} is not after the longest warmup ({longest_warmup} steps): "
+                    "the decay would end before it starts",
                 )
             )
         if (
@@ -737,10 +759,15 @@ class Spec(_Model):
     def fixed_hyperparameters(self) -> dict[str, Any]:
         """The recipe's values that the space does not search: weight decay (0), β2
         (0.999, AdamW only) and the schedule kind (`schedule.kind`)."""
+        from trainables.settings import DEFAULT_BETA2, DEFAULT_WEIGHT_DECAY
+
         dims = self.space.dimensions()
-        fixed: dict[str, Any] = {"weight_decay": 0.0, "schedule": self.schedule.kind}
+        fixed: dict[str, Any] = {
+            "weight_decay": DEFAULT_WEIGHT_DECAY,
+            "schedule": self.schedule.kind,
+        }
         if self.optimizer == "adamw":
-            fixed["beta2"] = 0.999
+            fixed["beta2"] = DEFAULT_BETA2
         return {name: value for name, value in fixed.items() if name not in dims}
 
     def to_yaml_dict(self) -> dict[str, Any]:

@@ -74,6 +74,15 @@ def uri_problem(where: str) -> str | None:
     return None
 
 
+def credentials_problem(uri: str) -> str | None:
+    """Why a URI of any scheme (a tracking server's, say) carries credentials, else None."""
+    try:
+        scheme = urlsplit(uri).scheme.lower()
+    except ValueError:
+        return None
+    return _credentials_problem(scheme, uri) if "://" in uri else None
+
+
 def _credentials_problem(scheme: str, uri: str) -> str | None:
     """Why `uri` carries (or looks like it carries) credentials, else None."""
     hint = _CREDENTIALS_HINT.get(

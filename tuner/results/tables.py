@@ -507,7 +507,7 @@ def _adam_law_summary(summary: dict[str, Any], trained: pd.DataFrame) -> None:
     fit = theory.fit_eps_opt_adam(
         trained[keys.BATCH_SIZE].to_numpy(float),
         trained[keys.LR].to_numpy(float),
-        steps=trained[columns.STEPS_INTERP].fillna(trained[columns.STEPS]).to_numpy(float),
+        steps=trained[columns.STEPS_INTERP].to_numpy(float),
     )
     summary.update({
         keys.B_NOISE: fit.b_noise, keys.EPS_MAX: fit.eps_max,

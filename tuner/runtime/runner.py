@@ -38,7 +38,7 @@ from tuner.runtime.earlier_names import accept_earlier_names
 from tuner.runtime.progress import ProgressLine
 from tuner.runtime.run_location import RunDirError, RunLocation
 from tuner.runtime.storage import Location
-from tuner.runtime.tracking import tracking_callbacks
+from tuner.runtime.tracking import storage_problems, tracking_callbacks
 from tuner.runtime.tune_loggers import NoTensorBoard, ReportsCache
 from tuner.strategy import guided, schedulers, search
 from tuner.strategy.candidates import Candidates, draw_candidates, in_grid_search_order
@@ -239,6 +239,9 @@ def run_sweep(
     be used. A caller that has resolved the run's location already passes it as `run`."""
     run = run or run_location(spec, storage, name)
     run.check()
+    problems = storage_problems(spec.tracking, run.is_local)
+    if problems:
+        raise RunDirError("; ".join(problems))
     if run.holds_sweep():
         raise RunDirError(
             f"{run} already holds a sweep: resume it with "

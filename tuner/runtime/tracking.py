@@ -54,6 +54,25 @@ def missing_packages(tracking: Tracking) -> list[str]:
     return problems
 
 
+def storage_problems(tracking: Tracking, run_is_local: bool) -> list[str]:
+    """Trackers that would write only to this driver's disk while the run lives at a URI
+    (its staging directory is cleared when the sweep ends): one line each."""
+    if run_is_local:
+        return []
+    problems = []
+    if tracking.mlflow is not None and tracking.mlflow.tracking_uri is None:
+        problems.append(
+            "tracking.mlflow: with storage at a URI, give tracking_uri (the default store "
+            "in the run directory would stay on this machine's staging disk)"
+        )
+    if tracking.wandb is not None and tracking.wandb.mode == "offline":
+        problems.append(
+            "tracking.wandb: offline runs are written to this machine's staging disk, which "
+            "a run at a URI clears when it ends: use mode online, or local storage"
+        )
+    return problems
+
+
 @contextlib.contextmanager
 def _environment(**values: str) -> Iterator[None]:
     """The process environment with `values` set, as it was afterwards."""

@@ -109,6 +109,7 @@ class EpsGuidedSearcher(Searcher):
     """
 
     MAX_REDRAWS = 50
+    law = "sgd"  # what one pickled before there were laws reads
 
     def __init__(self, spec: Spec, state: FrontView) -> None:
         super().__init__(metric=keys.TARGET_VALUE, mode=spec.target.mode)

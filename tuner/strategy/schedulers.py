@@ -22,6 +22,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from trainables import keys
+from tuner import theory
 from tuner.config.spec import Spec
 from tuner.strategy.eps_opt_rules import PruneRule, decide
 from tuner.strategy.records import SweepState, TrialRecord
@@ -177,6 +178,8 @@ def make_scheduler(
     if kind == "asha":
         return _asha(spec)
     base = _asha(spec) if spec.pruning.base == "asha" else FIFOScheduler()
+    if state is None:  # no searcher reads it (Optuna, or a plain start order)
+        state = SweepState(law=theory.LAW_OF_OPTIMIZER[spec.optimizer])
     return EpsOptScheduler(
         base,
         PruneRule(spec.pruning.mode, spec.pruning.tolerance, lr_rule=kind == "eps_opt"),
