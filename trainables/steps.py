@@ -105,26 +105,35 @@ def accumulated_backward(
 @dataclass
 class MicroBatched:
     """The batch split into `parts` micro-batches whose gradients accumulate into `.grad`,
-    each micro-batch's squared norm captured on the way (no extra backward pass)."""
+    the squared norms of the first `captured` of them (all: None) taken on the way (no
+    extra backward pass). Each micro-batch is an i.i.d. draw, so any of them gives an
+    unbiased |G_small|²; capturing fewer costs less, for more variance."""
 
     forward: Forward
     parts: int
+    captured: int | None = None
 
     def backward(self, batch: Any, batch_size: int, keep_grads: bool) -> Captured:
         forward = self.forward
         norms = MicroBatchNorms(forward.params, keep_grads=keep_grads)
+        micro_batches = split_batch(batch, min(self.parts, batch_size))
+        count = len(micro_batches) if self.captured is None else self.captured
         losses = []
+
+        def backward(micro: Any, weight: float) -> None:
+            with forward.autocast():
+                loss = forward.loss_fn(forward.model, micro) * weight
+            loss.backward()
+            losses.append(loss.detach())
+
         with norms.capturing():
-            for micro, size in split_batch(batch, min(self.parts, batch_size)):
-                weight = size / batch_size
-                with norms.micro_batch(size, weight):
-                    with forward.autocast():
-                        loss = forward.loss_fn(forward.model, micro) * weight
-                    loss.backward()
-                losses.append(loss.detach())
-        return Captured(
-            torch.stack(losses).sum(), norms.pair(), norms.take_grads() if keep_grads else None
-        )
+            for micro, size in micro_batches[:count]:
+                with norms.micro_batch(size, size / batch_size):
+                    backward(micro, size / batch_size)
+        for micro, size in micro_batches[count:]:
+            backward(micro, size / batch_size)
+        pair = norms.pair(b_big=batch_size)
+        return Captured(torch.stack(losses).sum(), pair, norms.take_grads() if keep_grads else None)
 
 
 class OneProcess:
@@ -142,7 +151,9 @@ class OneProcess:
         self.can_measure = batch_size >= 2  # two micro-batches need two examples
         self.forward, self.batch_size = forward, batch_size
         self.parts = accumulation_parts(batch_size, max_micro_batch)
-        self.micro_batched = MicroBatched(forward, max(micro_batches, self.parts))
+        # Accumulating, a measured step captures `micro_batches` of its micro-batches.
+        captured = micro_batches if self.parts > micro_batches else None
+        self.micro_batched = MicroBatched(forward, max(micro_batches, self.parts), captured)
 
     def backward(self, batch: Any, measure: bool, keep_grads: bool = False) -> Captured:
         if measure:

@@ -116,15 +116,16 @@ class MicroBatchNorms:
         grads, self._grads = self._grads, []
         return grads
 
-    def pair(self) -> NormPair:
-        """Combine the captured micro-batches with the accumulated gradient in `.grad`."""
+    def pair(self, b_big: float | None = None) -> NormPair:
+        """Combine the captured micro-batches with the accumulated gradient in `.grad`,
+        the gradient of `b_big` examples (default: the captured micro-batches' total)."""
         sq_small, sq_big = torch.stack(
             [torch.stack(self._per_batch).mean(), grad_sq_norm(self.params)]
         ).tolist()
         sizes = self._sizes
         b_small = len(sizes) / sum(1.0 / n for n in sizes)
         self._per_batch, self._sizes = [], []
-        return NormPair(b_small, float(sum(sizes)), sq_small, sq_big)
+        return NormPair(b_small, float(sum(sizes) if b_big is None else b_big), sq_small, sq_big)
 
 
 @dataclass
