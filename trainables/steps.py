@@ -80,6 +80,15 @@ def accumulation_parts(batch_size: int, max_micro_batch: int | None) -> int:
     return math.ceil(batch_size / max_micro_batch)
 
 
+def weighted_backward(forward: Forward, micro: Any, weight: float) -> torch.Tensor:
+    """Backward of one micro-batch's mean loss times `weight` (its share of the batch),
+    accumulating into `.grad`; the weighted loss, detached."""
+    with forward.autocast():
+        loss = forward.loss_fn(forward.model, micro) * weight
+    loss.backward()
+    return loss.detach()
+
+
 def accumulated_backward(
     forward: Forward,
     batch: Any,
@@ -95,10 +104,7 @@ def accumulated_backward(
     for i, (micro, size) in enumerate(micro_batches):
         sync = contextlib.nullcontext() if i == len(micro_batches) - 1 else no_sync()
         with sync:
-            with forward.autocast():
-                loss = forward.loss_fn(forward.model, micro) * (size / batch_size)
-            loss.backward()
-        losses.append(loss.detach())
+            losses.append(weighted_backward(forward, micro, size / batch_size))
     return Captured(torch.stack(losses).sum())
 
 
@@ -119,19 +125,12 @@ class MicroBatched:
         micro_batches = split_batch(batch, min(self.parts, batch_size))
         count = len(micro_batches) if self.captured is None else self.captured
         losses = []
-
-        def backward(micro: Any, weight: float) -> None:
-            with forward.autocast():
-                loss = forward.loss_fn(forward.model, micro) * weight
-            loss.backward()
-            losses.append(loss.detach())
-
         with norms.capturing():
             for micro, size in micro_batches[:count]:
                 with norms.micro_batch(size, size / batch_size):
-                    backward(micro, size / batch_size)
+                    losses.append(weighted_backward(forward, micro, size / batch_size))
         for micro, size in micro_batches[count:]:
-            backward(micro, size / batch_size)
+            losses.append(weighted_backward(forward, micro, size / batch_size))
         pair = norms.pair(b_big=batch_size)
         return Captured(torch.stack(losses).sum(), pair, norms.take_grads() if keep_grads else None)
 
