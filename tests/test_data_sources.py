@@ -97,7 +97,7 @@ class Slow(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 def test_a_loader_draws_the_batches_the_in_process_source_draws(workers: int) -> None:
     plain = BatchSource(Slow(), 8, torch.Generator().manual_seed(3), World(), CPU)
     loaded = LoaderBatches(
-        Slow(), 8, torch.Generator().manual_seed(3), World(), CPU, workers, False, 2
+        BatchSource(Slow(), 8, torch.Generator().manual_seed(3), World(), CPU), workers, False, 2
     )
     try:
         for _ in range(5):
@@ -105,7 +105,9 @@ def test_a_loader_draws_the_batches_the_in_process_source_draws(workers: int) ->
         # Saved after 5 batches although the loader has prefetched beyond them.
         state = loaded.state_dict()
         assert torch.equal(state, plain.state_dict())
-        again = LoaderBatches(Slow(), 8, torch.Generator(), World(), CPU, workers, False, 2)
+        again = LoaderBatches(
+            BatchSource(Slow(), 8, torch.Generator(), World(), CPU), workers, False, 2
+        )
         again.load_state_dict(state)
         assert labels(again.next()) == labels(plain.next())
         again.close()
@@ -116,7 +118,9 @@ def test_a_loader_draws_the_batches_the_in_process_source_draws(workers: int) ->
 def test_a_loader_leaves_the_trial_s_torch_stream_alone() -> None:
     """Dropout draws from torch's global generator: starting the loader's workers must
     not draw from it."""
-    loaded = LoaderBatches(Slow(), 8, torch.Generator().manual_seed(3), World(), CPU, 2, False, 2)
+    loaded = LoaderBatches(
+        BatchSource(Slow(), 8, torch.Generator().manual_seed(3), World(), CPU), 2, False, 2
+    )
     torch.manual_seed(5)
     before = torch.get_rng_state()
     try:
@@ -129,7 +133,9 @@ def test_a_loader_leaves_the_trial_s_torch_stream_alone() -> None:
 def test_a_loader_gives_each_worker_its_slice() -> None:
     whole = BatchSource(Slow(), 8, torch.Generator().manual_seed(4), World(), CPU)
     parts = [
-        LoaderBatches(Slow(), 8, torch.Generator().manual_seed(4), World(r, 2), CPU, 0, False, 2)
+        LoaderBatches(
+            BatchSource(Slow(), 8, torch.Generator().manual_seed(4), World(r, 2), CPU), 0, False, 2
+        )
         for r in range(2)
     ]
     assert labels(parts[0].next()) + labels(parts[1].next()) == labels(whole.next())

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, IterableDataset
 from torch.utils.data._utils.collate import default_collate
 
 from trainables.parts.batches import BatchSource, to_device
@@ -44,12 +44,10 @@ def batch_source(
     `loader_workers` processes, or the in-process i.i.d. draw."""
     if is_stream(dataset):
         return StreamBatches(dataset, batch_size, world, device)
+    draws = BatchSource(dataset, batch_size, generator, world, device)
     if loader_workers > 0:
-        return LoaderBatches(
-            dataset, batch_size, generator, world, device, loader_workers, pin_memory,
-            prefetch_factor,
-        )  # fmt: skip
-    return BatchSource(dataset, batch_size, generator, world, device)
+        return LoaderBatches(draws, loader_workers, pin_memory, prefetch_factor)
+    return draws
 
 
 def is_stream(dataset: Any) -> bool:
@@ -134,22 +132,13 @@ class LoaderBatches:
     """`BatchSource`'s batches fetched by a DataLoader's worker processes (module doc)."""
 
     def __init__(
-        self,
-        dataset: Dataset[Any],
-        batch_size: int,
-        generator: torch.Generator,
-        world: World,
-        device: torch.device,
-        workers: int,
-        pin_memory: bool,
-        prefetch_factor: int,
+        self, draws: BatchSource, workers: int, pin_memory: bool, prefetch_factor: int
     ) -> None:
-        self.dataset, self.device = dataset, device
-        self.draws = BatchSource(dataset, batch_size, generator, world, device)
-        self.sampler = _DrawnIndices(self.draws)
+        self.dataset, self.device = draws.dataset, draws.device
+        self.sampler = _DrawnIndices(draws)
         self.options: dict[str, Any] = {
             "num_workers": workers,
-            "pin_memory": pin_memory and device.type == "cuda",
+            "pin_memory": pin_memory and draws.device.type == "cuda",
             "persistent_workers": workers > 0,
         }
         if workers > 0:
@@ -178,12 +167,12 @@ class LoaderBatches:
         """The generator's state before the next batch the loop has not taken."""
         if self.sampler.pending:
             return self.sampler.pending[0].clone()
-        return self.draws.state_dict()
+        return self.sampler.draws.state_dict()
 
     def load_state_dict(self, state: torch.Tensor) -> None:
         self._iterator = None  # its prefetched batches were drawn from the old state
         self.sampler.pending.clear()
-        self.draws.load_state_dict(state)
+        self.sampler.draws.load_state_dict(state)
 
     def close(self) -> None:
         self._iterator = None

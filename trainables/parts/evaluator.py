@@ -106,7 +106,7 @@ class Evaluator:
                 loss = float(self.workload.eval_loss(self.model))
             elif initial is not None:
                 loss = initial
-            elif eval_data is None or self.eval_indices is None:
+            elif eval_data is None or self.eval_indices is None:  # the one implies the other
                 loss = self.train_loss.take(self.world)
             else:
                 loss = self.shared_mean_loss(eval_data, self.eval_indices)
