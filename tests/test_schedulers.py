@@ -384,9 +384,9 @@ def test_front_pruning_keeps_rule_one_and_drops_the_lr_rule() -> None:
     )
 
 
-@pytest.mark.parametrize(("kind", "lr_rule"), [("front", False), ("eps_opt", True)])
-def test_front_and_eps_opt_kinds_make_the_same_scheduler(kind: str, lr_rule: bool) -> None:
-    spec = parse_spec(
+def adamw_spec(**sections: Any) -> Any:
+    """A small AdamW spec with the given sections."""
+    return parse_spec(
         {
             "name": "t",
             "workload": "linear_regression",
@@ -394,26 +394,19 @@ def test_front_and_eps_opt_kinds_make_the_same_scheduler(kind: str, lr_rule: boo
             "budget": {"max_steps": 400},
             "space": "adamw_joint",
             "optimizer": "adamw",
-            "pruning": {"kind": kind},
+            **sections,
         }
     )
-    scheduler = make_scheduler(spec, Path("unused"))
+
+
+@pytest.mark.parametrize(("kind", "lr_rule"), [("front", False), ("eps_opt", True)])
+def test_front_and_eps_opt_kinds_make_the_same_scheduler(kind: str, lr_rule: bool) -> None:
+    scheduler = make_scheduler(adamw_spec(pruning={"kind": kind}), Path("unused"))
     assert isinstance(scheduler, EpsOptScheduler) and scheduler.rule.lr_rule is lr_rule
 
 
 def test_an_optuna_sweep_s_eps_opt_scheduler_uses_the_optimiser_s_law() -> None:
     """No searcher hands it a state: it makes its own, with AdamW's law for adamw."""
-    spec = parse_spec(
-        {
-            "name": "t",
-            "workload": "linear_regression",
-            "target": {"metric": "loss", "value": 0.5},
-            "budget": {"max_steps": 400},
-            "space": "adamw_joint",
-            "optimizer": "adamw",
-            "search": {"algorithm": "optuna-tpe"},
-            "pruning": {"kind": "eps_opt"},
-        }
-    )
+    spec = adamw_spec(search={"algorithm": "optuna-tpe"}, pruning={"kind": "eps_opt"})
     scheduler = make_scheduler(spec, Path("unused"))
     assert isinstance(scheduler, EpsOptScheduler) and scheduler.state.law == "adam"
