@@ -123,11 +123,13 @@ def test_two_ddp_workers_accumulate_their_shares_and_measure_as_before() -> None
             assert b_b == pytest.approx(b_a, rel=1e-3)
 
 
+@pytest.mark.parametrize("method", ["micro_batch", "per_example"])
 @pytest.mark.parametrize("max_micro_batch", [32, 16])
 def test_capturing_a_few_micro_batches_still_measures_the_true_noise_scale(
-    max_micro_batch: int,
+    max_micro_batch: int, method: str
 ) -> None:
-    """B = 256 in 8 or 16 micro-batches, 2 of them captured a step: B_simple matches
+    """B = 256 in 8 or 16 micro-batches, 2 of them captured a step (micro_batch) or the
+    first per_example_rows examples of each (per_example): B_simple matches
     linear_regression's exact value where it is stationary (a tiny lr keeps the weights
     where they start), as the whole-batch split does."""
     s = spec_trial_settings(
@@ -138,9 +140,10 @@ def test_capturing_a_few_micro_batches_still_measures_the_true_noise_scale(
         noise_every=1,
         patience_steps=0,
         max_micro_batch=max_micro_batch,
+        noise_method=method,
     )
     reports: list[dict[str, Any]] = []
     run_trial(s, Hyperparameters(256, 1e-5, 0.0, 0), reports.append)
     last = reports[-1]
-    assert last[keys.STEP] == 300
+    assert (last[keys.STEP], last[keys.NOISE_METHOD]) == (300, method)
     assert last[keys.B_SIMPLE] == pytest.approx(last["true_b_simple"], rel=0.15)

@@ -177,12 +177,13 @@ def _noisy_workload() -> Workload:
 @pytest.mark.parametrize("workload", ["linear_regression", "noisy"])
 def test_curvature_does_not_perturb_the_training_trajectory(workload: str) -> None:
     """Same losses and weights with curvature off and every 5 steps (noise measured on
-    every step in both, so the batches are split alike)."""
+    every step by micro-batches in both, so the batches are split alike: measured per
+    example, the other steps would sum the whole batch's loss in another order)."""
     runs = []
     for every in (0, 5):
         torch.manual_seed(0)  # dropout masks draw from the global RNG
         w = _noisy_workload() if workload == "noisy" else build_workload(workload, LINREG)
-        s = settings(curvature_every=every, patience_steps=0)
+        s = settings(curvature_every=every, patience_steps=0, noise_method="micro_batch")
         last, reports = run(s, 32, 0.1, workload=w)
         weights = [p.detach().clone() for p in w.model.state_dict().values()]
         runs.append((last, reports, weights))
@@ -256,7 +257,9 @@ def test_two_gloo_workers_agree_with_single_process_micro_batches() -> None:
     outputs = run_gloo_workers(_ddp_worker, world, batch_size)
     single, _, _ = _micro_batch_forms(batch_size, world, _batch(20, seed=7))
     _, single_reports = run(
-        settings(curvature_every=2, max_steps=10, micro_batches=world), batch_size, 0.1
+        settings(curvature_every=2, max_steps=10, micro_batches=world, noise_method="micro_batch"),
+        batch_size,
+        0.1,
     )
     for _, pair, forms, reports in outputs:
         assert (pair.b_small, pair.b_big) == (single.b_small, single.b_big)

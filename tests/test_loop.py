@@ -164,11 +164,19 @@ def test_batch_must_split_evenly_over_workers() -> None:
         TrainingRun(settings(), Hyperparameters(15, 0.1, 0.0, 0), torch.device("cpu"), World(0, 2))
 
 
-def test_stationary_noise_scale_matches_the_exact_value() -> None:
+@pytest.mark.parametrize(("method", "rel"), [("per_example", 0.10), ("micro_batch", 0.15)])
+def test_stationary_noise_scale_matches_the_exact_value(method: str, rel: float) -> None:
     """With a tiny lr the weights barely move, so the true B_simple is stationary."""
-    s = settings(target_value=-1.0, max_steps=400, eval_every=400, workload_args=LINREG)
+    s = settings(
+        target_value=-1.0,
+        max_steps=400,
+        eval_every=400,
+        workload_args=LINREG,
+        noise_method=method,
+    )
     last, _ = run(s, 256, 1e-5)
-    assert last[keys.B_SIMPLE] == pytest.approx(last["true_b_simple"], rel=0.15)
+    assert last[keys.NOISE_METHOD] == method
+    assert last[keys.B_SIMPLE] == pytest.approx(last["true_b_simple"], rel=rel)
 
 
 def test_noise_measurement_off_reports_nan() -> None:

@@ -323,7 +323,7 @@ def test_the_column_and_field_names_are_the_public_contract(tmp_path: Path) -> N
         "trial_id", "status", "batch_size", "lr", "momentum", "warmup_steps",
         "steps_to_target", "examples_to_target", "final_loss", "b_simple", "wall_s",
         "reason", "steps", "examples", "effective_lr", "seed", "steps_to_target_interp",
-        "examples_to_target_interp", "weight_decay", "beta2", "schedule",
+        "examples_to_target_interp", "weight_decay", "beta2", "schedule", "noise_method",
     ]  # fmt: skip
     curves = ["trial_id", "step", "examples", "loss", "lr", "b_simple", "g2", "trace_sigma"]
     front = [

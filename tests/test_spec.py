@@ -142,6 +142,8 @@ def test_defaults() -> None:
     }
     assert spec.measure.model_dump() == {
         "noise_every": 4,
+        "method": "auto",
+        "per_example_rows": 32,
         "micro_batches": 2,
         "noise_ema": 0.99,
         "curvature_every": 0,

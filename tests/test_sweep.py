@@ -83,6 +83,7 @@ def test_curves_hold_every_report_with_workload_metrics(grid_run: Any) -> None:
     assert set(curves["trial_id"]) == set(trials["trial_id"])
     assert {"step", "examples", "loss", "lr", "b_simple", "g2", "trace_sigma"} <= set(curves)
     assert "true_b_simple" in curves  # the workload's own metrics come along
+    assert set(trials[keys.NOISE_METHOD]) == {"per_example"}  # linear layers: auto takes it
     last = curves.groupby("trial_id")["step"].max()
     assert (last.reindex(trials["trial_id"]).to_numpy() == trials["steps"].to_numpy()).all()
 
@@ -140,6 +141,7 @@ def test_two_worker_ddp_sweep_through_ray_train(ray_session: None, tmp_path: Pat
     outcome = run_sweep(spec, progress=False)
     trials = outcome.tables.trials
     assert list(trials["status"]) == [keys.EXHAUSTED], trials[keys.REASON].tolist()
+    assert list(trials[keys.NOISE_METHOD]) == ["worker_batches"]
     last = outcome.tables.curves.iloc[-1]
     assert last[keys.STEP] == 300
     assert last[keys.B_SIMPLE] == pytest.approx(last["true_b_simple"], rel=0.15)

@@ -15,6 +15,7 @@ G2: Final = "g2"
 TRACE_SIGMA: Final = "trace_sigma"
 B_NOISE: Final = "b_noise"
 EPS_MAX: Final = "eps_max"
+NOISE_METHOD: Final = "noise_method"  # what measured B_simple (trainables.steps)
 GHG: Final = "g_h_g"
 TRACE_H_SIGMA: Final = "trace_h_sigma"
 TARGET_VALUE: Final = "target_value"  # the value of the spec's target metric at this report
@@ -66,7 +67,7 @@ REPORT_KEYS: Final = frozenset(
         STEP, EXAMPLES, LOSS, LR, B_SIMPLE, G2, TRACE_SIGMA, B_NOISE, EPS_MAX, GHG,
         TRACE_H_SIGMA, TARGET_VALUE, TRIAL_STATUS, STEPS_TO_TARGET, EXAMPLES_TO_TARGET,
         STEPS_TO_TARGET_INTERP, EXAMPLES_TO_TARGET_INTERP, REASON, WALL_S, OBJECTIVE,
-        BATCH_SIZE, MOMENTUM, WARMUP_STEPS, SEED, WEIGHT_DECAY, BETA2, SCHEDULE,
+        BATCH_SIZE, MOMENTUM, WARMUP_STEPS, SEED, WEIGHT_DECAY, BETA2, SCHEDULE, NOISE_METHOD,
     }
 )  # fmt: skip
 

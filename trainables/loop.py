@@ -47,7 +47,7 @@ from trainables.parts.streams import (
 )
 from trainables.parts.world import World
 from trainables.settings import Hyperparameters, TrialSettings
-from trainables.steps import step_strategy
+from trainables.steps import NOT_MEASURED, step_strategy
 from trainables.workload import Workload, build_workload
 
 Report = Callable[[dict[str, Any]], None]
@@ -85,6 +85,9 @@ class TrainingRun:
             hp.batch_size,
             settings.micro_batches,
             settings.max_micro_batch,
+            settings.noise_method,
+            settings.per_example_rows,
+            loose_check=settings.precision == "bf16",
         )
         self.optimizer = make_optimizer(settings.optimizer, self.params, hp)
         self.max_steps = settings.max_steps_for(hp.batch_size)
@@ -178,6 +181,10 @@ class TrainingRun:
         if captured.pair is not None:
             self.meter.add_norms(captured.pair)
 
+    def noise_method(self) -> str:
+        """What measures the noise scale (trainables.steps), "none" where nothing does."""
+        return self.strategy.method if self.settings.noise_every > 0 else NOT_MEASURED
+
     def evaluates_at(self, step: int) -> bool:
         return step % self.settings.eval_every == 0 or step >= self.max_steps
 
@@ -198,6 +205,7 @@ class TrainingRun:
             keys.LOSS: evaluation.loss,
             keys.LR: self.schedule.lr(max(step, 1)),
             **self.meter.report(),
+            keys.NOISE_METHOD: self.noise_method(),
             keys.TARGET_VALUE: evaluation.target_value,
             keys.TRIAL_STATUS: verdict.status,
             keys.STEPS_TO_TARGET: step if reached else math.nan,

@@ -73,6 +73,8 @@ class TrialSettings:
     eval_batch_size: int
     optimizer: str
     noise_every: int
+    noise_method: str  # auto | per_example | micro_batch (trainables.steps)
+    per_example_rows: int  # per_example: examples of a measured step whose norms are taken
     micro_batches: int
     noise_ema: float
     curvature_every: int  # GᵀHG, tr(HΣ) (B_noise, ε_max) every n steps; 0 = off

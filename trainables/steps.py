@@ -5,8 +5,11 @@ A step strategy runs the forward and backward passes of one global batch, leavin
 gradient of its mean loss in `.grad`, and on measured steps returns the squared gradient
 norms at two batch sizes taken in that same backward pass (trainables.measure.noise_capture):
 
-- `OneProcess`: one backward pass; on measured steps the batch is split into
-  `micro_batches` whose gradients accumulate (`MicroBatched`). Where the batch is larger
+- `OneProcess`: one backward pass. On measured steps, either every example's gradient
+  norm is taken by layer hooks in that same pass (`PerExampleStep`: b_small = 1, b_big =
+  B; trainables.measure.per_example), or the batch is split into `micro_batches` whose
+  gradients accumulate (`MicroBatched`): the `noise_method`, where "auto" takes per-example
+  norms for a model whose every trainable parameter they cover. Where the batch is larger
   than `max_micro_batch` (gradient accumulation), every step is split into micro-batches
   of at most that size, and a measured step captures their norms on the way: the noise
   scale costs no extra forward or backward pass;
@@ -14,12 +17,13 @@ norms at two batch sizes taken in that same backward pass (trainables.measure.no
   local and the all-reduced global norm; a worker's share larger than `max_micro_batch`
   is accumulated without synchronising until its last micro-batch.
 
-A new way to compute a step (per-example norms, say) is a new class here.
+A new way to compute a step is a new class here.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +32,7 @@ from typing import Any, Protocol
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from trainables.errors import TrialInputError
 from trainables.measure.noise_capture import (
     DDPNormState,
     MicroBatchNorms,
@@ -35,9 +40,19 @@ from trainables.measure.noise_capture import (
     allreduce_with_norms,
 )
 from trainables.measure.noise_meter import NoiseMeter
+from trainables.measure.per_example import PerExampleNorms, uncovered
 from trainables.parts.batches import split_batch
 from trainables.parts.forward import Forward
 from trainables.parts.world import World
+
+logger = logging.getLogger(__name__)
+
+# What measured a trial's noise scale (its reports' `noise_method`).
+PER_EXAMPLE = "per_example"  # every example's norm, by layer hooks (b_small = 1)
+MICRO_BATCH = "micro_batch"  # the batch split into micro-batches (b_small = B/parts)
+WORKER_BATCHES = "worker_batches"  # DDP: each worker's share against the global batch
+NOT_MEASURED = "none"  # a batch of one example, or measure.noise_every 0
+NOISE_METHODS = ("auto", PER_EXAMPLE, MICRO_BATCH)  # what a spec may ask for
 
 
 @dataclass
@@ -55,6 +70,7 @@ class StepStrategy(Protocol):
     """Computes the gradient of one global batch into `.grad` (see the module docstring)."""
 
     can_measure: bool  # whether a step can give two batch sizes (one example cannot)
+    method: str  # what measures the norms now: PER_EXAMPLE, MICRO_BATCH, WORKER_BATCHES
 
     def backward(self, batch: Any, measure: bool, keep_grads: bool = False) -> Captured:
         """Gradient of the mean loss over the global batch; norms when `measure`, and
@@ -135,10 +151,47 @@ class MicroBatched:
         return Captured(torch.stack(losses).sum(), pair, norms.take_grads() if keep_grads else None)
 
 
+@dataclass
+class PerExampleStep:
+    """The batch's backward (accumulated over `parts` micro-batches), every example's
+    squared gradient norm captured on the way by layer hooks: no extra pass. The first
+    step also checks that the per-example gradients sum to the batch gradient;
+    `problems` says what the hooks could not measure (then `backward` has no pair)."""
+
+    forward: Forward
+    parts: int
+    max_rows: int | None = None  # examples measured per micro-batch (None: all)
+    loose_check: bool = False  # bf16: autograd's own gradients are rounded
+    verified: bool = False
+
+    def __post_init__(self) -> None:
+        self.norms = PerExampleNorms(self.forward.model, self.forward.params, self.max_rows)
+        self.names = {id(p): name for name, p in self.forward.model.named_parameters()}
+
+    @property
+    def problems(self) -> list[str]:
+        return self.norms.problems
+
+    def backward(self, batch: Any, batch_size: int) -> Captured:
+        losses = []
+        pieces = [(batch, batch_size)] if self.parts == 1 else split_batch(batch, self.parts)
+        with self.norms.capturing(verify=not self.verified):
+            for micro, size in pieces:
+                with self.norms.micro_batch(size, size / batch_size):
+                    losses.append(weighted_backward(self.forward, micro, size / batch_size))
+        if not self.verified:
+            self.norms.verify(self.names, torch.bfloat16 if self.loose_check else torch.float32)
+            self.verified = True
+        loss = torch.stack(losses).sum()
+        if self.problems:
+            return Captured(loss)
+        return Captured(loss, self.norms.pair(batch_size))
+
+
 class OneProcess:
-    """A trial in one process: a plain step, micro-batched on measured steps; with
-    accumulation (`parts` > 1), every step micro-batched, its norms captured when
-    measured."""
+    """A trial in one process: a plain step, its norms captured on measured steps per
+    example or over micro-batches; with accumulation (`parts` > 1), every step
+    micro-batched."""
 
     def __init__(
         self,
@@ -146,20 +199,53 @@ class OneProcess:
         batch_size: int,
         micro_batches: int,
         max_micro_batch: int | None = None,
+        noise_method: str = "auto",
+        per_example_rows: int | None = None,
+        loose_check: bool = False,
     ) -> None:
-        self.can_measure = batch_size >= 2  # two micro-batches need two examples
+        self.can_measure = batch_size >= 2  # two batch sizes need two examples
         self.forward, self.batch_size = forward, batch_size
         self.parts = accumulation_parts(batch_size, max_micro_batch)
         # Accumulating, a measured step captures `micro_batches` of its micro-batches.
         captured = micro_batches if self.parts > micro_batches else None
         self.micro_batched = MicroBatched(forward, max(micro_batches, self.parts), captured)
+        self.asked = noise_method
+        self.per_example: PerExampleStep | None = None
+        if noise_method != MICRO_BATCH:
+            problems = uncovered(forward.model)
+            if problems and noise_method == PER_EXAMPLE:
+                raise TrialInputError(_cannot_measure(problems))
+            if not problems:
+                self.per_example = PerExampleStep(
+                    forward, self.parts, per_example_rows, loose_check
+                )
+
+    @property
+    def method(self) -> str:
+        """What measures this trial's noise scale now."""
+        if not self.can_measure:
+            return NOT_MEASURED
+        return MICRO_BATCH if self.per_example is None else PER_EXAMPLE
 
     def backward(self, batch: Any, measure: bool, keep_grads: bool = False) -> Captured:
+        # Curvature steps (keep_grads) need the small batches' gradient vectors.
+        if measure and self.per_example is not None and not keep_grads:
+            captured = self.per_example.backward(batch, self.batch_size)
+            if self.per_example.problems:
+                self._give_up_per_example(self.per_example.problems)
+            return captured
         if measure:
             return self.micro_batched.backward(batch, self.batch_size, keep_grads)
         if self.parts > 1:
             return accumulated_backward(self.forward, batch, self.batch_size, self.parts)
         return plain_backward(self.forward, batch)
+
+    def _give_up_per_example(self, problems: list[str]) -> None:
+        """Measure with micro-batches from now on (auto), or stop the trial (asked for)."""
+        if self.asked == PER_EXAMPLE:
+            raise TrialInputError(_cannot_measure(problems))
+        logger.warning("%s: measuring with micro-batches instead", _cannot_measure(problems))
+        self.per_example = None
 
     def merge_worker_averages(self, meter: NoiseMeter) -> None:
         """One process: nothing to merge."""
@@ -184,6 +270,7 @@ class DataParallel:
         self.forward = Forward(self.module, forward.params, forward.loss_fn, forward.autocast)
         self.params = forward.params
         self.parts = accumulation_parts(local_batch, max_micro_batch)
+        self.method = WORKER_BATCHES
 
     def backward(self, batch: Any, measure: bool, keep_grads: bool = False) -> Captured:
         if measure:
@@ -212,6 +299,11 @@ class DataParallel:
         meter.average_over(self.world, self.device)
 
 
+def _cannot_measure(problems: list[str]) -> str:
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"per-example gradient norms cannot measure this model: {problems[0]}{more}"
+
+
 def step_strategy(
     forward: Forward,
     world: World,
@@ -219,9 +311,21 @@ def step_strategy(
     batch_size: int,
     micro_batches: int,
     max_micro_batch: int | None = None,
+    noise_method: str = "auto",
+    per_example_rows: int | None = None,
+    loose_check: bool = False,
 ) -> OneProcess | DataParallel:
     """The strategy for a trial of `batch_size` examples a step on `world`, each device
-    computing at most `max_micro_batch` examples at once (None: no limit)."""
+    computing at most `max_micro_batch` examples at once (None: no limit), measuring the
+    noise scale by `noise_method` on one process (several: the DDP hook)."""
     if world.size > 1:
         return DataParallel(forward, world, device, batch_size // world.size, max_micro_batch)
-    return OneProcess(forward, batch_size, micro_batches, max_micro_batch)
+    return OneProcess(
+        forward,
+        batch_size,
+        micro_batches,
+        max_micro_batch,
+        noise_method,
+        per_example_rows,
+        loose_check,
+    )

@@ -129,7 +129,9 @@ class CharGPT(nn.Module):
                 nn.init.zeros_(parameter)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(idx.shape[1], device=idx.device)
+        # Positions per example (a view, no copy): the position table's gradient is then
+        # per example too, which per-example noise measurement needs (DESIGN.md §1).
+        positions = torch.arange(idx.shape[1], device=idx.device).expand(idx.shape)
         x = self.token(idx) + self.position(positions)
         for block in self.blocks:
             x = block(x)

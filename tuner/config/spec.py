@@ -557,6 +557,13 @@ class Measure(_Model):
     """Noise-scale and curvature measurement (every n steps; 0 = off)."""
 
     noise_every: NonNegInt = 4
+    # How one worker measures: every example's gradient norm by layer hooks, or the batch
+    # split into `micro_batches`; auto: per example where the model's layers allow it
+    # (trainables.steps). Several workers per trial measure with the DDP hook.
+    method: Literal["auto", "per_example", "micro_batch"] = "auto"
+    # per_example: the examples of a measured step whose norms are taken (the first ones of
+    # each micro-batch; all of a smaller batch): bounds the cost of layers over sequences.
+    per_example_rows: PosInt = 32
     micro_batches: Annotated[int, Field(strict=True, ge=2)] = 2
     noise_ema: Annotated[Real, Field(gt=0, lt=1)] = 0.99
     curvature_every: NonNegInt = 0
@@ -666,6 +673,15 @@ class Spec(_Model):
                 (
                     "schedule.kind",
                     "the schedule kind is searched (space.schedule): give it in one place",
+                )
+            )
+        if workers > 1 and self.measure.method == "per_example":
+            problems.append(
+                (
+                    "measure.method",
+                    f"per_example is for one worker per trial; with "
+                    f"resources.workers_per_trial={workers} the DDP hook measures "
+                    "(each worker's share against the global batch): use auto",
                 )
             )
         if self.resources.max_micro_batch is not None and self.measure.curvature_every > 0:

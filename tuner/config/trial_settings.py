@@ -24,7 +24,8 @@ def trial_settings(spec: Spec, run_dir: Path | str) -> TrialSettings:
         # These sections' fields are TrialSettings fields of the same names: a field
         # added to one of them fails here until the trials are told it too.
         **spec.budget.model_dump(),
-        **spec.measure.model_dump(),
+        **spec.measure.model_dump(exclude={"method"}),
+        noise_method=spec.measure.method,
         **spec.resources.model_dump(),
         **spec.stall.model_dump(),
         **spec.data.model_dump(),

@@ -50,6 +50,7 @@ TRIAL_COLUMNS = [
     keys.B_SIMPLE, keys.WALL_S, keys.REASON, columns.STEPS, keys.EXAMPLES,
     columns.EFFECTIVE_LR, keys.SEED, keys.STEPS_TO_TARGET_INTERP,
     keys.EXAMPLES_TO_TARGET_INTERP, keys.WEIGHT_DECAY, keys.BETA2, keys.SCHEDULE,
+    keys.NOISE_METHOD,
 ]  # fmt: skip
 # The order of the trials table: by configuration, then seed.
 TRIAL_ORDER = [
@@ -74,7 +75,8 @@ COARSE_EVALUATIONS = 10
 _NOT_CURVES = {
     keys.TARGET_VALUE, keys.TRIAL_STATUS, keys.STEPS_TO_TARGET, keys.EXAMPLES_TO_TARGET,
     keys.STEPS_TO_TARGET_INTERP, keys.EXAMPLES_TO_TARGET_INTERP, keys.REASON, keys.WALL_S,
-    keys.OBJECTIVE, keys.WEIGHT_DECAY, keys.BETA2, keys.SCHEDULE, *keys.TUNE_KEYS,
+    keys.OBJECTIVE, keys.WEIGHT_DECAY, keys.BETA2, keys.SCHEDULE, keys.NOISE_METHOD,
+    *keys.TUNE_KEYS,
 }  # fmt: skip
 
 
@@ -148,6 +150,7 @@ def _trial_row(trial: TuneTrial, reasons: dict[str, str], last: dict[str, Any]) 
         keys.WEIGHT_DECAY: _float(recipe[keys.WEIGHT_DECAY]),
         keys.BETA2: _float(recipe[keys.BETA2]),
         keys.SCHEDULE: str(recipe[keys.SCHEDULE] or ""),
+        keys.NOISE_METHOD: str(last.get(keys.NOISE_METHOD) or ""),
     }
 
 
