@@ -15,8 +15,10 @@ periods (16 by default; lcm(k, 4, c) with a curvature variant, so choose k that 
 a repeat's ms/step is the median of its chunks (robust to preemption; the plain mean is
 kept in the JSON output too).
 
-One worker (the default): every measured step splits the batch into micro-batches and
-records each one's squared gradient norm with parameter hooks. `--workers N` (N ≥ 2):
+One worker (the default): every measured step measures as `--method` says (a sweep's
+`measure.method`, default auto): every example's squared gradient norm by layer hooks in
+the step's own backward pass, or the batch split into micro-batches, each one's squared
+gradient norm recorded by parameter hooks. `--workers N` (N ≥ 2):
 N spawned processes join a gloo process group on 127.0.0.1 (a free port), and each builds
 the same trials with World(rank, N), so the loop wraps the model in DDP with the
 noise-capture comm hook exactly as a multi-worker trial does. Every rank runs the same
@@ -75,6 +77,8 @@ from tuner.config.trial_settings import trial_settings
 WORKLOAD_ARGS: dict[str, dict[str, Any]] = {
     "linear_regression": {"dim": 100, "noise": 1.0},
     "teacher_mlp": {},
+    "digits_cnn": {},
+    "char_transformer": {},
 }
 LR = 1e-3
 MOMENTUM = 0.9
@@ -98,6 +102,7 @@ DEFAULT_SETTINGS = trial_settings(
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import adaptdl_peer  # noqa: E402
 from machine_info import cpu_model  # noqa: E402
 
 
@@ -108,13 +113,18 @@ class Variant:
 
     noise_every: int
     curvature_every: int = 0
+    method: str = ""  # measure.method ("": the plan's)
+    peer: bool = False  # noisetune's measurement off, AdaptDL's GradientNoiseScale on
 
     @property
     def label(self) -> str:
-        """'0' (baseline), 'k' (noise every k), 'k+cC' (and curvature every C)."""
+        """'0' (baseline), 'k' (noise every k), 'k+cC' (and curvature every C), 'k METHOD'
+        (noise every k by that method), 'adaptdl' (the peer, every step)."""
+        if self.peer:
+            return adaptdl_peer.LABEL
         if self.curvature_every:
             return f"{self.noise_every}+c{self.curvature_every}"
-        return str(self.noise_every)
+        return f"{self.noise_every} {self.method}" if self.method else str(self.noise_every)
 
     @property
     def period(self) -> int:
@@ -211,6 +221,7 @@ def make_trial(
     variant: Variant,
     world: World | None = None,
     max_micro_batch: int | None = None,
+    method: str = "auto",
 ) -> TrainingRun:
     """A trial of its own model copy on the shared training data; no evaluation is run.
 
@@ -223,14 +234,18 @@ def make_trial(
         workload=name,
         workload_args=WORKLOAD_ARGS[name],
         max_steps=10**9,
-        noise_every=variant.noise_every,
+        noise_every=0 if variant.peer else variant.noise_every,
         curvature_every=variant.curvature_every,
         workers_per_trial=world.size,
         max_micro_batch=max_micro_batch,
+        noise_method=variant.method or method,
     )
     hp = Hyperparameters(batch_size=batch_size, lr=LR, momentum=MOMENTUM, warmup_steps=0)
     workload = Workload(model=copy.deepcopy(base.model), train_data=base.train_data, loss=base.loss)
-    return TrainingRun(settings, hp, torch.device("cpu"), world, workload)
+    trial = TrainingRun(settings, hp, torch.device("cpu"), world, workload)
+    if variant.peer:
+        adaptdl_peer.attach(trial.optimizer)  # its hooks keep it alive
+    return trial
 
 
 class Runner:
@@ -286,12 +301,13 @@ def bench_one(
     repeats: int,
     world: World | None = None,
     max_micro_batch: int | None = None,
+    method: str = "auto",
 ) -> Result:
     """Warm-up block, then `repeats` repeats of interleaved chunks in rotating order."""
     world = world or World()
     labels = [v.label for v in variants]
     runners = {
-        v.label: Runner(make_trial(base, name, batch_size, v, world, max_micro_batch))
+        v.label: Runner(make_trial(base, name, batch_size, v, world, max_micro_batch, method))
         for v in variants
     }
     curvature = [v for v in variants if v.curvature_every]
@@ -299,7 +315,7 @@ def bench_one(
         name,
         batch_size,
         steps,
-        [v.noise_every for v in variants if not v.curvature_every],
+        [v.noise_every for v in variants if not v.curvature_every and not v.method and not v.peer],
         curvature_every=curvature[0].curvature_every if curvature else 0,
         curvature_noise_every=curvature[0].noise_every if curvature else 0,
         workers=world.size,
@@ -336,6 +352,7 @@ class Plan:
     repeats: int
     threads: int
     max_micro_batch: int | None = None  # every variant accumulates (the baseline too)
+    method: str = "auto"  # measure.method of every variant (one worker)
 
 
 def run_plan(plan: Plan, world: World, emit: Callable[[Result], None]) -> None:
@@ -355,6 +372,7 @@ def run_plan(plan: Plan, world: World, emit: Callable[[Result], None]) -> None:
                     plan.repeats,
                     world,
                     plan.max_micro_batch,
+                    plan.method,
                 )
             )
 
@@ -435,6 +453,32 @@ def format_cell(result: Result, label: str, base: str = BASELINE) -> str:
     """'ms/step (+overhead%, min…max)' of one variant against `base`."""
     median, lo, hi = result.overhead(label, base)
     return f"{result.median_ms(label):.3f} ({100 * median:+.1f}%, {100 * lo:+.1f}…{100 * hi:+.1f})"
+
+
+def methods_table(results: list[Result], methods: list[str], every: list[int], peer: bool) -> str:
+    """One row per (workload, B): the plain step, then per method its overhead at each k,
+    the extra cost of one measured step (from the sparsest k) and the k for ≤2%; the
+    peer's overhead (it measures every step)."""
+    head = ["workload", "B", "off: ms/step"]
+    for method in methods:
+        head += [f"{method} every {k}" for k in every]
+        head += [f"{method}: extra ms per measured step (× off step)", f"{method}: k for ≤2%"]
+    if peer:
+        head += [f"{adaptdl_peer.LABEL} (every step)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for res in results:
+        base = res.median_ms(BASELINE)
+        row = [res.workload, str(res.batch_size), f"{base:.3f}"]
+        for method in methods:
+            row += [f"{100 * res.overhead(f'{k} {method}')[0]:+.1f}%" for k in every]
+            sparse = max(every)
+            extra = res.extra_ms(f"{sparse} {method}", BASELINE, sparse)
+            row += [f"{extra:.3f} ({extra / base:.2f}×)"]
+            row += [str(max(1, math.ceil(extra / (OVERHEAD_GOAL * base))))]
+        if peer:
+            row += [format_cell(res, adaptdl_peer.LABEL)]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
 
 
 def markdown_table(results: list[Result], repeats: int) -> str:
@@ -568,6 +612,22 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="accumulate every variant (the baseline too) over micro-batches of at most N",
     )
+    parser.add_argument(
+        "--method",
+        default="auto",
+        choices=["auto", "per_example", "micro_batch"],
+        help="measure.method of every variant on one worker (default auto)",
+    )
+    parser.add_argument(
+        "--methods",
+        default="",
+        help="compare these measure.methods side by side (e.g. per_example,micro_batch)",
+    )
+    parser.add_argument(
+        "--peer",
+        action="store_true",
+        help="add AdaptDL 0.2.11's GradientNoiseScale (pip install adaptdl==0.2.11 --no-deps)",
+    )
     parser.add_argument("--repeats", type=int, default=16, help="timed repeats after warm-up")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--out", type=Path, help="write the table (.md) or raw results (.json)")
@@ -582,7 +642,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("need at least one noise_every > 0, --repeats >= 1 and --steps >= 1")
     if args.curvature_every < 0 or args.curvature_noise_every < 0 or args.workers < 1:
         parser.error("--curvature-every and --curvature-noise-every >= 0, --workers >= 1")
-    variants = [Variant(e) for e in noise]
+    methods = [m for m in args.methods.split(",") if m]
+    if methods:
+        variants = [Variant(0)] + [Variant(e, method=m) for m in methods for e in noise[1:]]
+    else:
+        variants = [Variant(e) for e in noise]
+    if args.peer:
+        if not adaptdl_peer.available() or args.workers > 1:
+            parser.error("--peer needs adaptdl installed and one worker")
+        variants.append(Variant(1, peer=True))
     if args.curvature_every:
         variants.append(Variant(args.curvature_noise_every, args.curvature_every))
     batch_text = args.batch_sizes or DEFAULT_BATCH_SIZES[min(args.workers, 2)]
@@ -598,6 +666,7 @@ def main(argv: list[str] | None = None) -> int:
         args.repeats,
         args.threads,
         args.max_micro_batch,
+        args.method,
     )
     torch.set_num_threads(args.threads)
 
@@ -605,10 +674,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def emit(res: Result) -> None:
         results.append(res)
-        cells = [f"every {e} {100 * res.overhead(str(e))[0]:+.1f}%" for e in noise[1:]]
-        if res.curvature_every:
-            label = res.curvature_label
-            cells.append(f"{label} {100 * res.overhead(label)[0]:+.1f}%")
+        labels = [label for label in res.repeats_ms if label != BASELINE]
+        cells = [f"{label} {100 * res.overhead(label)[0]:+.1f}%" for label in labels]
         print(
             f"{res.workload} B={res.batch_size}: off {res.median_ms(BASELINE):.3f} ms/step, "
             + ", ".join(cells),
@@ -625,13 +692,17 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - started
     load = f"{load_before:.1f} → {os.getloadavg()[0]:.1f}"
 
-    table = markdown_table(results, args.repeats)
+    if methods:
+        table = methods_table(results, methods, noise[1:], args.peer)
+    else:
+        table = markdown_table(results, args.repeats)
     if args.curvature_every:
         table += "\n\n" + curvature_table(results)
     info = machine()
     if args.workers == 1:
         micro = DEFAULT_SETTINGS.micro_batches
-        mode = f"micro_batches={micro}"
+        rows = DEFAULT_SETTINGS.per_example_rows
+        mode = f"method={args.method} (micro_batches={micro}, per_example_rows={rows})"
     else:
         mode = f"workers={args.workers} (DDP comm hook, gloo on {LOOPBACK}; rank 0's timings)"
     if args.max_micro_batch:
