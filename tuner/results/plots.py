@@ -1,9 +1,10 @@
 """Figures of a sweep from its results tables (DESIGN.md §3, ``results/plots/``).
 
 Three PNGs: the steps/examples Pareto front with the fitted trade-off hyperbola and B_crit,
-the effective learning rate per batch size with ε_opt(B), and the noise scale over
-training. Drawn on ``matplotlib.figure.Figure`` objects with an Agg canvas: no pyplot, no
-global state, no GUI backend needed.
+the effective learning rate per batch size with ε_opt(B), and the noise scale by batch
+size and progress to the target (pooled over the trials: tuner.results.noise_pooled).
+Drawn on ``matplotlib.figure.Figure`` objects with an Agg canvas: no pyplot, no global
+state, no GUI backend needed.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from matplotlib.ticker import (
 from trainables import keys
 from tuner import theory
 from tuner.results import columns
+from tuner.results.noise_pooled import HIGH, LOW, PROGRESS, pooled_median, pooled_noise_scale
+from tuner.results.noise_pooled import Target as PoolingTarget
 from tuner.results.tables import UNFINISHED, Tables, target_text
 
 __all__ = [
@@ -54,6 +57,10 @@ DPI = 100
 NO_TARGET_NOTE = "no trial reached the target"
 NOTE_WIDTH = 45  # characters per line of a note in a legend (two columns of them fit)
 TRUE_B_SIMPLE = "true_b_simple"  # reported by the linear_regression workload
+B_SIMPLE_CAVEAT = (
+    "B_simple is a diagnostic, not B_crit: it can lie orders of magnitude below the "
+    "critical batch size measured directly (Merrill et al. 2025); B_crit is the fit's"
+)
 
 # Marker style per trial status: (colour, marker).
 _STATUS_STYLE: dict[str, tuple[str, str]] = {
@@ -250,42 +257,48 @@ def lr_vs_batch_figure(tables: Tables) -> Figure:
 
 
 def noise_scale_figure(tables: Tables) -> Figure:
-    """B_simple over training (x = examples, log-log) for the front's trials, one line per B.
-
-    Dashed lines: the true B_simple, where the workload reports it (``true_b_simple``).
+    """B_simple by batch size and progress to the target (tuner.results.noise_pooled):
+    per batch size the pooled estimate of all its trials (line) and the 10–90% range of
+    their own reports (band). Dashed: the true B_simple where the workload reports it.
+    B_simple is a diagnostic beside B_crit, not an estimate of it (the legend says so).
     """
     fig, ax = _new_figure()
     s = tables.summary
-    front = _clean_front(tables.front)
-    curves = tables.curves
-    drawn = False
-    xs: list[float] = []
+    target = _pooling_target(s)
+    pooled = (
+        pd.DataFrame()
+        if target is None
+        else pooled_noise_scale(tables.curves, tables.trials, target)
+    )
+    if not pooled.empty:
+        pooled = pooled[np.isfinite(pooled[keys.B_SIMPLE]) & (pooled[keys.B_SIMPLE] > 0)]
+    truth = (
+        pooled_median(tables.curves, tables.trials, target, TRUE_B_SIMPLE)
+        if target is not None and TRUE_B_SIMPLE in tables.curves
+        else pd.DataFrame()
+    )
     ys: list[float] = []
-    has_truth = TRUE_B_SIMPLE in curves.columns
-    if not front.empty and not curves.empty and columns.TRIAL_ID in curves:
-        sizes = front[keys.BATCH_SIZE].to_numpy(float)
+    drawn = not pooled.empty
+    if drawn:
+        sizes = np.asarray(sorted(set(pooled[keys.BATCH_SIZE])), dtype=float)
         colour_of = _batch_colours(sizes)
-        for _, row in front.iterrows():
-            trial = curves[curves[columns.TRIAL_ID].astype(str) == str(row[columns.TRIAL_ID])]
-            trial = trial.sort_values(keys.EXAMPLES) if keys.EXAMPLES in trial else trial
-            colour = colour_of(float(row[keys.BATCH_SIZE]))
-            label = f"B={int(row[keys.BATCH_SIZE])}"
-            for column, style, text in (
-                (keys.B_SIMPLE, "-", label),
-                (TRUE_B_SIMPLE, "--", None),
-            ):
-                if column not in trial:
-                    continue
-                x, y = _positive(trial, keys.EXAMPLES, column)
-                if x.size:
-                    xs += [float(x.min()), float(x.max())]
-                    ys += [float(y.min()), float(y.max())]
-                    measured = style == "-"
-                    ax.plot(x, y, style, color=colour, lw=1.5 if measured else 0.9,
-                            alpha=1.0 if measured else 0.7, label=text)  # fmt: skip
-                    drawn = True
-        if drawn and has_truth:
-            ax.plot([], [], "-", color="gray", label="measured (EMA)")
+        for batch, part in pooled.groupby(keys.BATCH_SIZE):
+            colour = colour_of(float(batch))
+            x = part[PROGRESS].to_numpy(float)
+            ax.plot(
+                x, part[keys.B_SIMPLE], "-o", ms=3, color=colour, lw=1.5, label=f"B={int(batch)}"
+            )
+            low, high = part[LOW].to_numpy(float), part[HIGH].to_numpy(float)
+            band = np.isfinite(low) & np.isfinite(high) & (low > 0)
+            ax.fill_between(x[band], low[band], high[band], color=colour, alpha=0.12, lw=0)
+            ys += [float(v) for v in part[keys.B_SIMPLE]] + [float(v) for v in high[band]]
+            ys += [float(v) for v in low[band]]
+            if not truth.empty:
+                true = truth[truth[keys.BATCH_SIZE] == batch]
+                ax.plot(true[PROGRESS], true[TRUE_B_SIMPLE], "--", color=colour, lw=0.9, alpha=0.7)
+        ax.plot([], [], "-o", ms=3, color="gray", label="pooled over the trials at B")
+        ax.fill_between([], [], [], color="gray", alpha=0.12, label="10–90% of one trial's own")
+        if not truth.empty:
             ax.plot([], [], "--", color="gray", label="true (workload)")
     b_simple, b_crit = _num(s, keys.B_SIMPLE), _num(s, columns.B_CRIT)
     if drawn and b_crit is not None and b_crit > 0:
@@ -297,15 +310,31 @@ def noise_scale_figure(tables: Tables) -> Figure:
             label=f"$B_{{simple}}$ pooled at target = {_fmt(b_simple)}",
         )  # fmt: skip
         ys.append(b_simple)
-
-    ax.set_xlabel("examples seen")
+    if drawn:
+        ax.plot([], [], " ", label=textwrap.fill(B_SIMPLE_CAVEAT, NOTE_WIDTH))
+    ax.set_xlabel(f"progress to the {_target(s)} (0: first evaluation)")
     ax.set_ylabel(r"$B_{simple}$ = tr(Σ)/|G|²  (examples)")
-    ax.set_title("Gradient noise scale over training (best trial per B)", fontsize=11)
+    ax.set_title("Gradient noise scale by batch size and progress", fontsize=11)
     if not drawn:
-        _note(ax, NO_TARGET_NOTE if front.empty else "no noise-scale measurements")
-    _log_log(ax, xs, ys, pad=1.25)
+        _note(ax, NO_TARGET_NOTE if tables.front.empty else "no noise-scale measurements")
+    ax.set_xlim(0.0, 1.0)
+    positive = [y for y in ys if math.isfinite(y) and y > 0]
+    if positive:
+        ax.set_yscale("log")
+        ax.set_ylim(min(positive) / 1.5, max(positive) * 1.5)
     _legend(fig, ax)
     return fig
+
+
+def _pooling_target(summary: dict[str, Any]) -> PoolingTarget | None:
+    """The summary's target as the pooling needs it (None: no usable target)."""
+    target = summary.get(columns.TARGET)
+    if not isinstance(target, dict):
+        return None
+    value = _num(target, "value")
+    if value is None or "metric" not in target:
+        return None
+    return PoolingTarget(str(target["metric"]), value, str(target.get("mode", "min")))
 
 
 # -- helpers -------------------------------------------------------------------------------

@@ -1,0 +1,125 @@
+"""B_simple pooled by batch size and progress to the target, for the noise-scale figure.
+
+One trial's moving average swings early (few measurements) and at B ≪ B_simple; trials
+at one batch size measure the same quantity at the same progress. So their reports are
+pooled: per batch size and bin of progress, B_simple = Σ tr(Σ) / Σ |G|² over the reports
+in the bin (the ratio of the averages, as each trial's own estimate is formed: the mean
+of ratios is biased), beside the 10–90% range of the reports' own B_simple (how far one
+trial's number strays).
+
+Progress is the fraction of the way from a trial's first evaluation to the target, in
+the target metric: 0 at the start, 1 at the target. Trials at different lrs and batch
+sizes are then compared at the same loss, where their noise scales should agree (the
+noise scale depends on where training is, not on how it got there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from trainables import keys
+from tuner.results import columns
+
+PROGRESS_BINS = 10
+PROGRESS = "progress"  # columns of the pooled table
+LOW, HIGH = "b_simple_lo", "b_simple_hi"
+REPORTS = "reports"
+
+
+@dataclass(frozen=True)
+class Target:
+    """The sweep's target as the summary gives it."""
+
+    metric: str
+    value: float
+    mode: str  # min | max
+
+
+def progress(curves: pd.DataFrame, target: Target) -> pd.Series:
+    """Each report's fraction of the way from its trial's first evaluation to the target
+    (NaN where the metric is missing or the first evaluation already met the target)."""
+    if target.metric not in curves or columns.TRIAL_ID not in curves:
+        return pd.Series(np.nan, index=curves.index, dtype=float)
+    ordered = curves.sort_values([columns.TRIAL_ID, keys.STEP])
+    value = pd.to_numeric(ordered[target.metric], errors="coerce")
+    start = value.groupby(ordered[columns.TRIAL_ID]).transform("first")
+    span = (target.value - start) if target.mode == "max" else (start - target.value)
+    gained = (value - start) if target.mode == "max" else (start - value)
+    fraction = (gained / span.where(span > 0)).reindex(curves.index)
+    return fraction.astype(float)
+
+
+def pooled_noise_scale(curves: pd.DataFrame, trials: pd.DataFrame, target: Target) -> pd.DataFrame:
+    """Per batch size and progress bin (centre in `progress`): the pooled B_simple, the
+    10–90% range of the reports' own, and how many reports went in; progress bins of
+    width 1/PROGRESS_BINS from 0 to 1 (reports past the target or gone backwards are left
+    out)."""
+    needed = {keys.G2, keys.TRACE_SIGMA, keys.B_SIMPLE, keys.STEP, columns.TRIAL_ID}
+    out_columns = [keys.BATCH_SIZE, PROGRESS, keys.B_SIMPLE, LOW, HIGH, REPORTS]
+    if curves.empty or not needed <= set(curves) or keys.BATCH_SIZE not in trials:
+        return pd.DataFrame(columns=out_columns)
+    batch_of = trials.set_index(columns.TRIAL_ID)[keys.BATCH_SIZE]
+    frame = pd.DataFrame(
+        {
+            keys.BATCH_SIZE: curves[columns.TRIAL_ID].map(batch_of),
+            PROGRESS: progress(curves, target),
+            keys.G2: pd.to_numeric(curves[keys.G2], errors="coerce"),
+            keys.TRACE_SIGMA: pd.to_numeric(curves[keys.TRACE_SIGMA], errors="coerce"),
+            keys.B_SIMPLE: pd.to_numeric(curves[keys.B_SIMPLE], errors="coerce"),
+        }
+    )
+    frame = frame[
+        frame[PROGRESS].between(0.0, 1.0)
+        & np.isfinite(frame[keys.G2])
+        & np.isfinite(frame[keys.TRACE_SIGMA])
+        & frame[keys.BATCH_SIZE].notna()
+    ]
+    rows = []
+    for (batch, index), part in frame.groupby([frame[keys.BATCH_SIZE], _bins(frame[PROGRESS])]):
+        signal, noise = float(part[keys.G2].sum()), float(part[keys.TRACE_SIGMA].sum())
+        own = part[keys.B_SIMPLE][np.isfinite(part[keys.B_SIMPLE]) & (part[keys.B_SIMPLE] > 0)]
+        rows.append(
+            {
+                keys.BATCH_SIZE: int(batch),
+                PROGRESS: (int(index) + 0.5) / PROGRESS_BINS,
+                keys.B_SIMPLE: noise / signal if signal > 0 and noise > 0 else np.nan,
+                LOW: float(own.quantile(0.1)) if len(own) else np.nan,
+                HIGH: float(own.quantile(0.9)) if len(own) else np.nan,
+                REPORTS: len(part),
+            }
+        )
+    return pd.DataFrame(rows, columns=out_columns)
+
+
+def pooled_median(
+    curves: pd.DataFrame, trials: pd.DataFrame, target: Target, column: str
+) -> pd.DataFrame:
+    """Per batch size and progress bin, the median of `column` (a workload's own value,
+    like linear_regression's true_b_simple) over the reports in the bin."""
+    out_columns = [keys.BATCH_SIZE, PROGRESS, column]
+    if curves.empty or column not in curves or keys.BATCH_SIZE not in trials:
+        return pd.DataFrame(columns=out_columns)
+    batch_of = trials.set_index(columns.TRIAL_ID)[keys.BATCH_SIZE]
+    frame = pd.DataFrame(
+        {
+            keys.BATCH_SIZE: curves[columns.TRIAL_ID].map(batch_of),
+            PROGRESS: progress(curves, target),
+            column: pd.to_numeric(curves[column], errors="coerce"),
+        }
+    )
+    frame = frame[frame[PROGRESS].between(0.0, 1.0) & np.isfinite(frame[column])]
+    frame = frame[frame[keys.BATCH_SIZE].notna() & (frame[column] > 0)]
+    bins = _bins(frame[PROGRESS])
+    medians = frame.groupby([frame[keys.BATCH_SIZE], bins])[column].median().reset_index()
+    medians.columns = pd.Index(out_columns)
+    medians[PROGRESS] = (medians[PROGRESS] + 0.5) / PROGRESS_BINS
+    medians[keys.BATCH_SIZE] = medians[keys.BATCH_SIZE].astype(int)
+    return medians
+
+
+def _bins(fraction: pd.Series) -> pd.Series:
+    """The progress bin of each fraction in [0, 1] (1 falls in the last)."""
+    return np.minimum((fraction * PROGRESS_BINS).astype(int), PROGRESS_BINS - 1).rename(PROGRESS)
