@@ -179,6 +179,25 @@ def test_stationary_noise_scale_matches_the_exact_value(method: str, rel: float)
     assert last[keys.B_SIMPLE] == pytest.approx(last["true_b_simple"], rel=rel)
 
 
+@pytest.mark.parametrize("method", ["per_example", "micro_batch"])
+def test_a_growing_noise_scale_is_followed_within_a_factor_of_two(method: str) -> None:
+    """Training moves the weights, and the true B_simple grows about fivefold over the
+    run (linear regression's exact value at the current weights): the moving averages
+    lag it, but stay within 2× of it from the second evaluation on."""
+    s = settings(
+        target_value=-1.0,
+        max_steps=400,
+        eval_every=50,
+        workload_args={"dim": 100, "noise": 1.0},
+        noise_method=method,
+        patience_steps=0,
+    )
+    _, reports = run(s, 256, 0.1)
+    ratios = [r[keys.B_SIMPLE] / r["true_b_simple"] for r in reports[2:]]
+    assert reports[-1]["true_b_simple"] > 4 * reports[1]["true_b_simple"]
+    assert all(0.5 < ratio < 2.0 for ratio in ratios), ratios
+
+
 def test_noise_measurement_off_reports_nan() -> None:
     last, _ = run(settings(noise_every=0), 64, 0.5)
     assert math.isnan(last[keys.B_SIMPLE])
