@@ -52,7 +52,6 @@ PER_EXAMPLE = "per_example"  # every example's norm, by layer hooks (b_small = 1
 MICRO_BATCH = "micro_batch"  # the batch split into micro-batches (b_small = B/parts)
 WORKER_BATCHES = "worker_batches"  # DDP: each worker's share against the global batch
 NOT_MEASURED = "none"  # a batch of one example, or measure.noise_every 0
-NOISE_METHODS = ("auto", PER_EXAMPLE, MICRO_BATCH)  # what a spec may ask for
 
 
 @dataclass

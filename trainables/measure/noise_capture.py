@@ -1,6 +1,7 @@
 """Squared gradient norms at two batch sizes, taken on the same weights in the same step.
 
-Two ways, both without an extra backward pass (DESIGN.md §1, pitfall 5):
+Two ways, both without an extra backward pass (DESIGN.md §1, pitfall 5; a third, every
+example's own norm, is trainables.measure.per_example):
 - one worker: the batch is split into micro-batches whose gradients accumulate into
   `.grad`; per-parameter tensor hooks see each micro-batch's own gradient before it is
   accumulated, so |g_i|² is summed there and |g|² is read from `.grad` afterwards;
