@@ -103,6 +103,7 @@ def _ddp_worker(rank: int, world: int, port: int, limit: int | None, queue: Any)
             eval_every=10,
             noise_every=2,
             max_micro_batch=limit,
+            noise_method="micro_batch",  # the hook on both (accumulated shares: always)
         )
         reports: list[dict[str, Any]] = []
         run_trial(s, Hyperparameters(128, 0.3, 0.0, 0), reports.append, world=World(rank, world))

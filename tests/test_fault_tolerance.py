@@ -370,10 +370,9 @@ def test_a_dead_ray_train_worker_restarts_the_trial_from_its_checkpoint(
     monkeypatch.syspath_prepend(str(tmp_path))  # the spec names the crashing workload
     spec = runner.load_run_spec(run_dir)
     settings = replace(trial_settings_of(spec, run_dir), workload="linear_regression")
-    # Two workers' shares are the one worker's two micro-batches: the same B_simple.
-    settings = replace(
-        settings, workload_args=LINREG, workers_per_trial=1, noise_method="micro_batch"
-    )
+    # Per example, each worker's mean over its examples averaged over the workers is one
+    # worker's mean over them all: the same B_simple.
+    settings = replace(settings, workload_args=LINREG, workers_per_trial=1)
     one_worker = run_trial(settings, Hyperparameters(16, 0.1, 0.0, 0), lambda _: None)
     (row,) = (r for _, r in trials.iterrows())
     assert row["status"] == one_worker[keys.TRIAL_STATUS]

@@ -3,6 +3,7 @@ gradients (vmap of grad: each example's gradient computed on its own)."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 from collections.abc import Callable
@@ -322,3 +323,59 @@ def test_asking_per_example_of_a_model_it_cannot_measure_is_a_trial_input_error(
     with pytest.raises(TrialInputError, match="BatchNorm1d couples the examples"):
         _trial(batch_norm, "per_example")
     assert _trial(batch_norm, "auto")[0][keys.NOISE_METHOD] == "micro_batch"
+
+
+# Several DDP workers: each worker's per-example norms against the all-reduced gradient.
+
+
+def _ddp_per_example_worker(rank: int, world: int, port: int, batch_size: int, queue: Any) -> None:
+    import os
+
+    import torch.distributed as dist
+    from _helpers import tiny_batch, tiny_loss, tiny_model
+
+    from trainables.parts.forward import Forward
+    from trainables.parts.world import World
+    from trainables.steps import step_strategy
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        model = tiny_model()
+        forward = Forward(model, list(model.parameters()), tiny_loss, contextlib.nullcontext)
+        strategy = step_strategy(
+            forward, World(rank, world), torch.device("cpu"), batch_size, 2, None, "auto", 1 << 20
+        )
+        local = batch_size // world
+        x, y = tiny_batch(batch_size)
+        pairs = []
+        for _ in range(2):  # the first step verifies against the local gradient
+            model.zero_grad(set_to_none=True)
+            captured = strategy.backward(
+                (x[rank * local : (rank + 1) * local], y[rank * local : (rank + 1) * local]),
+                measure=True,
+            )
+            pairs.append(captured.pair)
+        queue.put((rank, strategy.method, pairs))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_workers_measure_per_example_against_the_global_gradient() -> None:
+    """Each worker's mean |g_i|² over its own examples; their mean is the one process's
+    mean over the whole batch, and |G|² is the whole batch's."""
+    from _helpers import run_gloo_workers, tiny_batch, tiny_loss, tiny_model
+
+    batch_size = 16
+    outputs = run_gloo_workers(_ddp_per_example_worker, 2, batch_size)
+    model = tiny_model()
+    single, _ = captured(model, lambda m, b: tiny_loss(m, b), tiny_batch(batch_size))
+    full = sum(float(p.grad.double().square().sum()) for p in model.parameters())
+    assert {method for _, method, _ in outputs} == {"per_example"}
+    for step in range(2):
+        pairs = [pairs[step] for _, _, pairs in outputs]
+        assert all((p.b_small, p.b_big) == (1.0, 16.0) for p in pairs)
+        mean_small = sum(p.sq_small for p in pairs) / 2
+        assert mean_small == pytest.approx(float(single.mean()), rel=1e-5)
+        assert all(p.sq_big == pytest.approx(full, rel=1e-5) for p in pairs)

@@ -365,6 +365,23 @@ BAD_CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "not measured with gradient accumulation",
     ),
     (
+        "per example on accumulated DDP shares",
+        with_(
+            ("resources.max_micro_batch", 8),
+            ("resources.workers_per_trial", 2),
+            ("space.batch_size", [32]),
+            ("measure.method", "per_example"),
+        ),
+        "measure.method",
+        "needs each worker's share in one micro-batch",
+    ),
+    (
+        "unknown noise method",
+        with_(("measure.method", "ghost")),
+        "measure.method",
+        "unknown method 'ghost' (choose from auto, per_example, micro_batch)",
+    ),
+    (
         "schedule kind in two places",
         with_(("schedule.kind", "cosine"), ("space.schedule", ["constant", "cosine"])),
         "schedule.kind",

@@ -125,8 +125,9 @@ def test_resume_of_a_finished_sweep_reruns_nothing(grid_run: Any) -> None:
 
 
 def test_two_worker_ddp_sweep_through_ray_train(ray_session: None, tmp_path: Path) -> None:
-    """2 DDP workers under Ray Train: the comm-hook estimate of B_simple matches the exact
-    value when it is stationary (a tiny lr keeps the weights where they start)."""
+    """2 DDP workers under Ray Train: the estimate of B_simple (each worker's per-example
+    norms against the all-reduced gradient) is within 10% of the exact value when it is
+    stationary (a tiny lr keeps the weights where they start)."""
     spec = small_spec(
         tmp_path,
         name="ddp",
@@ -141,10 +142,10 @@ def test_two_worker_ddp_sweep_through_ray_train(ray_session: None, tmp_path: Pat
     outcome = run_sweep(spec, progress=False)
     trials = outcome.tables.trials
     assert list(trials["status"]) == [keys.EXHAUSTED], trials[keys.REASON].tolist()
-    assert list(trials[keys.NOISE_METHOD]) == ["worker_batches"]
+    assert list(trials[keys.NOISE_METHOD]) == ["per_example"]
     last = outcome.tables.curves.iloc[-1]
     assert last[keys.STEP] == 300
-    assert last[keys.B_SIMPLE] == pytest.approx(last["true_b_simple"], rel=0.15)
+    assert last[keys.B_SIMPLE] == pytest.approx(last["true_b_simple"], rel=0.10)
     assert (outcome.run_dir / "train").is_dir()  # Ray Train kept its own state there
 
 

@@ -13,9 +13,11 @@ norms at two batch sizes taken in that same backward pass (trainables.measure.no
   than `max_micro_batch` (gradient accumulation), every step is split into micro-batches
   of at most that size, and a measured step captures their norms on the way: the noise
   scale costs no extra forward or backward pass;
-- `DataParallel`: the model in DDP, whose communication hook measures each worker's
-  local and the all-reduced global norm; a worker's share larger than `max_micro_batch`
-  is accumulated without synchronising until its last micro-batch.
+- `DataParallel`: the model in DDP. On measured steps, each worker's per-example norms
+  against the all-reduced gradient (`PerExampleStep`), or its communication hook's
+  norms of each worker's local and the all-reduced global gradient; a worker's share
+  larger than `max_micro_batch` is accumulated without synchronising until its last
+  micro-batch, and then the hook measures.
 
 A new way to compute a step is a new class here.
 """
@@ -164,14 +166,25 @@ class PerExampleStep:
     verified: bool = False
 
     def __post_init__(self) -> None:
-        self.norms = PerExampleNorms(self.forward.model, self.forward.params, self.max_rows)
-        self.names = {id(p): name for name, p in self.forward.model.named_parameters()}
+        model = _unwrapped(self.forward.model)
+        self.norms = PerExampleNorms(model, self.forward.params, self.max_rows)
+        self.names = {id(p): name for name, p in model.named_parameters()}
 
     @property
     def problems(self) -> list[str]:
         return self.norms.problems
 
-    def backward(self, batch: Any, batch_size: int) -> Captured:
+    def backward(
+        self,
+        batch: Any,
+        batch_size: int,
+        b_big: int | None = None,
+        reference: Callable[[], list[torch.Tensor | None]] | None = None,
+    ) -> Captured:
+        """The step on this process's `batch_size` examples; the pair against the
+        gradient of `b_big` examples in `.grad` (default: batch_size; a DDP worker's
+        global batch). The first step checks the per-example gradients against
+        `reference()` (default: `.grad`; a DDP worker's local gradient)."""
         losses = []
         pieces = [(batch, batch_size)] if self.parts == 1 else split_batch(batch, self.parts)
         with self.norms.capturing(verify=not self.verified):
@@ -179,12 +192,13 @@ class PerExampleStep:
                 with self.norms.micro_batch(size, size / batch_size):
                     losses.append(weighted_backward(self.forward, micro, size / batch_size))
         if not self.verified:
-            self.norms.verify(self.names, torch.bfloat16 if self.loose_check else torch.float32)
+            dtype = torch.bfloat16 if self.loose_check else torch.float32
+            self.norms.verify(self.names, dtype, None if reference is None else reference())
             self.verified = True
         loss = torch.stack(losses).sum()
         if self.problems:
             return Captured(loss)
-        return Captured(loss, self.norms.pair(batch_size))
+        return Captured(loss, self.norms.pair(b_big or batch_size))
 
 
 class OneProcess:
@@ -209,15 +223,9 @@ class OneProcess:
         captured = micro_batches if self.parts > micro_batches else None
         self.micro_batched = MicroBatched(forward, max(micro_batches, self.parts), captured)
         self.asked = noise_method
-        self.per_example: PerExampleStep | None = None
-        if noise_method != MICRO_BATCH:
-            problems = uncovered(forward.model)
-            if problems and noise_method == PER_EXAMPLE:
-                raise TrialInputError(_cannot_measure(problems))
-            if not problems:
-                self.per_example = PerExampleStep(
-                    forward, self.parts, per_example_rows, loose_check
-                )
+        self.per_example = per_example_step(
+            forward, noise_method, self.parts, per_example_rows, loose_check
+        )
 
     @property
     def method(self) -> str:
@@ -241,9 +249,7 @@ class OneProcess:
 
     def _give_up_per_example(self, problems: list[str]) -> None:
         """Measure with micro-batches from now on (auto), or stop the trial (asked for)."""
-        if self.asked == PER_EXAMPLE:
-            raise TrialInputError(_cannot_measure(problems))
-        logger.warning("%s: measuring with micro-batches instead", _cannot_measure(problems))
+        give_up_per_example(self.asked, problems, "micro-batches")
         self.per_example = None
 
     def merge_worker_averages(self, meter: NoiseMeter) -> None:
@@ -251,7 +257,10 @@ class OneProcess:
 
 
 class DataParallel:
-    """A trial on several DDP workers; the comm hook measures the norms."""
+    """A trial on several DDP workers. Each worker's per-example norms against the
+    all-reduced gradient measure the norms (`PerExampleStep`, b_small = 1, b_big = B), or
+    the comm hook does (each worker's share against the global batch); with gradient
+    accumulation, always the comm hook."""
 
     def __init__(
         self,
@@ -260,6 +269,9 @@ class DataParallel:
         device: torch.device,
         local_batch: int,
         max_micro_batch: int | None = None,
+        noise_method: str = "auto",
+        per_example_rows: int | None = None,
+        loose_check: bool = False,
     ) -> None:
         self.world, self.device, self.local_batch = world, device, local_batch
         self.can_measure = True  # local and global batch
@@ -269,9 +281,27 @@ class DataParallel:
         self.forward = Forward(self.module, forward.params, forward.loss_fn, forward.autocast)
         self.params = forward.params
         self.parts = accumulation_parts(local_batch, max_micro_batch)
-        self.method = WORKER_BATCHES
+        self.asked = noise_method
+        if self.parts > 1 and noise_method == PER_EXAMPLE:
+            raise TrialInputError(
+                "measure.method per_example with several workers needs each worker's share "
+                "in one micro-batch (the DDP hook measures an accumulated share): use auto"
+            )
+        self.per_example = (
+            None
+            if self.parts > 1
+            else per_example_step(self.forward, noise_method, 1, per_example_rows, loose_check)
+        )
+
+    @property
+    def method(self) -> str:
+        """What measures this trial's noise scale now."""
+        return WORKER_BATCHES if self.per_example is None else PER_EXAMPLE
 
     def backward(self, batch: Any, measure: bool, keep_grads: bool = False) -> Captured:
+        # Curvature steps (keep_grads) need the worker's local gradient vector.
+        if measure and self.per_example is not None and not keep_grads:
+            return self._per_example_backward(batch, self.per_example)
         if measure:
             self.norms.start(self.device, keep_grads=keep_grads)
         if self.parts > 1:
@@ -287,6 +317,27 @@ class DataParallel:
         small = [self.norms.local_grads(self.params)] if keep_grads else None
         return Captured(captured.loss, self.norms.local_pair(self.local_batch), small)
 
+    def _per_example_backward(self, batch: Any, step: PerExampleStep) -> Captured:
+        """This worker's per-example norms against the all-reduced gradient; the first
+        step checks them against this worker's local gradient, which the comm hook keeps
+        before the all-reduce."""
+        reference = None
+        if not step.verified:
+            self.norms.start(self.device, keep_grads=True)
+
+            def reference() -> list[torch.Tensor | None]:
+                local = self.norms.local_grads(self.params)
+                self.norms.stop()
+                return local
+
+        b_big = self.local_batch * self.world.size
+        captured = step.backward(batch, self.local_batch, b_big, reference)
+        if step.problems:
+            # Every worker finds the same problems (same model, same shapes).
+            give_up_per_example(self.asked, step.problems, "the DDP hook")
+            self.per_example = None
+        return captured
+
     def merge_worker_averages(self, meter: NoiseMeter) -> None:
         """Between evaluations each DDP worker folds its own local |G_small|² into its own
         averages (`DDPNormState.local_pair`): no collective on a measured step. The
@@ -296,6 +347,40 @@ class DataParallel:
         workers' averages equals the average of the workers' mean pairs: what one
         all-reduce per measured step gave, for one per evaluation."""
         meter.average_over(self.world, self.device)
+
+
+def per_example_step(
+    forward: Forward,
+    noise_method: str,
+    parts: int,
+    per_example_rows: int | None,
+    loose_check: bool,
+) -> PerExampleStep | None:
+    """The per-example measurement `noise_method` asks for: None for micro_batch, or for
+    auto where the model's layers do not allow it; per_example where they do not is
+    bad input."""
+    if noise_method == MICRO_BATCH:
+        return None
+    problems = uncovered(_unwrapped(forward.model))
+    if problems and noise_method == PER_EXAMPLE:
+        raise TrialInputError(_cannot_measure(problems))
+    if problems:
+        return None
+    return PerExampleStep(forward, parts, per_example_rows, loose_check)
+
+
+def give_up_per_example(asked: str, problems: list[str], instead: str) -> None:
+    """A trial whose per-example norms found `problems`: an error where per_example was
+    asked for; under auto, a warning (the caller measures by `instead` from now on)."""
+    if asked == PER_EXAMPLE:
+        raise TrialInputError(_cannot_measure(problems))
+    logger.warning("%s: measuring with %s instead", _cannot_measure(problems), instead)
+
+
+def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
+    """The model itself, out of its DDP wrapper."""
+    inner = model.module if isinstance(model, DistributedDataParallel) else model
+    return inner if isinstance(inner, torch.nn.Module) else model
 
 
 def _cannot_measure(problems: list[str]) -> str:
@@ -318,7 +403,17 @@ def step_strategy(
     computing at most `max_micro_batch` examples at once (None: no limit), measuring the
     noise scale by `noise_method` on one process (several: the DDP hook)."""
     if world.size > 1:
-        return DataParallel(forward, world, device, batch_size // world.size, max_micro_batch)
+        local_batch = batch_size // world.size
+        return DataParallel(
+            forward,
+            world,
+            device,
+            local_batch,
+            max_micro_batch,
+            noise_method,
+            per_example_rows,
+            loose_check,
+        )
     return OneProcess(
         forward,
         batch_size,

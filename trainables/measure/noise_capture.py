@@ -151,6 +151,10 @@ class DDPNormState:
         self.local_sq = torch.zeros((), dtype=torch.float64, device=device)
         self.global_sq = torch.zeros((), dtype=torch.float64, device=device)
 
+    def stop(self) -> None:
+        """Stop capturing (without a pair)."""
+        self.measuring = False
+
     def local_grads(self, params: Sequence[torch.Tensor]) -> list[torch.Tensor | None]:
         """This worker's local gradient kept by the hook, in `params` order, and forget it."""
         kept, self.kept, self.keep_grads = self.kept, {}, False

@@ -201,13 +201,20 @@ class PerExampleNorms:
                 _add_sum(self._sums, parameter, summed.sum(0))
         self._parts.append(torch.cat(parts))
 
-    def verify(self, names: dict[int, str], dtype: torch.dtype = torch.float32) -> None:
+    def verify(
+        self,
+        names: dict[int, str],
+        dtype: torch.dtype = torch.float32,
+        reference: Sequence[torch.Tensor | None] | None = None,
+    ) -> None:
         """After a verified step's backward: a problem for every parameter whose
-        per-example gradients do not sum to its `.grad`."""
+        per-example gradients do not sum to its `.grad` (or to `reference`, the gradient
+        of this process's own examples in `params` order: a DDP worker's local one)."""
         sums, self._sums = self._sums or {}, None
         tolerance = VERIFY_TOLERANCE.get(dtype, VERIFY_TOLERANCE[torch.bfloat16])
-        for p in self.params:
-            grad = torch.zeros_like(p) if p.grad is None else p.grad
+        grads = [p.grad for p in self.params] if reference is None else reference
+        for p, given in zip(self.params, grads, strict=True):
+            grad = torch.zeros_like(p) if given is None else given
             total = sums.get(id(p), torch.zeros_like(grad, dtype=torch.float32))
             scale = max(float(grad.float().norm()), float(total.norm()), 1e-30)
             off = float((total - grad.float()).norm()) / scale

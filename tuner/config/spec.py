@@ -557,9 +557,9 @@ class Measure(_Model):
     """Noise-scale and curvature measurement (every n steps; 0 = off)."""
 
     noise_every: NonNegInt = 4
-    # How one worker measures: every example's gradient norm by layer hooks, or the batch
-    # split into `micro_batches`; auto: per example where the model's layers allow it
-    # (trainables.steps). Several workers per trial measure with the DDP hook.
+    # How a trial measures: every example's gradient norm by layer hooks, or the batch
+    # split into `micro_batches` (several workers: each worker's share, by the DDP hook);
+    # auto: per example where the model's layers allow it (trainables.steps).
     method: Literal["auto", "per_example", "micro_batch"] = "auto"
     # per_example: the examples of a measured step whose norms are taken (the first ones of
     # each micro-batch; all of a smaller batch): bounds the cost of layers over sequences.
@@ -675,13 +675,17 @@ class Spec(_Model):
                     "the schedule kind is searched (space.schedule): give it in one place",
                 )
             )
-        if workers > 1 and self.measure.method == "per_example":
+        if (
+            workers > 1
+            and self.measure.method == "per_example"
+            and self.resources.max_micro_batch is not None
+        ):
             problems.append(
                 (
                     "measure.method",
-                    f"per_example is for one worker per trial; with "
-                    f"resources.workers_per_trial={workers} the DDP hook measures "
-                    "(each worker's share against the global batch): use auto",
+                    f"per_example with resources.workers_per_trial={workers} needs each "
+                    "worker's share in one micro-batch; with resources.max_micro_batch the "
+                    "DDP hook measures an accumulated share: use auto",
                 )
             )
         if self.resources.max_micro_batch is not None and self.measure.curvature_every > 0:
