@@ -84,7 +84,7 @@ class TinyGPT(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         b, t = idx.shape
-        x = self.token(idx) + self.position(torch.arange(t).expand(b, t))
+        x = self.token(idx) + self.position(torch.arange(t, device=idx.device).expand(b, t))
         x = x + self.proj(F.gelu(self.fc(self.ln(x))))
         out: torch.Tensor = self.head(self.rms(x))
         return out
@@ -379,3 +379,18 @@ def test_two_gloo_workers_measure_per_example_against_the_global_gradient() -> N
         mean_small = sum(p.sq_small for p in pairs) / 2
         assert mean_small == pytest.approx(float(single.mean()), rel=1e-5)
         assert all(p.sq_big == pytest.approx(full, rel=1e-5) for p in pairs)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", ["transformer, tied head", "conv net"])
+def test_per_example_norms_on_cuda_match_per_sample_gradients(case: str) -> None:
+    """The same formulas on CUDA tensors (TF32 off: the comparison is at float32)."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.manual_seed(0)
+    model, loss_fn, batch = CASES[case]()
+    model = model.cuda()
+    batch = tuple(t.cuda() for t in batch)
+    got, norms = captured(model, loss_fn, batch, parts=2)
+    assert norms.problems == [] and got.device.type == "cuda"
+    torch.testing.assert_close(got, per_sample_truth(model, loss_fn, batch), rtol=1e-4, atol=0)
