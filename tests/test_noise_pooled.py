@@ -45,33 +45,43 @@ def test_progress_is_the_fraction_of_the_way_to_the_target() -> None:
     assert progress(started_there, LOSS_TARGET).isna().all()  # no way to go
 
 
-def test_reports_are_pooled_as_a_ratio_of_sums_per_batch_size_and_bin() -> None:
+def test_reports_are_pooled_by_their_median_per_batch_size_and_bin() -> None:
     curves = _curves(
         [
-            ("a", 0, 1.0, 1.0, 10.0),  # progress 0: bin 0
-            ("a", 10, 0.56, 2.0, 10.0),  # 0.55: bin 5
-            ("b", 0, 1.0, 3.0, 60.0),  # bin 0, same B as a
-            ("b", 10, 0.6, 1.0, 1.0),  # 0.5: bin 5
+            ("a", 0, 1.0, 1.0, 10.0),  # progress 0: bin 0, B_simple 10
+            ("a", 10, 0.56, 2.0, 10.0),  # 0.55: bin 5, 5
+            ("b", 0, 1.0, 3.0, 60.0),  # bin 0, same B as a: 20
+            ("b", 10, 0.6, 1.0, 1.0),  # 0.5: bin 5, 1
             ("c", 0, 1.0, 1.0, 100.0),  # B = 64
             ("c", 10, 0.1, 1.0, 100.0),  # past the target: left out
         ]
     )
     pooled = pooled_noise_scale(curves, TRIALS, LOSS_TARGET).set_index([keys.BATCH_SIZE, PROGRESS])
-    assert pooled.loc[(16, 0.05), keys.B_SIMPLE] == pytest.approx(70.0 / 4.0)
-    assert pooled.loc[(16, 0.55), keys.B_SIMPLE] == pytest.approx(11.0 / 3.0)
+    assert pooled.loc[(16, 0.05), keys.B_SIMPLE] == pytest.approx(15.0)
+    assert pooled.loc[(16, 0.55), keys.B_SIMPLE] == pytest.approx(3.0)
     assert pooled.loc[(16, 0.05), REPORTS] == 2
     # the 10–90% range of the reports' own B_simple (10 and 20): pandas' linear quantiles
     assert (pooled.loc[(16, 0.05), LOW], pooled.loc[(16, 0.05), HIGH]) == pytest.approx((11, 19))
     assert list(pooled.loc[64].index) == [0.05]
 
 
-def test_a_negative_average_gives_no_pooled_value_and_nothing_to_pool_gives_an_empty_table() -> (
-    None
-):
+def test_a_trial_on_its_way_to_diverging_does_not_drag_the_pool() -> None:
+    """Its |G|² is 1,000 times the others': a ratio of sums would give ~tr/|G|² of that
+    trial alone (about 0.1); the median stays with the three that train."""
+    rows = [(f"t{i}", 0, 1.0, 1.0, 100.0) for i in range(3)] + [("bad", 0, 1.0, 1000.0, 100.0)]
+    trials = pd.DataFrame(
+        {columns.TRIAL_ID: ["t0", "t1", "t2", "bad"], keys.BATCH_SIZE: [16, 16, 16, 16]}
+    )
+    pooled = pooled_noise_scale(_curves(rows), trials, LOSS_TARGET)
+    assert pooled[keys.B_SIMPLE].tolist() == [100.0]
+
+
+def test_empty_estimates_are_left_out_and_nothing_to_pool_gives_an_empty_table() -> None:
     curves = _curves([("a", 0, 1.0, -1.0, 5.0), ("a", 10, 0.6, 0.5, 5.0)])
+    curves.loc[0, keys.B_SIMPLE] = math.nan  # the loop leaves B_simple empty for |G|² ≤ 0
     pooled = pooled_noise_scale(curves, TRIALS, LOSS_TARGET)
-    assert math.isnan(pooled[keys.B_SIMPLE].iloc[0]) and pooled[keys.B_SIMPLE].iloc[1] == 10.0
-    empty = pooled_noise_scale(curves.drop(columns=[keys.G2]), TRIALS, LOSS_TARGET)
+    assert pooled[[PROGRESS, keys.B_SIMPLE]].values.tolist() == [[0.55, 10.0]]
+    empty = pooled_noise_scale(curves.drop(columns=[keys.B_SIMPLE]), TRIALS, LOSS_TARGET)
     assert empty.empty and list(empty.columns)[:3] == [keys.BATCH_SIZE, PROGRESS, keys.B_SIMPLE]
     no_metric = pooled_noise_scale(curves, TRIALS, Target("accuracy", 0.9, "max"))
     assert no_metric.empty
@@ -79,7 +89,7 @@ def test_a_negative_average_gives_no_pooled_value_and_nothing_to_pool_gives_an_e
 
 def test_pooling_recovers_a_common_noise_scale_from_noisy_trials() -> None:
     """Trials whose moving averages scatter around a common (|G|², tr(Σ)): the pooled
-    ratio is within the scatter's standard error of the truth, the single reports not."""
+    median is near the truth, the single reports not."""
     rng = np.random.default_rng(0)
     rows = []
     for t in range(40):

@@ -2,10 +2,10 @@
 
 One trial's moving average swings early (few measurements) and at B ≪ B_simple; trials
 at one batch size measure the same quantity at the same progress. So their reports are
-pooled: per batch size and bin of progress, B_simple = Σ tr(Σ) / Σ |G|² over the reports
-in the bin (the ratio of the averages, as each trial's own estimate is formed: the mean
-of ratios is biased), beside the 10–90% range of the reports' own B_simple (how far one
-trial's number strays).
+pooled: per batch size and bin of progress, the median of the reports' own B_simple
+(each a ratio of its trial's averages), beside their 10–90% range (how far one trial's
+number strays). A median, not Σ tr(Σ)/Σ |G|²: the sums are dominated by the reports with
+the largest |G|², a trial on its way to diverging at too high an lr.
 
 Progress is the fraction of the way from a trial's first evaluation to the target, in
 the target metric: 0 at the start, 1 at the target. Trials at different lrs and batch
@@ -53,11 +53,11 @@ def progress(curves: pd.DataFrame, target: Target) -> pd.Series:
 
 
 def pooled_noise_scale(curves: pd.DataFrame, trials: pd.DataFrame, target: Target) -> pd.DataFrame:
-    """Per batch size and progress bin (centre in `progress`): the pooled B_simple, the
-    10–90% range of the reports' own, and how many reports went in; progress bins of
-    width 1/PROGRESS_BINS from 0 to 1 (reports past the target or gone backwards are left
-    out)."""
-    needed = {keys.G2, keys.TRACE_SIGMA, keys.B_SIMPLE, keys.STEP, columns.TRIAL_ID}
+    """Per batch size and progress bin (centre in `progress`): the median of the reports'
+    own B_simple, their 10–90% range, and how many reports went in; progress bins of
+    width 1/PROGRESS_BINS from 0 to 1 (reports past the target or gone backwards, and
+    empty estimates, are left out)."""
+    needed = {keys.B_SIMPLE, keys.STEP, columns.TRIAL_ID}
     out_columns = [keys.BATCH_SIZE, PROGRESS, keys.B_SIMPLE, LOW, HIGH, REPORTS]
     if curves.empty or not needed <= set(curves) or keys.BATCH_SIZE not in trials:
         return pd.DataFrame(columns=out_columns)
@@ -66,28 +66,25 @@ def pooled_noise_scale(curves: pd.DataFrame, trials: pd.DataFrame, target: Targe
         {
             keys.BATCH_SIZE: curves[columns.TRIAL_ID].map(batch_of),
             PROGRESS: progress(curves, target),
-            keys.G2: pd.to_numeric(curves[keys.G2], errors="coerce"),
-            keys.TRACE_SIGMA: pd.to_numeric(curves[keys.TRACE_SIGMA], errors="coerce"),
             keys.B_SIMPLE: pd.to_numeric(curves[keys.B_SIMPLE], errors="coerce"),
         }
     )
     frame = frame[
         frame[PROGRESS].between(0.0, 1.0)
-        & np.isfinite(frame[keys.G2])
-        & np.isfinite(frame[keys.TRACE_SIGMA])
+        & np.isfinite(frame[keys.B_SIMPLE])
+        & (frame[keys.B_SIMPLE] > 0)
         & frame[keys.BATCH_SIZE].notna()
     ]
     rows = []
     for (batch, index), part in frame.groupby([frame[keys.BATCH_SIZE], _bins(frame[PROGRESS])]):
-        signal, noise = float(part[keys.G2].sum()), float(part[keys.TRACE_SIGMA].sum())
-        own = part[keys.B_SIMPLE][np.isfinite(part[keys.B_SIMPLE]) & (part[keys.B_SIMPLE] > 0)]
+        own = part[keys.B_SIMPLE]
         rows.append(
             {
                 keys.BATCH_SIZE: int(batch),
                 PROGRESS: (int(index) + 0.5) / PROGRESS_BINS,
-                keys.B_SIMPLE: noise / signal if signal > 0 and noise > 0 else np.nan,
-                LOW: float(own.quantile(0.1)) if len(own) else np.nan,
-                HIGH: float(own.quantile(0.9)) if len(own) else np.nan,
+                keys.B_SIMPLE: float(own.median()),
+                LOW: float(own.quantile(0.1)),
+                HIGH: float(own.quantile(0.9)),
                 REPORTS: len(part),
             }
         )
