@@ -213,6 +213,15 @@ def test_grad_is_unchanged_by_the_measurement() -> None:
         assert a is not None and torch.equal(a, b)
 
 
+def test_curvature_steps_measure_the_noise_scale_by_micro_batches() -> None:
+    """They need the small batches' gradient vectors: with curvature only, the reports say
+    the noise scale was measured by micro-batches; with both, by the noise steps' method."""
+    last, _ = run(settings(noise_every=0, curvature_every=2, max_steps=10), 32, 0.1)
+    assert last[keys.NOISE_METHOD] == "micro_batch" and math.isfinite(last[keys.B_SIMPLE])
+    last, _ = run(settings(curvature_every=2, max_steps=10), 32, 0.1)
+    assert last[keys.NOISE_METHOD] == "per_example"
+
+
 def test_bf16_keeps_the_hessian_in_fp32() -> None:
     last, _ = run(settings(curvature_every=2, precision="bf16", max_steps=10), 32, 0.1)
     assert math.isfinite(last[keys.B_NOISE]) and last[keys.EPS_MAX] > 0

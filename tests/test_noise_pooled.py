@@ -41,6 +41,9 @@ def test_progress_is_the_fraction_of_the_way_to_the_target() -> None:
     accuracy = curves.assign(acc=[0.1, 0.5, 0.9])
     assert progress(accuracy, Target("acc", 0.9, "max")).tolist() == pytest.approx([0, 0.5, 1])
     assert progress(curves, Target("missing", 1.0, "min")).isna().all()
+    assert progress(curves.drop(columns=[keys.STEP]), LOSS_TARGET).isna().all()
+    overshoot = _curves([("a", 0, 1.0, 1, 1), ("a", 10, 0.1, 1, 1), ("a", 20, 0.0, 1, 1)])
+    assert progress(overshoot, LOSS_TARGET).tolist() == pytest.approx([0.0, 1.0, 1.25])
     started_there = _curves([("a", 0, 0.1, 1, 1), ("a", 10, 0.05, 1, 1)])
     assert progress(started_there, LOSS_TARGET).isna().all()  # no way to go
 
@@ -53,7 +56,8 @@ def test_reports_are_pooled_by_their_median_per_batch_size_and_bin() -> None:
             ("b", 0, 1.0, 3.0, 60.0),  # bin 0, same B as a: 20
             ("b", 10, 0.6, 1.0, 1.0),  # 0.5: bin 5, 1
             ("c", 0, 1.0, 1.0, 100.0),  # B = 64
-            ("c", 10, 0.1, 1.0, 100.0),  # past the target: left out
+            ("c", 10, 0.1, 1.0, 100.0),  # reached the target (past it): progress 1
+            ("c", 20, 0.05, 1.0, 100.0),  # after it: left out
         ]
     )
     pooled = pooled_noise_scale(curves, TRIALS, LOSS_TARGET).set_index([keys.BATCH_SIZE, PROGRESS])
@@ -62,7 +66,8 @@ def test_reports_are_pooled_by_their_median_per_batch_size_and_bin() -> None:
     assert pooled.loc[(16, 0.05), REPORTS] == 2
     # the 10–90% range of the reports' own B_simple (10 and 20): pandas' linear quantiles
     assert (pooled.loc[(16, 0.05), LOW], pooled.loc[(16, 0.05), HIGH]) == pytest.approx((11, 19))
-    assert list(pooled.loc[64].index) == [0.05]
+    assert list(pooled.loc[64].index) == [0.05, 0.95]
+    assert pooled.loc[(64, 0.95), REPORTS] == 1
 
 
 def test_a_trial_on_its_way_to_diverging_does_not_drag_the_pool() -> None:

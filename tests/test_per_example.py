@@ -182,14 +182,16 @@ def test_chunking_and_the_other_branch_give_the_same_norms(
 def test_pair_is_the_two_batch_estimator_with_one_example_small_batches() -> None:
     torch.manual_seed(0)
     model, loss_fn, batch = CASES["mlp"]()
-    got, norms = captured(model, loss_fn, batch)
-    norms._per_example = [got]
+    truth = per_sample_truth(model, loss_fn, batch)
+    norms = PerExampleNorms(model, list(model.parameters()))
+    with norms.capturing(), norms.micro_batch(9, 1.0):
+        loss_fn(model, batch).backward()
     pair = norms.pair(b_big=9)
     full = sum(
         float(p.grad.double().square().sum()) for p in model.parameters() if p.grad is not None
     )
     assert (pair.b_small, pair.b_big) == (1.0, 9.0)
-    assert pair.sq_small == pytest.approx(float(got.mean()), rel=1e-12)
+    assert pair.sq_small == pytest.approx(float(truth.mean()), rel=1e-5)
     assert pair.sq_big == pytest.approx(full, rel=1e-6)
 
 
@@ -226,6 +228,40 @@ def test_a_parameter_used_outside_its_layer_fails_the_verification() -> None:
     )
 
 
+@pytest.mark.parametrize("max_rows", [1, 2])
+def test_the_verification_sums_every_example_while_the_norms_take_the_first(
+    max_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With max_rows below the batch, the check still compares the sum over all examples
+    with the batch gradient (a clean model passes, Sneaky fails), and the norms are the
+    first rows' (chunked one example at a time here)."""
+    monkeypatch.setattr(layer_gradients, "CHUNK_ELEMENTS", 1)
+    torch.manual_seed(0)
+    model, loss_fn, batch = CASES["conv net"]()
+    truth = per_sample_truth(model, loss_fn, batch)
+    norms = PerExampleNorms(model, list(model.parameters()), max_rows=max_rows)
+    names = {id(p): n for n, p in model.named_parameters()}
+    with norms.capturing(verify=True), norms.micro_batch(6, 1.0):
+        loss_fn(model, batch).backward()
+    assert norms.verify(names) and norms.problems == []
+    torch.testing.assert_close(torch.cat(norms._per_example), truth[:max_rows], rtol=1e-5, atol=0)
+    sneaky = Sneaky()
+    norms = PerExampleNorms(sneaky, list(sneaky.parameters()), max_rows=max_rows)
+    with norms.capturing(verify=True), norms.micro_batch(5, 1.0):
+        sneaky(torch.randn(5, 4)).square().mean().backward()
+    norms.verify({id(p): n for n, p in sneaky.named_parameters()})
+    assert any(line.startswith("fc.weight:") for line in norms.problems)
+
+
+def test_a_non_finite_gradient_leaves_the_check_for_the_next_step() -> None:
+    model = nn.Sequential(nn.Linear(3, 2))
+    norms = PerExampleNorms(model, list(model.parameters()))
+    x = torch.tensor([[1e38, 1e38, 1e38], [1.0, 2.0, 3.0]])
+    with norms.capturing(verify=True), norms.micro_batch(2, 1.0):
+        model(x).square().mean().backward()
+    assert norms.verify({}) is False and norms.problems == []
+
+
 def test_a_layer_called_without_the_batch_dimension_is_a_problem() -> None:
     model = SharedPositions()
     _, norms = captured(model, lm_loss, tokens(4, 3, 5))
@@ -241,6 +277,10 @@ def test_a_layer_called_without_the_batch_dimension_is_a_problem() -> None:
             "in_proj_weight: MultiheadAttention (no per-example formula)",
         ),
         (nn.Conv2d(4, 4, 3, groups=2), "weight: Conv2d with groups 2"),
+        (
+            nn.utils.parametrizations.weight_norm(nn.Linear(3, 3)),
+            "weight.original0: ParametrizationList (no per-example formula)",
+        ),
         (nn.Embedding(4, 2, sparse=True), "weight: Embedding with sparse"),
     ],
 )
@@ -383,10 +423,12 @@ def test_two_gloo_workers_measure_per_example_against_the_global_gradient() -> N
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("case", ["transformer, tied head", "conv net"])
-def test_per_example_norms_on_cuda_match_per_sample_gradients(case: str) -> None:
+def test_per_example_norms_on_cuda_match_per_sample_gradients(
+    case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The same formulas on CUDA tensors (TF32 off: the comparison is at float32)."""
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     torch.manual_seed(0)
     model, loss_fn, batch = CASES[case]()
     model = model.cuda()
@@ -394,3 +436,44 @@ def test_per_example_norms_on_cuda_match_per_sample_gradients(case: str) -> None
     got, norms = captured(model, loss_fn, batch, parts=2)
     assert norms.problems == [] and got.device.type == "cuda"
     torch.testing.assert_close(got, per_sample_truth(model, loss_fn, batch), rtol=1e-4, atol=0)
+
+
+def _ddp_fallback_worker(rank: int, world: int, port: int, queue: Any) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    from trainables.parts.forward import Forward
+    from trainables.parts.world import World
+    from trainables.steps import step_strategy
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        model = SharedPositions()
+        forward = Forward(model, list(model.parameters()), lm_loss, contextlib.nullcontext)
+        strategy = step_strategy(forward, World(rank, world), torch.device("cpu"), 8, 2)
+        x, y = tokens(8, 3, 5)
+        local = (x[rank * 4 : (rank + 1) * 4], y[rank * 4 : (rank + 1) * 4])
+        pairs = []
+        for _ in range(2):
+            model.zero_grad(set_to_none=True)
+            pairs.append(strategy.backward(local, measure=True).pair)
+        queue.put((rank, strategy.method, [p is not None for p in pairs]))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_workers_fall_back_to_the_ddp_hook_together() -> None:
+    """A model the hooks cannot measure (a position table without the batch dimension):
+    on the first measured step both workers give up per-example norms, and measure by the
+    DDP hook from the next step on."""
+    from _helpers import run_gloo_workers
+
+    outputs = run_gloo_workers(_ddp_fallback_worker, 2)
+    assert sorted(outputs) == [
+        (0, "worker_batches", [False, True]),
+        (1, "worker_batches", [False, True]),
+    ]

@@ -182,8 +182,14 @@ class TrainingRun:
             self.meter.add_norms(captured.pair)
 
     def noise_method(self) -> str:
-        """What measures the noise scale (trainables.steps), "none" where nothing does."""
-        return self.strategy.method if self.settings.noise_every > 0 else NOT_MEASURED
+        """What measures the noise scale (trainables.steps), "none" where nothing does.
+        Curvature steps measure it too, by micro-batches (they need the small batches'
+        gradient vectors): with curvature only, that is the method."""
+        if self.settings.noise_every > 0:
+            return self.strategy.method
+        if self.settings.curvature_every > 0:
+            return self.strategy.curvature_method
+        return NOT_MEASURED
 
     def evaluates_at(self, step: int) -> bool:
         return step % self.settings.eval_every == 0 or step >= self.max_steps

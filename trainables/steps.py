@@ -72,6 +72,7 @@ class StepStrategy(Protocol):
 
     can_measure: bool  # whether a step can give two batch sizes (one example cannot)
     method: str  # what measures the norms now: PER_EXAMPLE, MICRO_BATCH, WORKER_BATCHES
+    curvature_method: str  # what measures them on curvature steps (small-batch vectors)
 
     def backward(self, batch: Any, measure: bool, keep_grads: bool = False) -> Captured:
         """Gradient of the mean loss over the global batch; norms when `measure`, and
@@ -193,8 +194,9 @@ class PerExampleStep:
                     losses.append(weighted_backward(self.forward, micro, size / batch_size))
         if not self.verified:
             dtype = torch.bfloat16 if self.loose_check else torch.float32
-            self.norms.verify(self.names, dtype, None if reference is None else reference())
-            self.verified = True
+            given = None if reference is None else reference()
+            # A non-finite gradient tells nothing: verify on the next measured step.
+            self.verified = self.norms.verify(self.names, dtype, given)
         loss = torch.stack(losses).sum()
         if self.problems:
             return Captured(loss)
@@ -233,6 +235,10 @@ class OneProcess:
         if not self.can_measure:
             return NOT_MEASURED
         return MICRO_BATCH if self.per_example is None else PER_EXAMPLE
+
+    @property
+    def curvature_method(self) -> str:
+        return MICRO_BATCH if self.can_measure else NOT_MEASURED
 
     def backward(self, batch: Any, measure: bool, keep_grads: bool = False) -> Captured:
         # Curvature steps (keep_grads) need the small batches' gradient vectors.
@@ -298,6 +304,8 @@ class DataParallel:
         """What measures this trial's noise scale now."""
         return WORKER_BATCHES if self.per_example is None else PER_EXAMPLE
 
+    curvature_method = WORKER_BATCHES
+
     def backward(self, batch: Any, measure: bool, keep_grads: bool = False) -> Captured:
         # Curvature steps (keep_grads) need the worker's local gradient vector.
         if measure and self.per_example is not None and not keep_grads:
@@ -330,10 +338,19 @@ class DataParallel:
                 self.norms.stop()
                 return local
 
+        verifying = not step.verified
         b_big = self.local_batch * self.world.size
         captured = step.backward(batch, self.local_batch, b_big, reference)
+        if verifying:
+            # The check compares each worker's own gradients: the workers agree on its
+            # outcome, so that they keep taking the same steps (and collectives).
+            flags = torch.tensor([float(bool(step.problems)), float(not step.verified)])
+            found, inconclusive = (self.world.mean(flags.to(self.device)) > 0).tolist()
+            step.verified = not inconclusive
+            if found and not step.problems:
+                step.problems.append("another worker's per-example gradients failed the check")
         if step.problems:
-            # Every worker finds the same problems (same model, same shapes).
+            # Problems found by the hooks (shapes) are the same on every worker.
             give_up_per_example(self.asked, step.problems, "the DDP hook")
             self.per_example = None
         return captured

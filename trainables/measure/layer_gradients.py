@@ -26,23 +26,27 @@ CHUNK_ELEMENTS = 1 << 24  # 64 MB of float32 per intermediate
 # A ghost norm is taken where its cost times this factor is at most the instantiated one's
 # (tests flip the choice with it; both are exact).
 GHOST_COST_FACTOR = 1.0
+COVERED = (
+    nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding, nn.LayerNorm, nn.RMSNorm, nn.GroupNorm,
+)  # fmt: skip
 
 
 def covers(module: nn.Module) -> str | None:
     """None where this module's own parameters are covered, else why they are not."""
-    if isinstance(module, nn.Linear | nn.LayerNorm | nn.GroupNorm | nn.RMSNorm):
-        return None
+    name = type(module).__name__
+    if not isinstance(module, COVERED):
+        return f"{name} (no per-example formula)"
+    extra = set(parameter_names(module)) - {"weight", "bias"}
+    if extra:  # a reparametrisation (weight_norm's weight_g, weight_v): not these formulas
+        return f"{name} with parameter(s) {', '.join(sorted(extra))}"
     if isinstance(module, nn.Conv1d | nn.Conv2d):
         if module.groups != 1:
-            return f"{type(module).__name__} with groups {module.groups}"
+            return f"{name} with groups {module.groups}"
         if module.padding_mode != "zeros":
-            return f"{type(module).__name__} with padding_mode {module.padding_mode!r}"
-        return None
-    if isinstance(module, nn.Embedding):
-        if module.sparse or module.scale_grad_by_freq:
-            return "Embedding with sparse or scale_grad_by_freq"
-        return None
-    return f"{type(module).__name__} (no per-example formula)"
+            return f"{name} with padding_mode {module.padding_mode!r}"
+    if isinstance(module, nn.Embedding) and (module.sparse or module.scale_grad_by_freq):
+        return "Embedding with sparse or scale_grad_by_freq"
+    return None
 
 
 def chunks(b: int, per_example: int) -> list[slice]:
@@ -164,6 +168,24 @@ def _embedding_gradients(module: nn.Embedding, x: torch.Tensor, g: torch.Tensor)
     return out.reshape(b, v, d)
 
 
+def gradient_sum(module: nn.Module, name: str, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Σ_i of every example's gradient of the parameter `name` (the batch gradient as the
+    layer's hooks see it), a chunk of examples at a time: [*parameter.shape]."""
+    b = g.shape[0]
+    per_example = _numel(module, name) + x[:1].numel() * _kernel_elements(module)
+    total = torch.zeros(getattr(module, name).shape, device=g.device)
+    for rows in chunks(b, per_example):
+        total += gradients(module, name, x[rows], g[rows]).sum(0)
+    return total
+
+
+def _kernel_elements(module: nn.Module) -> int:
+    """How many copies of each input element the layer's patches hold (conv: k·k)."""
+    if isinstance(module, nn.Conv1d | nn.Conv2d):
+        return int(torch.tensor(module.kernel_size).prod())
+    return 1
+
+
 def square_norms(
     module: nn.Module, names: list[str], x: torch.Tensor, g: torch.Tensor
 ) -> torch.Tensor:
@@ -183,7 +205,13 @@ def square_norms(
         return _outer_square_norms(_rows(g, b), _rows(x, b))
     if isinstance(module, nn.Conv1d | nn.Conv2d) and name == "weight":
         rows = g.float().reshape(b, g.shape[1], -1).transpose(1, 2)
-        return _outer_square_norms(rows, _conv_patches(module, x))
+        size = x[:1].numel() * _kernel_elements(module)
+        return torch.cat(
+            [
+                _outer_square_norms(rows[part], _conv_patches(module, x[part]))
+                for part in chunks(b, size)
+            ]
+        )
     if isinstance(module, nn.Embedding):
         return _embedding_square_norms(module, x, _rows(g, b))
     return _chunked(lambda rows: gradients(module, name, x[rows], g[rows]), b, _numel(module, name))

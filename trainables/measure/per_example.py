@@ -32,6 +32,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from trainables.measure.layer_gradients import (
     chunks,
     covers,
+    gradient_sum,
     gradients,
     parameter_names,
     square_norms,
@@ -55,7 +56,8 @@ def uncovered(model: nn.Module) -> list[str]:
         own = parameter_names(module)
         reason = covers(module) if own else None
         if reason is not None:
-            problems += [f"{where}.{p}: {reason}" for p in own]
+            prefix = f"{name}." if name else ""
+            problems += [f"{prefix}{p}: {reason}" for p in own]
         elif own:
             covered.update(id(getattr(module, p)) for p in own)
     for name, p in model.named_parameters():
@@ -94,7 +96,8 @@ class PerExampleNorms:
     params: Sequence[torch.Tensor]
     # Norms are taken for the first `max_rows` examples of each micro-batch (None: all):
     # they are i.i.d. draws, so any of them give an unbiased mean |g_i|², and the cost of
-    # the layers over sequences stays bounded whatever B. A verified step takes all.
+    # the layers over sequences stays bounded whatever B. A verified step sums the
+    # gradients of all of them (chunked), for the comparison with `.grad`.
     max_rows: int | None = None
     _size: int = 0
     _rows: int = 0
@@ -130,8 +133,7 @@ class PerExampleNorms:
     def micro_batch(self, size: int, weight: float) -> Iterator[None]:
         # The output gradient of example i is (weight/size)·∇ℓ_i: undo that factor.
         self._size, self._scale = size, (size / weight) ** 2
-        every_row = self.max_rows is None or self._sums is not None
-        self._rows = size if every_row else min(size, self.max_rows or size)
+        self._rows = size if self.max_rows is None else min(size, self.max_rows)
         self._uses.clear()
         self._shared.clear()
         self._parts = []
@@ -165,7 +167,8 @@ class PerExampleNorms:
                 return
             for name in names:
                 self._uses[id(getattr(module, name))] += 1
-            rows = self._rows
+            # Verifying, every row is kept for the sums; else only the rows measured.
+            rows = self._size if self._sums is not None else self._rows
             x = x.detach()[:rows]
             output.register_hook(lambda g: self._backward(module, names, x, g[:rows]))
 
@@ -182,47 +185,54 @@ class PerExampleNorms:
                 continue
             own.append(name)
             if self._sums is not None:
-                _add_sum(self._sums, parameter, gradients(module, name, x, g).sum(0))
+                _add_sum(self._sums, parameter, gradient_sum(module, name, x, g))
         if own:
-            self._parts.append(square_norms(module, own, x, g))
+            rows = self._rows
+            self._parts.append(square_norms(module, own, x[:rows], g[:rows]))
 
     def _add_shared(self, calls: list[_Call]) -> None:
         """A parameter used by several calls: each example's gradients summed over the
         calls, then its norm (a chunk of examples at a time)."""
-        b = calls[0].g.shape[0]
         parameter = getattr(calls[0].module, calls[0].name)
         parts = []
-        for rows in chunks(b, parameter.numel()):
+        for rows in chunks(self._rows, parameter.numel()):
             summed = torch.stack(
                 [gradients(c.module, c.name, c.x[rows], c.g[rows]) for c in calls]
             ).sum(0)
             parts.append(torch.linalg.vector_norm(summed.flatten(1), dim=1).square())
-            if self._sums is not None:
-                _add_sum(self._sums, parameter, summed.sum(0))
         self._parts.append(torch.cat(parts))
+        if self._sums is not None:
+            for c in calls:
+                _add_sum(self._sums, parameter, gradient_sum(c.module, c.name, c.x, c.g))
 
     def verify(
         self,
         names: dict[int, str],
         dtype: torch.dtype = torch.float32,
         reference: Sequence[torch.Tensor | None] | None = None,
-    ) -> None:
+    ) -> bool:
         """After a verified step's backward: a problem for every parameter whose
         per-example gradients do not sum to its `.grad` (or to `reference`, the gradient
-        of this process's own examples in `params` order: a DDP worker's local one)."""
+        of this process's own examples in `params` order: a DDP worker's local one).
+        False where a gradient is not finite: nothing can be told from that step."""
         sums, self._sums = self._sums or {}, None
         tolerance = VERIFY_TOLERANCE.get(dtype, VERIFY_TOLERANCE[torch.bfloat16])
         grads = [p.grad for p in self.params] if reference is None else reference
+        found = []
         for p, given in zip(self.params, grads, strict=True):
             grad = torch.zeros_like(p) if given is None else given
             total = sums.get(id(p), torch.zeros_like(grad, dtype=torch.float32))
-            scale = max(float(grad.float().norm()), float(total.norm()), 1e-30)
-            off = float((total - grad.float()).norm()) / scale
-            if not math.isfinite(off) or off > tolerance:
-                self.problems.append(
+            norms = (float(grad.float().norm()), float(total.norm()))
+            if not all(math.isfinite(n) for n in norms):
+                return False
+            off = float((total - grad.float()).norm()) / max(*norms, 1e-30)
+            if off > tolerance:
+                found.append(
                     f"{names.get(id(p), 'a parameter')}: its per-example gradients sum to "
                     f"{off:.1%} off its gradient (used outside its layer's forward?)"
                 )
+        self.problems += found
+        return True
 
     def pair(self, b_big: int) -> NormPair:
         """The step's mean per-example |g_i|² over the examples measured (b_small = 1)

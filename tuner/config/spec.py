@@ -675,19 +675,19 @@ class Spec(_Model):
                     "the schedule kind is searched (space.schedule): give it in one place",
                 )
             )
-        if (
-            workers > 1
-            and self.measure.method == "per_example"
-            and self.resources.max_micro_batch is not None
-        ):
-            problems.append(
-                (
-                    "measure.method",
-                    f"per_example with resources.workers_per_trial={workers} needs each "
-                    "worker's share in one micro-batch; with resources.max_micro_batch the "
-                    "DDP hook measures an accumulated share: use auto",
+        limit = self.resources.max_micro_batch
+        if workers > 1 and self.measure.method == "per_example" and limit is not None:
+            shared = [b for b in batch.points() if int(b) // workers > limit]
+            if shared:
+                problems.append(
+                    (
+                        "measure.method",
+                        f"per_example with resources.workers_per_trial={workers} needs each "
+                        f"worker's share in one micro-batch; batch size(s) "
+                        f"{', '.join(str(int(b)) for b in shared)} are accumulated over "
+                        f"micro-batches of {limit}, which the DDP hook measures: use auto",
+                    )
                 )
-            )
         if self.resources.max_micro_batch is not None and self.measure.curvature_every > 0:
             problems.append(
                 (

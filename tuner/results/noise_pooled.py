@@ -40,16 +40,21 @@ class Target:
 
 def progress(curves: pd.DataFrame, target: Target) -> pd.Series:
     """Each report's fraction of the way from its trial's first evaluation to the target
-    (NaN where the metric is missing or the first evaluation already met the target)."""
-    if target.metric not in curves or columns.TRIAL_ID not in curves:
+    (NaN where the metric is missing or the first evaluation already met the target). The
+    report that reached the target counts as 1, however far past it the metric went."""
+    if not {target.metric, columns.TRIAL_ID, keys.STEP} <= set(curves):
         return pd.Series(np.nan, index=curves.index, dtype=float)
     ordered = curves.sort_values([columns.TRIAL_ID, keys.STEP])
+    trial = ordered[columns.TRIAL_ID]
     value = pd.to_numeric(ordered[target.metric], errors="coerce")
-    start = value.groupby(ordered[columns.TRIAL_ID]).transform("first")
+    start = value.groupby(trial).transform("first")
     span = (target.value - start) if target.mode == "max" else (start - target.value)
     gained = (value - start) if target.mode == "max" else (start - value)
-    fraction = (gained / span.where(span > 0)).reindex(curves.index)
-    return fraction.astype(float)
+    fraction = gained / span.where(span > 0)
+    reached = fraction >= 1.0
+    first_reached = reached & (reached.astype(int).groupby(trial).cumsum() == 1)
+    fraction = fraction.mask(first_reached, 1.0)
+    return fraction.reindex(curves.index).astype(float)
 
 
 def pooled_noise_scale(curves: pd.DataFrame, trials: pd.DataFrame, target: Target) -> pd.DataFrame:
@@ -61,7 +66,7 @@ def pooled_noise_scale(curves: pd.DataFrame, trials: pd.DataFrame, target: Targe
     out_columns = [keys.BATCH_SIZE, PROGRESS, keys.B_SIMPLE, LOW, HIGH, REPORTS]
     if curves.empty or not needed <= set(curves) or keys.BATCH_SIZE not in trials:
         return pd.DataFrame(columns=out_columns)
-    batch_of = trials.set_index(columns.TRIAL_ID)[keys.BATCH_SIZE]
+    batch_of = trials.drop_duplicates(columns.TRIAL_ID).set_index(columns.TRIAL_ID)[keys.BATCH_SIZE]
     frame = pd.DataFrame(
         {
             keys.BATCH_SIZE: curves[columns.TRIAL_ID].map(batch_of),
@@ -99,7 +104,7 @@ def pooled_median(
     out_columns = [keys.BATCH_SIZE, PROGRESS, column]
     if curves.empty or column not in curves or keys.BATCH_SIZE not in trials:
         return pd.DataFrame(columns=out_columns)
-    batch_of = trials.set_index(columns.TRIAL_ID)[keys.BATCH_SIZE]
+    batch_of = trials.drop_duplicates(columns.TRIAL_ID).set_index(columns.TRIAL_ID)[keys.BATCH_SIZE]
     frame = pd.DataFrame(
         {
             keys.BATCH_SIZE: curves[columns.TRIAL_ID].map(batch_of),
