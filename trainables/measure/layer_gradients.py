@@ -206,12 +206,11 @@ def square_norms(
     if isinstance(module, nn.Conv1d | nn.Conv2d) and name == "weight":
         rows = g.float().reshape(b, g.shape[1], -1).transpose(1, 2)
         size = x[:1].numel() * _kernel_elements(module)
-        return torch.cat(
-            [
-                _outer_square_norms(rows[part], _conv_patches(module, x[part]))
-                for part in chunks(b, size)
-            ]
-        )
+        parts = [
+            _outer_square_norms(rows[part], _conv_patches(module, x[part]))
+            for part in chunks(b, size)
+        ]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
     if isinstance(module, nn.Embedding):
         return _embedding_square_norms(module, x, _rows(g, b))
     return _chunked(lambda rows: gradients(module, name, x[rows], g[rows]), b, _numel(module, name))
