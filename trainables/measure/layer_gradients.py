@@ -16,6 +16,7 @@ and chunked over examples so that no intermediate holds more than CHUNK_ELEMENTS
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -172,18 +173,17 @@ def gradient_sum(module: nn.Module, name: str, x: torch.Tensor, g: torch.Tensor)
     """Σ_i of every example's gradient of the parameter `name` (the batch gradient as the
     layer's hooks see it), a chunk of examples at a time: [*parameter.shape]."""
     b = g.shape[0]
-    per_example = _numel(module, name) + x[:1].numel() * _kernel_elements(module)
+    per_example = _numel(module, name) + _patch_elements(module, x)
     total = torch.zeros(getattr(module, name).shape, device=g.device)
     for rows in chunks(b, per_example):
         total += gradients(module, name, x[rows], g[rows]).sum(0)
     return total
 
 
-def _kernel_elements(module: nn.Module) -> int:
-    """How many copies of each input element the layer's patches hold (conv: k·k)."""
-    if isinstance(module, nn.Conv1d | nn.Conv2d):
-        return int(torch.tensor(module.kernel_size).prod())
-    return 1
+def _patch_elements(module: nn.Module, x: torch.Tensor) -> int:
+    """Numbers one example's input takes in the layer's patches (conv: k·k copies)."""
+    copies = math.prod(module.kernel_size) if isinstance(module, nn.Conv1d | nn.Conv2d) else 1
+    return int(x[:1].numel()) * copies
 
 
 def square_norms(
@@ -205,7 +205,7 @@ def square_norms(
         return _outer_square_norms(_rows(g, b), _rows(x, b))
     if isinstance(module, nn.Conv1d | nn.Conv2d) and name == "weight":
         rows = g.float().reshape(b, g.shape[1], -1).transpose(1, 2)
-        size = x[:1].numel() * _kernel_elements(module)
+        size = _patch_elements(module, x)
         parts = [
             _outer_square_norms(rows[part], _conv_patches(module, x[part]))
             for part in chunks(b, size)

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.utils.hooks import RemovableHandle
 
 from tuner.theory import g2_estimate, trace_sigma_estimate
 
@@ -46,6 +47,16 @@ class NormPair:
     def trace_sigma(self) -> float:
         """Unbiased tr(Σ) (McCandlish et al. 2018, eq. A.3)."""
         return float(trace_sigma_estimate(self.b_small, self.b_big, self.sq_small, self.sq_big))
+
+
+@contextmanager
+def removed_after(handles: "list[RemovableHandle]") -> "Iterator[None]":
+    """Hooks registered for a block: removed when it ends, however it ends."""
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def grad_sq_norm(params: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -90,14 +101,14 @@ class MicroBatchNorms:
 
     @contextmanager
     def capturing(self) -> "Iterator[None]":
-        handles = [
-            p.register_hook(self._hook_for(i)) for i, p in enumerate(self.params) if p.requires_grad
-        ]
-        try:
+        with removed_after(
+            [
+                p.register_hook(self._hook_for(i))
+                for i, p in enumerate(self.params)
+                if p.requires_grad
+            ]
+        ):
             yield
-        finally:
-            for handle in handles:
-                handle.remove()
 
     @contextmanager
     def micro_batch(self, size: int, weight: float) -> "Iterator[None]":

@@ -37,7 +37,7 @@ from trainables.measure.layer_gradients import (
     parameter_names,
     square_norms,
 )
-from trainables.measure.noise_capture import NormPair, grad_sq_norm
+from trainables.measure.noise_capture import NormPair, grad_sq_norm, removed_after
 
 # How far the per-example gradients may sum from the batch gradient (relative norm) and
 # still be called the same: float32 rounding is ~1e-6; bf16 autocast's own ~1e-2.
@@ -119,15 +119,13 @@ class PerExampleNorms:
     @contextmanager
     def capturing(self, verify: bool = False) -> Iterator[None]:
         self._sums = {} if verify else None
-        handles = [
-            module.register_forward_hook(self._forward_hook(names))
-            for module, names in self._layers
-        ]
-        try:
+        with removed_after(
+            [
+                module.register_forward_hook(self._forward_hook(names))
+                for module, names in self._layers
+            ]
+        ):
             yield
-        finally:
-            for handle in handles:
-                handle.remove()
 
     @contextmanager
     def micro_batch(self, size: int, weight: float) -> Iterator[None]:

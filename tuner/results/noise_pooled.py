@@ -15,27 +15,17 @@ noise scale depends on where training is, not on how it got there).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
 from trainables import keys
+from trainables.settings import Target
 from tuner.results import columns
 
 PROGRESS_BINS = 10
 PROGRESS = "progress"  # columns of the pooled table
 LOW, HIGH = "b_simple_lo", "b_simple_hi"
 REPORTS = "reports"
-
-
-@dataclass(frozen=True)
-class Target:
-    """The sweep's target as the summary gives it."""
-
-    metric: str
-    value: float
-    mode: str  # min | max
 
 
 def progress(curves: pd.DataFrame, target: Target) -> pd.Series:
@@ -57,52 +47,17 @@ def progress(curves: pd.DataFrame, target: Target) -> pd.Series:
     return fraction.reindex(curves.index).astype(float)
 
 
-def pooled_noise_scale(curves: pd.DataFrame, trials: pd.DataFrame, target: Target) -> pd.DataFrame:
-    """Per batch size and progress bin (centre in `progress`): the median of the reports'
-    own B_simple, their 10–90% range, and how many reports went in; progress bins of
-    width 1/PROGRESS_BINS from 0 to 1 (reports past the target or gone backwards, and
-    empty estimates, are left out)."""
-    needed = {keys.B_SIMPLE, keys.STEP, columns.TRIAL_ID}
-    out_columns = [keys.BATCH_SIZE, PROGRESS, keys.B_SIMPLE, LOW, HIGH, REPORTS]
-    if curves.empty or not needed <= set(curves) or keys.BATCH_SIZE not in trials:
-        return pd.DataFrame(columns=out_columns)
-    batch_of = trials.drop_duplicates(columns.TRIAL_ID).set_index(columns.TRIAL_ID)[keys.BATCH_SIZE]
-    frame = pd.DataFrame(
-        {
-            keys.BATCH_SIZE: curves[columns.TRIAL_ID].map(batch_of),
-            PROGRESS: progress(curves, target),
-            keys.B_SIMPLE: pd.to_numeric(curves[keys.B_SIMPLE], errors="coerce"),
-        }
-    )
-    frame = frame[
-        frame[PROGRESS].between(0.0, 1.0)
-        & np.isfinite(frame[keys.B_SIMPLE])
-        & (frame[keys.B_SIMPLE] > 0)
-        & frame[keys.BATCH_SIZE].notna()
-    ]
-    rows = []
-    for (batch, index), part in frame.groupby([frame[keys.BATCH_SIZE], _bins(frame[PROGRESS])]):
-        own = part[keys.B_SIMPLE]
-        rows.append(
-            {
-                keys.BATCH_SIZE: int(batch),
-                PROGRESS: (int(index) + 0.5) / PROGRESS_BINS,
-                keys.B_SIMPLE: float(own.median()),
-                LOW: float(own.quantile(0.1)),
-                HIGH: float(own.quantile(0.9)),
-                REPORTS: len(part),
-            }
-        )
-    return pd.DataFrame(rows, columns=out_columns)
-
-
-def pooled_median(
-    curves: pd.DataFrame, trials: pd.DataFrame, target: Target, column: str
+def pooled_noise_scale(
+    curves: pd.DataFrame, trials: pd.DataFrame, target: Target, column: str = keys.B_SIMPLE
 ) -> pd.DataFrame:
-    """Per batch size and progress bin, the median of `column` (a workload's own value,
-    like linear_regression's true_b_simple) over the reports in the bin."""
-    out_columns = [keys.BATCH_SIZE, PROGRESS, column]
-    if curves.empty or column not in curves or keys.BATCH_SIZE not in trials:
+    """Per batch size and progress bin (centre in `progress`): the median of the reports'
+    own `column` (B_simple; or a workload's own value, like linear_regression's
+    true_b_simple), their 10–90% range, and how many reports went in; progress bins of
+    width 1/PROGRESS_BINS from 0 to 1 (reports past the target or gone backwards, and
+    empty or non-positive values, are left out)."""
+    out_columns = [keys.BATCH_SIZE, PROGRESS, column, LOW, HIGH, REPORTS]
+    needed = {column, keys.STEP, columns.TRIAL_ID}
+    if curves.empty or not needed <= set(curves) or keys.BATCH_SIZE not in trials:
         return pd.DataFrame(columns=out_columns)
     batch_of = trials.drop_duplicates(columns.TRIAL_ID).set_index(columns.TRIAL_ID)[keys.BATCH_SIZE]
     frame = pd.DataFrame(
@@ -112,14 +67,33 @@ def pooled_median(
             column: pd.to_numeric(curves[column], errors="coerce"),
         }
     )
-    frame = frame[frame[PROGRESS].between(0.0, 1.0) & np.isfinite(frame[column])]
-    frame = frame[frame[keys.BATCH_SIZE].notna() & (frame[column] > 0)]
-    bins = _bins(frame[PROGRESS])
-    medians = frame.groupby([frame[keys.BATCH_SIZE], bins])[column].median().reset_index()
-    medians.columns = pd.Index(out_columns)
-    medians[PROGRESS] = (medians[PROGRESS] + 0.5) / PROGRESS_BINS
-    medians[keys.BATCH_SIZE] = medians[keys.BATCH_SIZE].astype(int)
-    return medians
+    frame = frame[
+        frame[PROGRESS].between(0.0, 1.0)
+        & np.isfinite(frame[column])
+        & (frame[column] > 0)
+        & frame[keys.BATCH_SIZE].notna()
+    ]
+    rows = []
+    for (batch, index), part in frame.groupby([frame[keys.BATCH_SIZE], _bins(frame[PROGRESS])]):
+        values = part[column]
+        rows.append(
+            {
+                keys.BATCH_SIZE: int(batch),
+                PROGRESS: (int(index) + 0.5) / PROGRESS_BINS,
+                column: float(values.median()),
+                LOW: float(values.quantile(0.1)),
+                HIGH: float(values.quantile(0.9)),
+                REPORTS: len(part),
+            }
+        )
+    return pd.DataFrame(rows, columns=out_columns)
+
+
+def pooled_median(
+    curves: pd.DataFrame, trials: pd.DataFrame, target: Target, column: str
+) -> pd.DataFrame:
+    """Per batch size and progress bin, the median of `column` alone."""
+    return pooled_noise_scale(curves, trials, target, column)[[keys.BATCH_SIZE, PROGRESS, column]]
 
 
 def _bins(fraction: pd.Series) -> pd.Series:

@@ -32,11 +32,11 @@ from matplotlib.ticker import (
 )
 
 from trainables import keys
+from trainables.settings import Target
 from tuner import theory
 from tuner.results import columns
 from tuner.results.noise_pooled import HIGH, LOW, PROGRESS, pooled_median, pooled_noise_scale
-from tuner.results.noise_pooled import Target as PoolingTarget
-from tuner.results.tables import UNFINISHED, Tables, target_text
+from tuner.results.tables import UNFINISHED, Tables, summary_target, target_text
 
 __all__ = [
     "PLOT_FILES",
@@ -326,15 +326,15 @@ def noise_scale_figure(tables: Tables) -> Figure:
     return fig
 
 
-def _pooling_target(summary: dict[str, Any]) -> PoolingTarget | None:
-    """The summary's target as the pooling needs it (None: no usable target)."""
+def _pooling_target(summary: dict[str, Any]) -> Target | None:
+    """The summary's target, where it has a usable one."""
     target = summary.get(columns.TARGET)
-    if not isinstance(target, dict):
+    if not isinstance(target, dict) or _num(target, "value") is None:
         return None
-    value = _num(target, "value")
-    if value is None or "metric" not in target:
+    try:
+        return summary_target(target)
+    except (KeyError, TypeError, ValueError):
         return None
-    return PoolingTarget(str(target["metric"]), value, str(target.get("mode", "min")))
 
 
 # -- helpers -------------------------------------------------------------------------------

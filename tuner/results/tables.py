@@ -606,9 +606,14 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
+def summary_target(target: dict[str, Any]) -> Target:
+    """The summary's target (its `target` field) as a Target."""
+    return Target(target["metric"], float(target["value"]), target.get("mode", "min"))
+
+
 def target_text(target: dict[str, Any]) -> str:
     """The target as the sweep compares it: "loss <= 0.3", "accuracy >= 0.96"."""
-    return str(Target(target["metric"], float(target["value"]), target.get("mode", "min")))
+    return str(summary_target(target))
 
 
 def b_crit_text(summary: dict[str, Any]) -> str:
