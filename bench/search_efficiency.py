@@ -159,10 +159,11 @@ def run_strategy(
         )
     if name in ("eps_opt", "eps_opt-oracle"):
         spec = variant(base, "grid", "eps_opt", seed, n_grid)
-        state = SweepState()
+        law = theory.LAW_OF_OPTIMIZER[spec.optimizer]
+        state = SweepState(law=law, target_mode=spec.target.mode)
         if name == "eps_opt-oracle":
-            state.model = oracle_model(curves)
-        searcher = guided.GuidedCandidates(shuffled, state.front_view())
+            state.model = oracle_model(curves, law)
+        searcher = guided.GuidedCandidates(shuffled, state.front_view(), spec.target.mode, law)
         scheduler = schedulers.make_scheduler(spec, run_dir, state)
     elif name == "eps-guided":
         spec = variant(base, "eps-guided", "eps_opt", seed, 2 * n_grid)
@@ -180,12 +181,15 @@ def run_strategy(
     )
 
 
-def oracle_model(curves: Curves) -> theory.EpsOptFit:
-    """ε_opt(B) fitted to the grid's best effective lr at every batch size."""
+def oracle_model(curves: Curves, law: str = "sgd") -> theory.EpsOptFit:
+    """The sweep's ε_opt(B) law fitted to the grid's best rate at every batch size."""
     best = curves.best_configs()
     sizes = [float(b) for b in best]
-    rates = [float(theory.effective_lr(key[1], key[2])) for key, _ in best.values()]
-    return theory.fit_eps_opt(sizes, rates)
+    rates = [theory.rate(law, key[1], key[2]) for key, _ in best.values()]
+    steps = [steps for _, steps in best.values()]
+    model = theory.law_model(law, "fitted", sizes, rates, steps)
+    assert model is not None, "the grid reached the target at fewer than 2 batch sizes"
+    return model
 
 
 def _fmt(value: float) -> str:

@@ -15,13 +15,25 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from trainables import keys
 from tuner import theory
 from tuner.config.spec import parse_spec
-from tuner.strategy.eps_opt_rules import PruneRule, decide
+from tuner.strategy.eps_opt_rules import CURVE, LR, PruneRule, Stop, decide
 from tuner.strategy.records import SweepState, TrialRecord, best_per_batch, fit_model
 from tuner.strategy.schedulers import EpsOptScheduler, PerBatchSize, make_scheduler
-from tuner.strategy.start_order import Started, middle_lrs, rate_key, start_priority
+from tuner.strategy.start_order import (
+    Started,
+    cold_prediction,
+    middle_lrs,
+    rate_key,
+    start_priority,
+)
 
 MODEL = theory.EpsOptFit(eps_max=1.0, b_noise=64.0, rms_log=0.0)  # eps_opt(64) = 0.5
 RULE = PruneRule(mode="fitted", tolerance=4.0)
+
+
+def reason_of(*args: Any, **kwargs: Any) -> str | None:
+    """What `decide` says, in words (None: no stop)."""
+    stop = decide(*args, **kwargs)
+    return None if stop is None else stop.reason
 
 
 def reached(
@@ -52,32 +64,32 @@ def test_lr_rule_uses_the_effective_rate_and_tolerance(
 ) -> None:
     record = TrialRecord(64, lr, momentum, step=step)
     span = {16: reached(16, 0.1, 5000), 256: reached(256, 0.8, 5000)}
-    assert decide(record, span, MODEL, RULE) == expected
+    assert reason_of(record, span, MODEL, RULE) == expected
 
 
 def test_lr_rule_interpolates_and_never_extrapolates() -> None:
     far_off = TrialRecord(64, 8.0, 0.0, step=500)
-    assert decide(far_off, {}, MODEL, RULE) is None  # no trial reached anywhere yet
-    assert decide(far_off, {256: reached(256, 0.8, 5000)}, MODEL, RULE) is None
-    assert decide(
+    assert reason_of(far_off, {}, MODEL, RULE) is None  # no trial reached anywhere yet
+    assert reason_of(far_off, {256: reached(256, 0.8, 5000)}, MODEL, RULE) is None
+    assert reason_of(
         far_off, {16: reached(16, 0.1, 5000), 1024: reached(1024, 1.0, 5000)}, MODEL, RULE
     )
 
 
 def test_cold_start_prunes_only_by_the_front() -> None:
     far_off = TrialRecord(64, 100.0, 0.0, step=500)
-    assert decide(far_off, {}, None, RULE) is None
+    assert reason_of(far_off, {}, None, RULE) is None
     best = {64: reached(64, 0.5, 300)}
-    assert decide(TrialRecord(64, 0.4, 0.0, step=290), best, None, RULE) is None
-    reason = decide(TrialRecord(64, 0.4, 0.0, step=300), best, None, RULE)
+    assert reason_of(TrialRecord(64, 0.4, 0.0, step=290), best, None, RULE) is None
+    reason = reason_of(TrialRecord(64, 0.4, 0.0, step=300), best, None, RULE)
     assert reason is not None and "reached in 300 steps" in reason
-    assert decide(TrialRecord(16, 0.4, 0.0, step=900), best, None, RULE) is None  # other B
+    assert reason_of(TrialRecord(16, 0.4, 0.0, step=900), best, None, RULE) is None  # other B
 
 
 @pytest.mark.parametrize("status", [keys.REACHED, keys.DIVERGED, keys.EXHAUSTED])
 def test_trials_that_ended_themselves_are_left_alone(status: str) -> None:
     record = TrialRecord(64, 100.0, 0.0, status=status, step=5000)
-    assert decide(record, {64: reached(64, 0.5, 10)}, MODEL, RULE) is None
+    assert reason_of(record, {64: reached(64, 0.5, 10)}, MODEL, RULE) is None
 
 
 def test_best_per_batch_takes_the_fewest_steps() -> None:
@@ -280,8 +292,8 @@ def test_with_several_seeds_rule_1_compares_with_the_leader_of_the_same_seed() -
     other_seed, same_seed = TrialRecord(64, 0.4, 0.0, seed=1), TrialRecord(64, 0.4, 0.0, seed=0)
     for record in (other_seed, same_seed):
         record.step = 100
-    assert decide(other_seed, state.best, None, RULE, state.leaders) is None
-    assert decide(same_seed, state.best, None, RULE, state.leaders) is not None
+    assert reason_of(other_seed, state.best, None, RULE, state.leaders) is None
+    assert reason_of(same_seed, state.best, None, RULE, state.leaders) is not None
     assert state.leaders == {(64, 0): fast} and state.best == {64: fast}
 
 
@@ -356,29 +368,29 @@ def test_adamw_lr_rule_compares_the_lr_itself() -> None:
     def adam_trial(lr: float) -> TrialRecord:
         return TrialRecord(64, lr, 0.9, step=10, law="adam")
 
-    assert decide(adam_trial(predicted), best, model, rule) is None
-    assert decide(adam_trial(3.5 * predicted), best, model, rule) is None
-    reason = decide(adam_trial(8 * predicted), best, model, rule)
+    assert reason_of(adam_trial(predicted), best, model, rule) is None
+    assert reason_of(adam_trial(3.5 * predicted), best, model, rule) is None
+    reason = reason_of(adam_trial(8 * predicted), best, model, rule)
     assert reason == f"pruned: lr 8.0x above eps_opt(B=64)={predicted:.3g}"
     # Past the peak (B_noise = 200) the law falls (2.2e-3 at B = 1024), but an lr is
     # judged too high only against eps_max there: the fall is bounded by an unknown
     # plateau (Li et al.'s Theorem 4), and measured best lrs often stay near the peak.
     near_peak = TrialRecord(1024, 3.5 * 3e-3, 0.9, step=10, law="adam")  # 4.7x the law
-    assert decide(near_peak, best, model, rule) is None
+    assert reason_of(near_peak, best, model, rule) is None
     big = TrialRecord(1024, 4.5 * 3e-3, 0.9, step=10, law="adam")
-    assert decide(big, best, model, rule) == "pruned: lr 4.5x above eps_opt(B=1024)=0.003"
+    assert reason_of(big, best, model, rule) == "pruned: lr 4.5x above eps_opt(B=1024)=0.003"
     low = TrialRecord(1024, 2.2e-3 / 4.5, 0.9, step=10, law="adam")  # below: the law itself
-    assert decide(low, best, model, rule) == "pruned: lr 4.5x below eps_opt(B=1024)=0.00222"
+    assert reason_of(low, best, model, rule) == "pruned: lr 4.5x below eps_opt(B=1024)=0.00222"
 
 
 def test_front_pruning_keeps_rule_one_and_drops_the_lr_rule() -> None:
     front_only = PruneRule(mode="fitted", tolerance=4.0, lr_rule=False)
     best = {64: reached(64, 0.5, 300), 16: reached(16, 0.1, 900), 256: reached(256, 0.8, 200)}
     far_off = TrialRecord(64, 100.0, 0.0, step=10)
-    assert decide(far_off, best, MODEL, RULE) is not None
-    assert decide(far_off, best, MODEL, front_only) is None
+    assert reason_of(far_off, best, MODEL, RULE) is not None
+    assert reason_of(far_off, best, MODEL, front_only) is None
     spent = TrialRecord(64, 100.0, 0.0, step=300)
-    assert decide(spent, best, MODEL, front_only) == (
+    assert reason_of(spent, best, MODEL, front_only) == (
         "pruned: at step 300 without reaching the target, which the best trial at B=64 "
         "reached in 300 steps"
     )
@@ -410,3 +422,104 @@ def test_an_optuna_sweep_s_eps_opt_scheduler_uses_the_optimiser_s_law() -> None:
     spec = adamw_spec(search={"algorithm": "optuna-tpe"}, pruning={"kind": "eps_opt"})
     scheduler = make_scheduler(spec, Path("unused"))
     assert isinstance(scheduler, EpsOptScheduler) and scheduler.state.law == "adam"
+
+
+def with_curve(record: TrialRecord, steps: list[float], values: list[float]) -> TrialRecord:
+    record.curve_steps, record.curve_values = list(steps), list(values)
+    record.step = int(steps[-1])
+    return record
+
+
+def exp_curve(rate: float, last: int, noise: float = 0.0) -> tuple[list[float], list[float]]:
+    """Gradient flow at `rate`: exp(−rate·t), reported every 10 steps."""
+    steps = [float(s) for s in range(0, last + 1, 10)]
+    jitter = [noise * (-1) ** i for i in range(len(steps))]
+    return steps, [math.exp(-rate * s) + j for s, j in zip(steps, jitter, strict=True)]
+
+
+def test_curve_rule_stops_a_trial_lagging_the_leader_past_the_allowed_lag() -> None:
+    """The leader (rate 0.01) reached the target in 400 steps. A trial at rate 0.0025
+    (4x slower: its lag is 4 > 3) is stopped once past 1/4 of 400 steps; one at 0.005
+    (lag 2) is left to run, as is every trial before step 100."""
+    leader = reached(64, 0.5, 400)
+    with_curve(leader, *exp_curve(0.01, 400))
+    best = {64: leader}
+    slow = with_curve(TrialRecord(64, 0.1, 0.0), *exp_curve(0.0025, 100))
+    stop = decide(slow, best, None, RULE)
+    assert stop == Stop(CURVE, stop.reason if stop else "") and stop is not None
+    assert stop.informative and "4.0x sooner" in stop.reason
+    early = with_curve(TrialRecord(64, 0.1, 0.0), *exp_curve(0.0025, 90))
+    assert decide(early, best, None, RULE) is None
+    behind_by_two = with_curve(TrialRecord(64, 0.2, 0.0), *exp_curve(0.005, 300))
+    assert decide(behind_by_two, best, None, RULE) is None
+    off = PruneRule(mode="fitted", curve_lag=math.inf)
+    assert decide(slow, best, None, off) is None
+
+
+def test_curve_rule_takes_the_noise_between_runs_off_the_gap() -> None:
+    """The same 4x-slower trial, its reports jittering by ±0.1: the margin (z·√2·σ) is
+    then larger than the gap, and it runs on."""
+    leader = with_curve(reached(64, 0.5, 400), *exp_curve(0.01, 400, noise=0.1))
+    slow = with_curve(TrialRecord(64, 0.1, 0.0), *exp_curve(0.0025, 100, noise=0.1))
+    assert decide(slow, {64: leader}, None, RULE) is None
+
+
+AT_BOUND = theory.EpsOptFit(eps_max=1.0, b_noise=64.0, rms_log=0.0, at_bound=True)
+
+
+def test_lr_rule_on_a_fit_at_a_bound_waits_for_a_bracket() -> None:
+    """A fit at a bound of B_noise only confirms where the first trials ran: far from its
+    prediction, a trial is pruned only at batch sizes whose best rate is bracketed."""
+    far_off = TrialRecord(64, 8.0, 0.0, step=10)
+    span = {16: reached(16, 0.1, 5000), 256: reached(256, 0.8, 5000)}
+    assert reason_of(far_off, span, AT_BOUND, RULE) is None
+    assert reason_of(far_off, span, AT_BOUND, RULE, bracketed=lambda b: b == 64) is not None
+    assert reason_of(far_off, span, MODEL, RULE) is not None  # not at a bound: as before
+    stop = decide(far_off, span, MODEL, RULE)
+    assert stop is not None and stop.rule == LR and not stop.informative
+
+
+def test_state_brackets_a_batch_size_from_informative_ends_only() -> None:
+    state = SweepState()
+    best, low = state.record("a", cfg(64, 0.5)), state.record("b", cfg(64, 0.1))
+    far = state.record("c", cfg(64, 4.0))
+    assert state.open_at(64) == 3
+    state.observe(best, result(300, keys.REACHED, **{keys.STEPS_TO_TARGET: 300}), "fitted")
+    state.observe(low, result(300), "fitted")
+    state.stopped(low, informative=True)  # lost to the leader: rule 1
+    state.stopped(far, informative=False)  # pruned by the lr rule from its configuration
+    assert not state.bracketed(64) and state.open_at(64) == 0
+    higher = state.record("d", cfg(64, 1.0))
+    state.observe(higher, result(20, keys.DIVERGED), "fitted")
+    assert state.bracketed(64) and state.rate_span[64] == (0.1, 1.0)
+    state.observe(low, result(310, keys.RUNNING), "fitted")  # a stopped trial's last report
+    assert low.status == keys.PRUNED
+
+
+def cfg(batch_size: int, lr: float) -> dict[str, Any]:
+    return {keys.BATCH_SIZE: batch_size, keys.LR: lr, keys.MOMENTUM: 0.0}
+
+
+def test_start_order_waits_at_a_batch_size_racing_without_a_leader() -> None:
+    """With a model, a trial at a batch size where one is under way and none has reached
+    the target ranks behind a rate 3x off the prediction at another batch size."""
+    none = Started()
+    busy, free = TrialRecord(64, 0.5, 0.0), TrialRecord(256, 0.8 * 3, 0.0)
+    open_at = {64: 1}.get
+    assert start_priority(busy, none, {}, MODEL, {}, lambda b: open_at(b, 0)) > start_priority(
+        free, none, {}, MODEL, {}, lambda b: open_at(b, 0)
+    )
+    leader = {64: reached(64, 0.5, 300)}  # once there is a leader, no wait
+    assert start_priority(busy, none, {}, MODEL, leader, lambda b: 1)[0] == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize(("law", "expected"), [("sgd", 0.2), ("adam", 0.1 * 2**0.5)])
+def test_cold_start_guesses_halfway_between_the_laws_ends(law: str, expected: float) -> None:
+    """From the best trial at B₀ = 16 (rate 0.1), at B = 64 SGD's optimum lies between 0.1
+    and 0.4 (ε ∝ B far below B_noise): the guess is 0.2; Adam's between 0.1 and 0.2
+    (√B): 0.141."""
+    best = {16: reached(16, 0.1, 300), 1024: reached(1024, 1.0, 30)}
+    best[16].law = best[1024].law = law
+    record = TrialRecord(64, 0.3, 0.0, law=law)
+    assert cold_prediction(record, best) == pytest.approx(expected)
+    assert cold_prediction(record, {}) is None

@@ -168,7 +168,7 @@ def search_plan(spec: Spec, run_dir: Path) -> SearchPlan:
     if algorithm in ("grid", "random"):
         configs = draw_candidates(spec)
         if spec.pruning.kind in ("front", "eps_opt") or spec.search.seeds > 1:
-            state = SweepState(law=law)
+            state = SweepState(law=law, target_mode=spec.target.mode)
             ordered = GuidedCandidates(configs, state.front_view(), spec.target.mode, law)
             scheduler = schedulers.make_scheduler(spec, run_dir, state)
             return SearchPlan(
@@ -183,7 +183,7 @@ def search_plan(spec: Spec, run_dir: Path) -> SearchPlan:
             len(configs),
         )
     if algorithm == "eps-guided":
-        state = SweepState(law=law)
+        state = SweepState(law=law, target_mode=spec.target.mode)
         searcher = ConcurrencyLimiter(
             guided.EpsGuidedSearcher(spec, state.front_view()), max_concurrent=limit
         )

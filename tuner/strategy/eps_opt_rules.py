@@ -4,19 +4,27 @@ early returns (the Optuna pruner pattern), tested without Ray.
 1. a trial that has taken as many steps as the best trial at its batch size took to
    reach the target can no longer improve the front there: stop it (any optimiser; on
    its own as `pruning.kind: front`);
+1b. a trial whose curve lags the leader's by more than `curve_lag` times (it is at a value
+   the leader had reached, less the noise between runs, in under 1/`curve_lag` of the
+   steps), from `curve_from` of the leader's steps to the target on: stop it
+   (`tuner.theory.curve_race`; part of rule 1, so also under `front`);
 2. a trial whose rate (ε/(1 − m) for SGD, the lr for Adam: `tuner.theory.lr_laws`) lies
    outside [ε_opt(B)/tolerance, tolerance·ε_opt(B)] of the pooled model (above: of the
    highest optimum the law leaves plausible, ε_max past Adam's peak) is stopped at its
    first report once the model exists (the rule reads only the trial's configuration,
    so training it longer teaches nothing), at batch sizes inside the span where trials
-   have reached the target (the model interpolates; it does not extrapolate);
+   have reached the target (the model interpolates; it does not extrapolate), and only
+   where the prediction is more than the first guess confirmed: the fit is not at a
+   bound of B_noise, or this batch size's best rate is bracketed by informative runs on
+   both sides (`SweepState.bracketed`);
 3. everything else goes to the wrapped scheduler.
 Cold start: until the model exists only rule 1 applies.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from trainables import keys
@@ -31,6 +39,26 @@ class PruneRule:
     mode: str = "calibrated"
     tolerance: float = 4.0
     lr_rule: bool = True  # rule 2; False for `pruning.kind: front`
+    curve_lag: float = 3.0  # rule 1b: inf turns it off
+    curve_from: float = 0.25  # rule 1b compares from this fraction of the leader's steps
+    noise_z: float = 2.0  # the margin: z·√2·σ, σ the curves' report-to-report noise
+
+
+FRONT, CURVE, LR = "front", "curve", "lr"  # which rule stopped a trial
+
+
+@dataclass(frozen=True)
+class Stop:
+    """A decision to stop a trial: the `rule` (FRONT, CURVE or LR) and why, in words."""
+
+    rule: str
+    reason: str
+
+    @property
+    def informative(self) -> bool:
+        """Whether the trial's end says something of its lr: it trained and lost (rules
+        1 and 1b), rather than being stopped from its configuration alone (rule 2)."""
+        return self.rule != LR
 
 
 def _front_reason(record: TrialRecord, leader: TrialRecord | None) -> str | None:
@@ -42,16 +70,37 @@ def _front_reason(record: TrialRecord, leader: TrialRecord | None) -> str | None
     )
 
 
+def _curve_reason(record: TrialRecord, leader: TrialRecord | None, rule: PruneRule) -> str | None:
+    if leader is None or record.status == keys.REACHED or not math.isfinite(rule.curve_lag):
+        return None
+    if record.step < rule.curve_from * leader.steps_to_target or not record.curve_values:
+        return None
+    noise = [theory.curve_noise(c.curve_values[-32:]) for c in (leader, record)]
+    sigma = max((x for x in noise if math.isfinite(x)), default=0.0)
+    margin = rule.noise_z * math.sqrt(2.0) * sigma
+    value = record.curve_values[-1]
+    lag = theory.lag_ratio(record.step, value, leader.curve_steps, leader.curve_values, margin)
+    if lag <= rule.curve_lag:
+        return None
+    return (
+        f"pruned: at step {record.step} its target value is where the best trial at "
+        f"B={record.batch_size} was {lag:.1f}x sooner (less {margin:.3g} of noise)"
+    )
+
+
 def _lr_reason(
     record: TrialRecord,
     best: Mapping[int, TrialRecord],
     model: theory.EpsOptFit | None,
     rule: PruneRule,
+    bracketed: Callable[[int], bool],
 ) -> str | None:
     if not rule.lr_rule or model is None or not best:
         return None
     if not min(best) <= record.batch_size <= max(best):
         return None
+    if model.at_bound and not bracketed(record.batch_size):
+        return None  # the fit only confirms where the first trials happened to run
     predicted = theory.predicted_eps_opt(model, record.batch_size)
     ceiling = theory.highest_plausible_eps_opt(model, record.batch_size)
     if record.rate > rule.tolerance * ceiling:
@@ -64,18 +113,31 @@ def _lr_reason(
     return f"pruned: {rate} {side} eps_opt(B={record.batch_size})={predicted:.3g}"
 
 
+def _never(batch_size: int) -> bool:
+    return False
+
+
 def decide(
     record: TrialRecord,
     best: Mapping[int, TrialRecord],
     model: theory.EpsOptFit | None,
     rule: PruneRule,
     leaders: Mapping[tuple[int, int], TrialRecord] | None = None,
-) -> str | None:
-    """The reason to stop this trial now, or None to let the wrapped scheduler decide.
+    bracketed: Callable[[int], bool] = _never,
+) -> Stop | None:
+    """Whether to stop this trial now (and why), or None to let the wrapped scheduler
+    decide.
 
-    `best` is per batch size; `leaders`, per (batch size, seed), is what rule 1 compares
-    with when trials repeat over training seeds (default: `best`, one seed)."""
+    `best` is per batch size; `leaders`, per (batch size, seed), is what rules 1 and 1b
+    compare with when trials repeat over training seeds (default: `best`, one seed);
+    `bracketed(B)` says whether B's best rate has informative runs on both sides."""
     if record.status != keys.RUNNING:
         return None  # it has ended by itself (reached, exhausted, diverged, stalled)
     leader = leaders.get(record.leader_key) if leaders is not None else best.get(record.batch_size)
-    return _front_reason(record, leader) or _lr_reason(record, best, model, rule)
+    if (reason := _front_reason(record, leader)) is not None:
+        return Stop(FRONT, reason)
+    if (reason := _curve_reason(record, leader, rule)) is not None:
+        return Stop(CURVE, reason)
+    if (reason := _lr_reason(record, best, model, rule, bracketed)) is not None:
+        return Stop(LR, reason)
+    return None

@@ -53,6 +53,7 @@ class GuidedCandidates(Candidates):
                 self.middle,
                 model,
                 self.state.best,
+                self.state.open_at,
             ),
         )
 

@@ -8,6 +8,7 @@ the best trials), passed to them explicitly.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -16,6 +17,8 @@ from typing import Any, Protocol
 from trainables import keys
 from trainables.settings import Hyperparameters
 from tuner import theory
+
+RATE_RESOLUTION = 2**0.25  # rates closer than this are one rate
 
 
 @dataclass
@@ -32,11 +35,21 @@ class TrialRecord:
     b_noise_at_target: float = math.nan
     eps_max_at_target: float = math.nan
     law: str = "sgd"  # the sweep's ε_opt(B) law (tuner.theory.lr_laws)
+    sign: float = 1.0  # −1 for a target the metric rises to: the curve below always falls
+    # The target value at each report (times `sign`), for the curve rule.
+    curve_steps: list[float] = field(default_factory=list)
+    curve_values: list[float] = field(default_factory=list)
+    # Whether its end says something of its lr: it ran until it ended by itself or lost
+    # to the leader's steps or curve (not stopped by the lr rule from its configuration).
+    informative: bool = False
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], law: str = "sgd") -> TrialRecord:
+    def from_config(
+        cls, config: Mapping[str, Any], law: str = "sgd", target_mode: str = "min"
+    ) -> TrialRecord:
         hp = Hyperparameters.from_config(config)
-        return cls(hp.batch_size, hp.lr, hp.momentum, hp.seed, law=law)
+        sign = -1.0 if target_mode == "max" else 1.0
+        return cls(hp.batch_size, hp.lr, hp.momentum, hp.seed, law=law, sign=sign)
 
     @property
     def leader_key(self) -> tuple[int, int]:
@@ -51,7 +64,14 @@ class TrialRecord:
 
     def observe(self, result: Mapping[str, Any]) -> None:
         self.step = int(result.get(keys.STEP, self.step))
-        self.status = str(result.get(keys.TRIAL_STATUS, self.status))
+        if self.status == keys.RUNNING:  # a stopped trial's last report still says running
+            self.status = str(result.get(keys.TRIAL_STATUS, self.status))
+        if self.status in keys.SELF_ENDED:
+            self.informative = True
+        value = float(result.get(keys.TARGET_VALUE, math.nan))
+        if math.isfinite(value) and (not self.curve_steps or self.step > self.curve_steps[-1]):
+            self.curve_steps.append(float(self.step))
+            self.curve_values.append(self.sign * value)
         if self.status == keys.REACHED:
             self.steps_to_target = float(result[keys.STEPS_TO_TARGET])
             self.b_noise_at_target = float(result.get(keys.B_NOISE, math.nan))
@@ -68,6 +88,12 @@ class FrontView(Protocol):
     @property
     def model(self) -> theory.EpsOptFit | None:
         """The ε_opt(B) model fitted to the best trials (None until there is one)."""
+
+    def bracketed(self, batch_size: int) -> bool:
+        """Whether the best lr at this batch size has informative runs on both sides."""
+
+    def open_at(self, batch_size: int) -> int:
+        """How many trials at this batch size have been added and not ended."""
 
 
 def best_per_batch(records: Iterable[TrialRecord]) -> dict[int, TrialRecord]:
@@ -124,13 +150,53 @@ class SweepState:
     leaders: dict[tuple[int, int], TrialRecord] = field(default_factory=dict)  # per (B, seed)
     reached: list[TrialRecord] = field(default_factory=list)
     law: str = "sgd"  # the sweep's ε_opt(B) law (tuner.theory.lr_laws)
+    target_mode: str = "min"  # the spec's target direction
+    # Per batch size the lowest and highest rate of the trials whose end is informative.
+    rate_span: dict[int, tuple[float, float]] = field(default_factory=dict)
+    open: Counter[int] = field(default_factory=Counter)  # per batch size, trials not ended
 
     def record(self, trial_id: str, config: Mapping[str, Any]) -> TrialRecord:
         """The record of a trial, made from its config the first time it is asked for."""
         record = self.records.get(trial_id)
         if record is None:
-            record = self.records[trial_id] = TrialRecord.from_config(config, self.law)
+            record = TrialRecord.from_config(config, self.law, self.target_mode)
+            self.records[trial_id] = record
+            self.open[record.batch_size] += 1
         return record
+
+    def bracketed(self, batch_size: int) -> bool:
+        """Whether the best trial at this batch size has informative trials at a lower and
+        at a higher rate (the steps-vs-lr curve's minimum is then between them)."""
+        best, span = self.best.get(batch_size), self.rate_span.get(batch_size)
+        if best is None or span is None:
+            return False
+        return span[0] < best.rate / RATE_RESOLUTION and span[1] > best.rate * RATE_RESOLUTION
+
+    def open_at(self, batch_size: int) -> int:
+        """How many trials at this batch size have been added and not ended."""
+        return self.open[batch_size]
+
+    def stopped(self, record: TrialRecord, informative: bool) -> None:
+        """A trial the scheduler stopped; `informative` unless the lr rule stopped it."""
+        record.informative = record.informative or informative
+        self._end(record, keys.PRUNED)
+
+    def ended(self, record: TrialRecord, status: str) -> None:
+        """A trial that ended without a report saying so (an error, or a stop from outside
+        the scheduler); one that had ended already keeps its status."""
+        self._end(record, status)
+
+    def _end(self, record: TrialRecord, status: str) -> None:
+        if record.status == keys.RUNNING:
+            self.open[record.batch_size] -= 1
+            record.status = status
+        self._widen(record)
+
+    def _widen(self, record: TrialRecord) -> None:
+        if not record.informative:
+            return
+        lo, hi = self.rate_span.get(record.batch_size, (record.rate, record.rate))
+        self.rate_span[record.batch_size] = (min(lo, record.rate), max(hi, record.rate))
 
     def front_view(self) -> FrontView:
         """The part a searcher may read, read-only."""
@@ -138,8 +204,11 @@ class SweepState:
 
     def observe(self, record: TrialRecord, result: Mapping[str, Any], mode: str) -> None:
         """Take in a trial's report; on reaching the target, update the best and refit."""
-        was_reached = record.status == keys.REACHED
+        was_running, was_reached = record.status == keys.RUNNING, record.status == keys.REACHED
         record.observe(result)
+        if was_running and record.status != keys.RUNNING:
+            self.open[record.batch_size] -= 1
+            self._widen(record)
         if record.status != keys.REACHED or was_reached:
             return
         self.reached.append(record)
@@ -168,3 +237,9 @@ class ReadOnlyFront:
     @property
     def model(self) -> theory.EpsOptFit | None:
         return self.state.model
+
+    def bracketed(self, batch_size: int) -> bool:
+        return self.state.bracketed(batch_size)
+
+    def open_at(self, batch_size: int) -> int:
+        return self.state.open_at(batch_size)

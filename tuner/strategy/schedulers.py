@@ -63,19 +63,26 @@ class EpsOptScheduler(TrialScheduler):
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
         record = self._record(trial)
         self.state.observe(record, result, self.rule.mode)
-        reason = decide(record, self.state.best, self.state.model, self.rule, self.state.leaders)
-        if reason is not None:
-            self._log(trial.trial_id, record.step, reason)
+        state = self.state
+        stop = decide(record, state.best, state.model, self.rule, state.leaders, state.bracketed)
+        if stop is not None:
+            state.stopped(record, stop.informative)
+            self._log(trial.trial_id, record.step, stop.reason)
             return str(TrialScheduler.STOP)
-        return str(self.base.on_trial_result(tune_controller, trial, result))
+        decision = str(self.base.on_trial_result(tune_controller, trial, result))
+        if decision == TrialScheduler.STOP:  # the wrapped scheduler compared it and it lost
+            state.stopped(record, informative=True)
+        return decision
 
     def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> None:
+        record = self._record(trial)
         if result:
-            self.state.observe(self._record(trial), result, self.rule.mode)
+            self.state.observe(record, result, self.rule.mode)
+        self.state.ended(record, keys.PRUNED)  # if still running: stopped from outside
         self.base.on_trial_complete(tune_controller, trial, result)
 
     def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
-        self._record(trial).status = keys.ERROR
+        self.state.ended(self._record(trial), keys.ERROR)
         self.base.on_trial_error(tune_controller, trial)
 
     def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
@@ -179,7 +186,9 @@ def make_scheduler(
         return _asha(spec)
     base = _asha(spec) if spec.pruning.base == "asha" else FIFOScheduler()
     if state is None:  # no searcher reads it (Optuna, or a plain start order)
-        state = SweepState(law=theory.LAW_OF_OPTIMIZER[spec.optimizer])
+        state = SweepState(
+            law=theory.LAW_OF_OPTIMIZER[spec.optimizer], target_mode=spec.target.mode
+        )
     return EpsOptScheduler(
         base,
         PruneRule(spec.pruning.mode, spec.pruning.tolerance, lr_rule=kind == "eps_opt"),

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from tuner import theory
-from tuner.strategy.records import TrialRecord
+from tuner.strategy.records import RATE_RESOLUTION, TrialRecord
 
-RATE_RESOLUTION = 2**0.25  # rates closer than this are one rate
 REPEAT_PENALTY = math.log(2.0)  # a repeated rate ranks like one an octave further away
 # Another momentum than the batch size's best trial so far ranks like a rate 3/4 of an
 # octave further away (measured on the replays of BENCHMARKS.md, "my_workload").
 MOMENTUM_PENALTY = 0.75 * math.log(2.0)
+# A batch size with a trial under way and no leader yet ranks like a rate this much
+# further away.
+WAIT_PENALTY = 2.0 * math.log(2.0)
+COLD_EXPONENT = {"sgd": 0.5, "adam": 0.25}  # see cold_prediction
 
 
 def rate_key(record: TrialRecord) -> tuple[int, int]:
@@ -38,32 +41,52 @@ class Started:
         self.per_rate[rate_key(record)] += 1
 
 
+def cold_prediction(record: TrialRecord, best: Mapping[int, TrialRecord]) -> float | None:
+    """Before the law can be fitted, the rate at `record`'s batch size halfway (in log)
+    between the two ends the law allows from the best trial at the nearest batch size B₀
+    (rate r₀): SGD's ε_opt(B)/ε_opt(B₀) lies between 1 (past B_noise) and B/B₀ (far below
+    it), so r₀·(B/B₀)^½; Adam's between 1 and (B/B₀)^½ below its peak, so r₀·(B/B₀)^¼.
+    None while no trial has reached the target."""
+    if not best:
+        return None
+    anchor = min(best.values(), key=lambda r: abs(math.log(r.batch_size / record.batch_size)))
+    exponent = COLD_EXPONENT[record.law]
+    return anchor.rate * (record.batch_size / anchor.batch_size) ** exponent
+
+
 def start_priority(
     record: TrialRecord,
     started: Started,
     middle_lr: Mapping[int, float],
     model: theory.EpsOptFit | None,
     best: Mapping[int, TrialRecord] | None = None,
+    open_at: Callable[[int], int] | None = None,
 ) -> tuple[float, float]:
     """Lower starts first. With a model: nearest the prediction. Before one: spread
-    over batch sizes, the middle of each batch size's (log) lr range first, so that
-    trials reach the target early and the model appears soon. A rate already started at
-    this batch size (another momentum or warmup at the same rate) waits behind
-    new rates, which tell more about where ε_opt(B) lies. At a batch size whose `best`
-    trial so far used another momentum, the configuration waits behind rates at the
-    leader's momentum: ε/(1 − m) makes momenta alike only well below B_crit, and above
-    it the leader's momentum is the one known to work there."""
+    over batch sizes, each nearest the `cold_prediction` from the best trial so far (the
+    middle of each batch size's (log) lr range before any), so that trials reach the
+    target early and the model appears soon. A rate already started at this batch size
+    (another momentum or warmup at the same rate) waits behind new rates, which tell
+    more about where ε_opt(B) lies. At a batch size whose `best` trial so far used
+    another momentum, the configuration waits behind rates at the leader's momentum:
+    ε/(1 − m) makes momenta alike only well below B_crit, and above it the leader's
+    momentum is the one known to work there. At a batch size where a trial is under way
+    (`open_at`) and none has reached the target, another waits: once one has, the curve
+    rule can stop the others early, while two racing side by side both run to the end."""
+    best = best or {}
     repeats = REPEAT_PENALTY * started.per_rate[rate_key(record)]
-    leader = best.get(record.batch_size) if best else None
+    leader = best.get(record.batch_size)
     if leader is not None and leader.momentum != record.momentum:
         repeats += MOMENTUM_PENALTY
+    if leader is None and open_at is not None and open_at(record.batch_size) > 0:
+        repeats += WAIT_PENALTY
     if model is not None:
         predicted = theory.predicted_eps_opt(model, record.batch_size)
         return (abs(math.log(record.rate / predicted)) + repeats, 0.0)
-    middle = middle_lr.get(record.batch_size, record.rate)
+    guess = cold_prediction(record, best) or middle_lr.get(record.batch_size, record.rate)
     return (
         float(started.per_batch[record.batch_size]),
-        abs(math.log(record.rate / middle)) + repeats,
+        abs(math.log(record.rate / guess)) + repeats,
     )
 
 

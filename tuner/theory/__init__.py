@@ -9,6 +9,7 @@ B_crit, and steps to a target interpolated between evaluations. Li et al. 2024: 
 
 from tuner.theory.adam_eps_opt import eps_opt_adam, fit_eps_max_adam, fit_eps_opt_adam
 from tuner.theory.crossing import CROSSING_MODES, crossing_step, first_crossing, target_met
+from tuner.theory.curve_race import curve_noise, lag_ratio, step_reaching
 from tuner.theory.eps_opt import (
     EPS_OPT_MODES,
     EpsOptFit,
@@ -79,6 +80,7 @@ __all__ = [
     "b_simple_halfwidth",
     "bootstrap_b_crit",
     "crossing_step",
+    "curve_noise",
     "effective_lr",
     "eps_max",
     "eps_opt",
@@ -94,6 +96,7 @@ __all__ = [
     "g2_estimate",
     "ghg_estimate",
     "highest_plausible_eps_opt",
+    "lag_ratio",
     "law_model",
     "lr_at",
     "lr_ratio_to_eps_opt",
@@ -102,6 +105,7 @@ __all__ = [
     "pooling_weight",
     "predicted_eps_opt",
     "rate",
+    "step_reaching",
     "steps_for",
     "student_t_cdf",
     "student_t_quantile",
