@@ -13,6 +13,8 @@ trials at a time, once per seed:
 - grid: every configuration, in a seeded random order, no pruning;
 - grid+asha: the same under noisetune's `pruning: asha` (Tune's ASHAScheduler, one per
   batch size: grace `pruning.grace_steps`, reduction factor 4);
+- hyperband: the same under `pruning: hyperband` (asynchronous Hyperband: that ASHA
+  with 3 brackets);
 - random: uniform draws from the grid (with replacement), no pruning;
 - random+asha: the same draws under `pruning: asha`;
 - tpe: noisetune's Optuna TPE searcher (`search.algorithm: optuna-tpe`), no pruning;
@@ -27,9 +29,14 @@ Random and eps-guided draw twice the grid's number of trials, TPE as many (its
 suggestions cost O(n) each). "To front" is the examples
 spent (interpolated over running trials) until the per-batch-size best steps to the
 target first come within 10% of the grid's at every batch size; "total" is everything the
-strategy ran. Ratios are the grid's total examples over the strategy's median. With
---live, the eps_opt strategy also runs for real through `noisetune`'s runner on an
-embedded Ray (the ground truth for the replay).
+strategy ran. Ratios are the grid's total examples over the strategy's median.
+
+With --live the strategies run for real instead (`LIVE_STRATEGIES` of them), each a
+`noisetune` sweep on an embedded Ray (2 CPUs, the spec's concurrency): the grid once (its
+seed only orders it), every other strategy once per seed. Each sweep's total examples,
+wall time and final front are compared with the live grid's; the oracle is what the
+grid's best trial at every batch size cost (running only those). eps-guided and TPE
+draw as many trials as the grid has configurations.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +80,7 @@ from tuner.strategy.records import SweepState
 STRATEGIES = (
     "grid",
     "grid+asha",
+    "hyperband",
     "random",
     "random+asha",
     "tpe",
@@ -126,8 +135,8 @@ def run_strategy(
     random.Random(seed).shuffle(shuffled)
     if name == "grid":
         return replay(curves, _list_suggest(shuffled), FIFOScheduler(), concurrency)
-    if name == "grid+asha":
-        spec = variant(base, "grid", "asha", seed, n_grid)
+    if name in ("grid+asha", "hyperband"):
+        spec = variant(base, "grid", "asha" if name == "grid+asha" else "hyperband", seed, n_grid)
         scheduler = schedulers.make_scheduler(spec, run_dir) or FIFOScheduler()
         return replay(curves, _list_suggest(shuffled), scheduler, concurrency)
     if name in ("random", "random+asha"):
@@ -236,31 +245,130 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def live_eps_opt(base: dict[str, Any]) -> None:
-    """The eps_opt strategy run for real (embedded Ray, 2 trials at a time)."""
-    from tuner.runtime.ray_runtime import init_ray
+LIVE_STRATEGIES = ("grid", "grid+asha", "hyperband", "tpe", "eps_opt", "eps-guided")
+LIVE_SPEC = {  # strategy: (search.algorithm, pruning.kind)
+    "grid": ("grid", "none"),
+    "grid+asha": ("grid", "asha"),
+    "hyperband": ("grid", "hyperband"),
+    "tpe": ("optuna-tpe", "none"),
+    "eps_opt": ("grid", "eps_opt"),
+    "eps-guided": ("eps-guided", "eps_opt"),
+}
+
+
+@dataclass(frozen=True)
+class LiveSweep:
+    """What one real sweep spent and found."""
+
+    strategy: str
+    seed: int
+    total_examples: int
+    wall_s: float
+    trials: int
+    front: dict[int, float]  # per batch size the fewest steps to the target
+    oracle_examples: int  # the examples of the best trial at each batch size, summed
+
+
+def live_sweep(base: dict[str, Any], strategy: str, seed: int, storage: str) -> LiveSweep:
+    """One strategy run for real through noisetune's runner (embedded Ray)."""
     from tuner.runtime.runner import run_sweep
 
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no Tune tables between our lines
-    init_ray(num_cpus=2)
-    storage = tempfile.mkdtemp(prefix="noisetune-se-")
-    spec = variant({**base, "storage": storage}, "grid", "eps_opt", 0, 0)
+    algorithm, pruning = LIVE_SPEC[strategy]
+    n_grid = len(draw_candidates(parse_spec(base)))
+    name = f"{base['name']}-{strategy.replace('+', '-')}-{seed}"
+    spec = variant({**base, "name": name, "storage": storage}, algorithm, pruning, seed, n_grid)
     started = time.perf_counter()
     tables = run_sweep(spec, progress=False).tables
-    elapsed = time.perf_counter() - started
-    print(
-        f"live eps_opt: {tables.summary['total_examples']:,} examples, {len(tables.trials)} "
-        f"trials, {elapsed:.0f} s; front {tables.front.set_index('batch_size')['steps'].to_dict()}"
+    wall = time.perf_counter() - started
+    front = tables.front.set_index(keys.BATCH_SIZE)
+    return LiveSweep(
+        strategy,
+        seed,
+        int(tables.summary["total_examples"]),
+        wall,
+        len(tables.trials),
+        {int(b): float(v) for b, v in front["steps"].items()},
+        int(front["examples"].sum()),
     )
+
+
+def live_rows(sweeps: list[LiveSweep]) -> list[dict[str, Any]]:
+    """Per strategy: medians over seeds against the live grid (the first sweep)."""
+    grid = sweeps[0]
+    rows = []
+    for strategy in dict.fromkeys(s.strategy for s in sweeps):
+        runs = [s for s in sweeps if s.strategy == strategy]
+        gaps = sorted(worst_gap(s.front, grid.front) for s in runs)
+        total = statistics.median(s.total_examples for s in runs)
+        rows.append(
+            {
+                "strategy": strategy,
+                "seeds": len(runs),
+                "total: median": _fmt(total),
+                "grid total / total": f"{grid.total_examples / total:.1f}x",
+                "min…max": "…".join(
+                    _fmt(x)
+                    for x in (
+                        min(s.total_examples for s in runs),
+                        max(s.total_examples for s in runs),
+                    )
+                ),
+                "front within 10%": f"{sum(g <= 0.10 for g in gaps)}/{len(runs)}",
+                "worst front gap": f"{statistics.median(gaps):+.0%} (max {gaps[-1]:+.0%})",
+                "trials: median": int(statistics.median(s.trials for s in runs)),
+                "wall: median s": f"{statistics.median(s.wall_s for s in runs):.0f}",
+            }
+        )
+    oracle = grid.oracle_examples
+    rows.append(
+        {
+            "strategy": "oracle (best lr per B only)",
+            "seeds": 1,
+            "total: median": _fmt(oracle),
+            "grid total / total": f"{grid.total_examples / oracle:.1f}x",
+            "min…max": "",
+            "front within 10%": "1/1",
+            "worst front gap": "+0%",
+            "trials: median": len(grid.front),
+            "wall: median s": "",
+        }
+    )
+    return rows
+
+
+def run_live(base: dict[str, Any], strategies: list[str], seeds: int) -> list[dict[str, Any]]:
+    """Every strategy for real: the grid once, the others once per seed."""
+    from tuner.runtime.ray_runtime import init_ray
+
+    unknown = [s for s in strategies if s not in LIVE_SPEC]
+    if unknown:
+        sys.exit(f"--live runs {', '.join(LIVE_STRATEGIES)}; not {unknown[0]}")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no Tune tables between our lines
+    init_ray(num_cpus=2)
+    sweeps: list[LiveSweep] = []
+    with tempfile.TemporaryDirectory(prefix="noisetune-se-live-") as storage:
+        for strategy in ["grid", *(s for s in strategies if s != "grid")]:
+            for seed in range(1 if strategy == "grid" else seeds):
+                sweep = live_sweep(base, strategy, seed, storage)
+                sweeps.append(sweep)
+                print(
+                    f"    live {strategy} seed {seed}: {sweep.total_examples:,} examples, "
+                    f"{sweep.trials} trials, {sweep.wall_s:.0f} s, front "
+                    + ", ".join(f"{b}: {v:.0f}" for b, v in sorted(sweep.front.items())),
+                    flush=True,
+                )
+    return live_rows(sweeps)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True)
     parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument("--strategies", default="", help="default: all of them")
     parser.add_argument("--processes", type=int, default=2, help="for recording the grid")
-    parser.add_argument("--live", action="store_true", help="also run eps_opt for real")
+    parser.add_argument(
+        "--live", action="store_true", help="run the strategies for real instead of replaying"
+    )
     args = parser.parse_args()
     base = yaml.safe_load(Path(args.spec).read_text())
     base.setdefault("search", {})["algorithm"] = "grid"
@@ -268,6 +376,11 @@ def main() -> None:
     ranges = [name for name, dim in grid.space.dimensions().items() if not dim.categorical]
     if ranges:
         sys.exit(f"{args.spec}: space.{ranges[0]} must be a list of values (a grid) here")
+    if args.live:
+        strategies = args.strategies.split(",") if args.strategies else list(LIVE_STRATEGIES)
+        print(f"{grid.name}: {len(draw_candidates(grid))} configurations, live", flush=True)
+        print(markdown(run_live(base, strategies, args.seeds)))
+        return
     curves = Curves(load_or_record(grid, args.processes))
     grid_total = curves.total_examples()
     best = curves.best_steps()
@@ -278,7 +391,7 @@ def main() -> None:
     print("grid best steps per B: " + ", ".join(f"{b}: {s:.0f}" for b, s in sorted(best.items())))
     rows = []
     with tempfile.TemporaryDirectory(prefix="noisetune-se-") as tmp:
-        for name in args.strategies.split(","):
+        for name in args.strategies.split(",") if args.strategies else STRATEGIES:
             started = time.perf_counter()
             outcomes = []
             for seed in range(args.seeds):
@@ -294,8 +407,6 @@ def main() -> None:
             elapsed = time.perf_counter() - started
             print(f"  {name}: {elapsed:.1f} s to replay; {rows[-1]}", flush=True)
     print(markdown(rows))
-    if args.live:
-        live_eps_opt(base)
 
 
 if __name__ == "__main__":

@@ -64,22 +64,29 @@ def test_random_candidates_stay_in_their_ranges(
     assert all(8 <= c[keys.BATCH_SIZE] <= 512 for c in configs)
 
 
-def test_guided_order_spreads_first_then_follows_the_model() -> None:
+def test_guided_order_learns_at_small_batch_sizes_first_then_follows_the_model() -> None:
     configs = [
         {keys.BATCH_SIZE: b, keys.LR: lr, keys.MOMENTUM: 0.0, keys.WARMUP_STEPS: 0}
         for b in (16, 256)
-        for lr in (0.01, 0.1, 1.0)
+        for lr in (0.01, 0.1, 0.5, 1.0)
     ]
     state = SweepState()
     searcher = GuidedCandidates(configs, state)
+    # Before a model: the middle lr (0.1) first; B = 256 is 4 octaves up, so it counts as
+    # if 4 trials had started there, and B = 16 gets its second trial first.
     first, second = searcher.suggest("a"), searcher.suggest("b")
-    assert {first[keys.BATCH_SIZE], second[keys.BATCH_SIZE]} == {16, 256}  # type: ignore[index]
-    assert first[keys.LR] == second[keys.LR] == 0.1  # type: ignore[index]
+    assert (first[keys.BATCH_SIZE], first[keys.LR]) == (16, 0.1)  # type: ignore[index]
+    assert (second[keys.BATCH_SIZE], second[keys.LR]) == (16, 0.5)  # type: ignore[index]
     state.model = theory.EpsOptFit(eps_max=1.0, b_noise=16.0, rms_log=0.0)  # eps_opt(256) ~ 0.94
-    assert searcher.suggest("c") == {**configs[5]}  # B=256, lr 1.0
-    for name in "def":
+    # With one: B = 16's lr 1.0 (an octave from eps_opt(16) = 0.5) costs less than
+    # B = 256's nearest (lr 1.0, 16x the examples per step: ln 16 = 2.8 nats), which
+    # comes before B = 16's lr 0.01 (5.6 octaves off).
+    third, fourth = searcher.suggest("c"), searcher.suggest("d")
+    assert (third[keys.BATCH_SIZE], third[keys.LR]) == (16, 1.0)  # type: ignore[index]
+    assert fourth == {**configs[7]}  # B=256, lr 1.0
+    for name in "efgh":
         assert searcher.suggest(name) is not None
-    assert searcher.suggest("g") == Searcher.FINISHED
+    assert searcher.suggest("i") == Searcher.FINISHED
 
 
 def config(batch_size: int, lr: float, momentum: float = 0.0, warmup: int = 0) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from trainables import keys
 from tuner import theory
@@ -523,3 +523,41 @@ def test_cold_start_guesses_halfway_between_the_laws_ends(law: str, expected: fl
     record = TrialRecord(64, 0.3, 0.0, law=law)
     assert cold_prediction(record, best) == pytest.approx(expected)
     assert cold_prediction(record, {}) is None
+
+
+def test_start_order_learns_the_law_where_trials_are_cheap() -> None:
+    """At equal distance from the prediction, a trial at 4x the smallest batch size ranks
+    ln 4 nats later (its examples grow as B·S(B)); before a model, as if 2 more trials
+    had started there."""
+    middle = {16: 0.1, 64: 0.2}
+    none = Started()
+    small = TrialRecord(16, theory.predicted_eps_opt(MODEL, 16), 0.0)
+    large = TrialRecord(64, theory.predicted_eps_opt(MODEL, 64), 0.0)
+    assert start_priority(small, none, middle, MODEL)[0] == pytest.approx(0.0)
+    assert start_priority(large, none, middle, MODEL)[0] == pytest.approx(math.log(4.0))
+    assert start_priority(TrialRecord(64, 0.2, 0.0), none, middle, None)[0] == 2.0
+
+
+def test_hyperband_is_asha_with_three_brackets_per_batch_size() -> None:
+    """Bracket k's first rung is grace·4^k: a trial of the last bracket is first judged
+    at 16× the grace steps."""
+    spec = parse_spec(
+        {
+            "name": "hyperband",
+            "workload": "linear_regression",
+            "target": {"metric": "loss", "value": 0.5},
+            "budget": {"max_steps": 2000},
+            "space": {"batch_size": [16, 1024], "lr": [0.1]},
+            "pruning": {"kind": "hyperband", "grace_steps": 10},
+        }
+    )
+    scheduler = make_scheduler(spec, Path("unused"))
+    assert isinstance(scheduler, PerBatchSize)
+    trials = [fake_trial(f"t{i}", 16, 0.1) for i in range(3)]
+    controller = SimpleNamespace(get_trials=lambda: trials)
+    for trial in trials:
+        scheduler.on_trial_add(controller, trial)
+    asha = scheduler.by_batch_size[16]
+    assert isinstance(asha, ASHAScheduler)
+    first_rungs = sorted(min(milestone for milestone, _ in b._rungs) for b in asha._brackets)
+    assert first_rungs == [10, 40, 160]

@@ -452,9 +452,10 @@ class Search(_Model):
 class Pruning(_Model):
     """Early stopping: none; front (a trial that has used the steps the best trial at its
     batch size needed); eps_opt (front, and lr far from ε_opt(B) by more than `tolerance`,
-    by the optimiser's own law: tuner.theory.lr_laws); or asha."""
+    by the optimiser's own law: tuner.theory.lr_laws); asha; or hyperband (asynchronous:
+    ASHA with 3 brackets)."""
 
-    kind: Literal["none", "front", "eps_opt", "asha"] = "none"
+    kind: Literal["none", "front", "eps_opt", "asha", "hyperband"] = "none"
     tolerance: Annotated[Real, Field(gt=1)] = 4.0
     grace_steps: NonNegInt = 100
     mode: Literal["measured", "calibrated", "fitted"] = "fitted"  # eps_opt only

@@ -27,6 +27,7 @@ from tuner.config.spec import Spec
 from tuner.strategy.eps_opt_rules import PruneRule, decide
 from tuner.strategy.records import SweepState, TrialRecord
 
+HYPERBAND_BRACKETS = 3
 DECISIONS_FILE = "decisions.jsonl"  # results/decisions.jsonl: why each trial was pruned
 
 
@@ -157,10 +158,13 @@ class PerBatchSize(FIFOScheduler):
         return f"{len(self.by_batch_size)} batch sizes, each its own scheduler"
 
 
-def _asha(spec: Spec) -> PerBatchSize:
+def _asha(spec: Spec, brackets: int = 1) -> PerBatchSize:
     """ASHA per batch size, on our own monotonic step counter, not training_iteration
     (DESIGN.md §4): grace `pruning.grace_steps`, reduction factor 4, each batch size's
-    own step budget, the target metric in the target's direction."""
+    own step budget, the target metric in the target's direction. With several
+    `brackets` it is asynchronous Hyperband (Li et al. 2020, "A System for Massively
+    Parallel Hyperparameter Tuning"): trials are dealt round-robin to brackets whose
+    first rung is grace·4^k, so some trials are judged only late."""
     return PerBatchSize(
         lambda batch_size: ASHAScheduler(
             time_attr=keys.STEP,
@@ -169,6 +173,7 @@ def _asha(spec: Spec) -> PerBatchSize:
             max_t=max(spec.budget.max_steps_for(batch_size), spec.pruning.grace_steps, 1),
             grace_period=max(1, spec.pruning.grace_steps),
             reduction_factor=4,
+            brackets=brackets,
         )
     )
 
@@ -184,6 +189,8 @@ def make_scheduler(
         return None
     if kind == "asha":
         return _asha(spec)
+    if kind == "hyperband":
+        return _asha(spec, brackets=HYPERBAND_BRACKETS)
     base = _asha(spec) if spec.pruning.base == "asha" else FIFOScheduler()
     if state is None:  # no searcher reads it (Optuna, or a plain start order)
         state = SweepState(

@@ -19,6 +19,12 @@ MOMENTUM_PENALTY = 0.75 * math.log(2.0)
 # A batch size with a trial under way and no leader yet ranks like a rate this much
 # further away.
 WAIT_PENALTY = 2.0 * math.log(2.0)
+# A trial's examples, B·S(B) = S_min·(B + B_crit), grow with B up to B/B_min times the
+# smallest batch size's: a wrong lr costs most at large B, so the law is learnt where it
+# is cheap. With a model the log of that ratio adds to the lr's distance (in nats);
+# before one, each octave above B_min counts as one more trial started there.
+COST_WEIGHT = 1.0
+COLD_TRIALS_PER_OCTAVE = 1.0
 COLD_EXPONENT = {"sgd": 0.5, "adam": 0.25}  # see cold_prediction
 
 
@@ -62,17 +68,21 @@ def start_priority(
     best: Mapping[int, TrialRecord] | None = None,
     open_at: Callable[[int], int] | None = None,
 ) -> tuple[float, float]:
-    """Lower starts first. With a model: nearest the prediction. Before one: spread
-    over batch sizes, each nearest the `cold_prediction` from the best trial so far (the
-    middle of each batch size's (log) lr range before any), so that trials reach the
-    target early and the model appears soon. A rate already started at this batch size
-    (another momentum or warmup at the same rate) waits behind new rates, which tell
-    more about where ε_opt(B) lies. At a batch size whose `best` trial so far used
-    another momentum, the configuration waits behind rates at the leader's momentum:
-    ε/(1 − m) makes momenta alike only well below B_crit, and above it the leader's
-    momentum is the one known to work there. At a batch size where a trial is under way
-    (`open_at`) and none has reached the target, another waits: once one has, the curve
-    rule can stop the others early, while two racing side by side both run to the end."""
+    """Lower starts first. With a model: nearest the prediction, and the smaller batch
+    sizes, whose trials cost fewer examples, first (`COST_WEIGHT`). Before one: spread
+    over batch sizes, the smaller ones first (`COLD_TRIALS_PER_OCTAVE`), each nearest the
+    `cold_prediction` from the best trial so far (the middle of each batch size's (log)
+    lr range before any), so that trials reach the target early and the model appears
+    soon. `middle_lr` is per batch size of the sweep's space.
+
+    A rate already started at this batch size (another momentum or warmup at the same
+    rate) waits behind new rates, which tell more about where ε_opt(B) lies. At a batch
+    size whose `best` trial so far used another momentum, the configuration waits
+    behind rates at the leader's momentum: ε/(1 − m) makes momenta alike only well
+    below B_crit, and above it the leader's momentum is the one known to work there. At
+    a batch size where a trial is under way (`open_at`) and none has reached the target,
+    another waits: once one has, the curve rule can stop the others early, while two
+    racing side by side both run to the end."""
     best = best or {}
     repeats = REPEAT_PENALTY * started.per_rate[rate_key(record)]
     leader = best.get(record.batch_size)
@@ -80,12 +90,14 @@ def start_priority(
         repeats += MOMENTUM_PENALTY
     if leader is None and open_at is not None and open_at(record.batch_size) > 0:
         repeats += WAIT_PENALTY
+    octaves = math.log2(record.batch_size / min(middle_lr, default=record.batch_size))
     if model is not None:
         predicted = theory.predicted_eps_opt(model, record.batch_size)
-        return (abs(math.log(record.rate / predicted)) + repeats, 0.0)
+        cost = COST_WEIGHT * octaves * math.log(2.0)
+        return (abs(math.log(record.rate / predicted)) + repeats + cost, 0.0)
     guess = cold_prediction(record, best) or middle_lr.get(record.batch_size, record.rate)
     return (
-        float(started.per_batch[record.batch_size]),
+        float(started.per_batch[record.batch_size]) + COLD_TRIALS_PER_OCTAVE * octaves,
         abs(math.log(record.rate / guess)) + repeats,
     )
 
