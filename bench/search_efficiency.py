@@ -59,6 +59,7 @@ from tuner.runtime.ray_runtime import keep_local_ray_on_loopback
 # Before Ray is imported: the embedded Ray this script may start stays on 127.0.0.1.
 keep_local_ray_on_loopback()
 
+import numpy as np
 import yaml
 from ray.tune.schedulers import FIFOScheduler, MedianStoppingRule, TrialScheduler
 from ray.tune.search import Searcher
@@ -137,6 +138,7 @@ def run_strategy(
         return replay(curves, _list_suggest(shuffled), FIFOScheduler(), concurrency)
     if name in ("grid+asha", "hyperband"):
         spec = variant(base, "grid", "asha" if name == "grid+asha" else "hyperband", seed, n_grid)
+        np.random.seed(seed)  # Tune's ASHA draws a trial's bracket from numpy's global RNG
         scheduler = schedulers.make_scheduler(spec, run_dir) or FIFOScheduler()
         return replay(curves, _list_suggest(shuffled), scheduler, concurrency)
     if name in ("random", "random+asha"):

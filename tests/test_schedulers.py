@@ -561,3 +561,77 @@ def test_hyperband_is_asha_with_three_brackets_per_batch_size() -> None:
     assert isinstance(asha, ASHAScheduler)
     first_rungs = sorted(min(milestone for milestone, _ in b._rungs) for b in asha._brackets)
     assert first_rungs == [10, 40, 160]
+
+
+def test_scheduler_counts_trials_through_stops_errors_retries_resumes_and_removals() -> None:
+    """The open count per batch size (the start order's wait) and the bracket follow
+    every way a trial ends or comes back."""
+    scheduler = EpsOptScheduler(FIFOScheduler(), RULE, max_concurrent=2)
+    state = scheduler.state
+    leader, lost, broken = (
+        fake_trial("a", 64, 0.5),
+        fake_trial("b", 64, 0.1),
+        fake_trial("c", 64, 2.0),
+    )
+    controller = SimpleNamespace(get_trials=lambda: [leader, lost, broken])
+    for trial in (leader, lost, broken):
+        scheduler.on_trial_add(controller, trial)
+    assert state.open_at(64) == 3
+    done = result(300, keys.REACHED, **{keys.STEPS_TO_TARGET: 300})
+    scheduler.on_trial_result(controller, leader, done)
+    scheduler.on_trial_complete(controller, leader, done)
+    assert scheduler.on_trial_result(controller, lost, result(300)) == TrialScheduler.STOP
+    scheduler.on_trial_complete(controller, lost, result(300))  # its last report: "running"
+    assert lost.trial_id in state.records and state.records["b"].status == keys.PRUNED
+    scheduler.on_trial_error(controller, broken)
+    assert state.open_at(64) == 0 and not state.bracketed(64)
+    scheduler.on_trial_add(controller, broken)  # Tune retries it (max_failures)
+    assert state.open_at(64) == 1 and state.records["c"].status == keys.RUNNING
+    scheduler.on_trial_result(controller, broken, result(20, keys.DIVERGED))
+    assert state.open_at(64) == 0 and state.bracketed(64)  # 0.1 lost, 2.0 diverged
+    pending = fake_trial("d", 64, 0.7)
+    scheduler.on_trial_add(controller, pending)
+    scheduler.on_trial_remove(controller, pending)
+    assert state.open_at(64) == 0
+
+
+def test_a_resumed_sweep_counts_its_ended_trials_as_ended() -> None:
+    """On resume Tune adds every trial again; one this scheduler had stopped still reports
+    "running" and is TERMINATED: it must not count as under way."""
+    scheduler = EpsOptScheduler(FIFOScheduler(), RULE, max_concurrent=2)
+    stopped = fake_trial("a", 64, 0.1, status=Trial.TERMINATED)
+    stopped.last_result = result(300)
+    running = fake_trial("b", 64, 0.5, status=Trial.PENDING)
+    controller = SimpleNamespace(get_trials=lambda: [stopped, running])
+    for trial in (stopped, running):
+        scheduler.on_trial_add(controller, trial)
+    assert scheduler.state.open_at(64) == 1
+    assert scheduler.state.records["a"].status == keys.PRUNED
+
+
+def test_a_sweep_state_pickled_before_the_bracket_reads_its_defaults() -> None:
+    import pickle
+
+    state = SweepState(law="adam")
+    for name in ("rate_span", "open", "target_mode"):
+        del state.__dict__[name]
+    restored = pickle.loads(pickle.dumps(state))
+    assert restored.law == "adam" and restored.target_mode == "min"
+    restored.record("a", cfg(64, 0.1))
+    assert restored.open_at(64) == 1
+
+
+def test_curve_rule_follows_a_target_the_metric_rises_to() -> None:
+    """Accuracy rising as 1 − exp(−rate·t): the 4x slower trial is stopped, as for a loss."""
+    state = SweepState(target_mode="max")
+    leader, slow = state.record("a", cfg(64, 0.5)), state.record("b", cfg(64, 0.1))
+    for step, value in zip(*exp_curve(0.01, 400), strict=True):
+        status = keys.REACHED if step == 400 else keys.RUNNING
+        extra = {keys.STEPS_TO_TARGET: 400.0} if step == 400 else {}
+        state.observe(
+            leader, result(int(step), status, **{keys.TARGET_VALUE: 1 - value, **extra}), "fitted"
+        )
+    for step, value in zip(*exp_curve(0.0025, 100), strict=True):
+        state.observe(slow, result(int(step), **{keys.TARGET_VALUE: 1 - value}), "fitted")
+    stop = decide(slow, state.best, None, RULE)
+    assert stop is not None and stop.rule == CURVE

@@ -78,12 +78,12 @@ def _curve_reason(record: TrialRecord, leader: TrialRecord | None, rule: PruneRu
     noise = [theory.curve_noise(c.curve_values[-32:]) for c in (leader, record)]
     sigma = max((x for x in noise if math.isfinite(x)), default=0.0)
     margin = rule.noise_z * math.sqrt(2.0) * sigma
-    value = record.curve_values[-1]
-    lag = theory.lag_ratio(record.step, value, leader.curve_steps, leader.curve_values, margin)
+    step, value = record.curve_steps[-1], record.curve_values[-1]  # its last finite value
+    lag = theory.lag_ratio(step, value, leader.curve_steps, leader.curve_values, margin)
     if lag <= rule.curve_lag:
         return None
     return (
-        f"pruned: at step {record.step} its target value is where the best trial at "
+        f"pruned: at step {step:.0f} its target value is where the best trial at "
         f"B={record.batch_size} was {lag:.1f}x sooner (less {margin:.3g} of noise)"
     )
 

@@ -176,6 +176,16 @@ class SweepState:
         """How many trials at this batch size have been added and not ended."""
         return self.open[batch_size]
 
+    def reopen(self, record: TrialRecord) -> None:
+        """A trial that errored and that Tune queues again (`resources.max_failures`)."""
+        if record.status == keys.ERROR:
+            record.status = keys.RUNNING
+            self.open[record.batch_size] += 1
+
+    def __setstate__(self, saved: dict[str, Any]) -> None:
+        """A state pickled before a field existed reads that field's default."""
+        self.__dict__.update({**SweepState().__dict__, **saved})
+
     def stopped(self, record: TrialRecord, informative: bool) -> None:
         """A trial the scheduler stopped; `informative` unless the lr rule stopped it."""
         record.informative = record.informative or informative

@@ -57,8 +57,13 @@ class EpsOptScheduler(TrialScheduler):
 
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
         record = self._record(trial)
+        self.state.reopen(record)  # a retry: Tune adds an errored trial again
         if trial.last_result:  # a trial of a resumed sweep: what it had reported
             self.state.observe(record, trial.last_result, self.rule.mode)
+        if trial.status in (Trial.TERMINATED, Trial.ERROR):
+            # Ended before the resume; one stopped by this scheduler still said "running".
+            # Whether its end was informative is not known: it does not widen a bracket.
+            self.state.ended(record, keys.ERROR if trial.status == Trial.ERROR else keys.PRUNED)
         self.base.on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict[str, Any]) -> str:
@@ -87,6 +92,7 @@ class EpsOptScheduler(TrialScheduler):
         self.base.on_trial_error(tune_controller, trial)
 
     def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
+        self.state.ended(self._record(trial), keys.PRUNED)  # if still counted as running
         self.base.on_trial_remove(tune_controller, trial)
 
     def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
@@ -163,8 +169,9 @@ def _asha(spec: Spec, brackets: int = 1) -> PerBatchSize:
     (DESIGN.md §4): grace `pruning.grace_steps`, reduction factor 4, each batch size's
     own step budget, the target metric in the target's direction. With several
     `brackets` it is asynchronous Hyperband (Li et al. 2020, "A System for Massively
-    Parallel Hyperparameter Tuning"): trials are dealt round-robin to brackets whose
-    first rung is grace·4^k, so some trials are judged only late."""
+    Parallel Hyperparameter Tuning"): bracket k's first rung is grace·4^k, so its trials
+    are judged only later; Tune draws each trial's bracket at random (numpy's global
+    generator), weighted towards the brackets with more rungs."""
     return PerBatchSize(
         lambda batch_size: ASHAScheduler(
             time_attr=keys.STEP,
