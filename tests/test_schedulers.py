@@ -15,7 +15,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from trainables import keys
 from tuner import theory
 from tuner.config.spec import parse_spec
-from tuner.strategy.eps_opt_rules import CURVE, LR, PruneRule, Stop, decide
+from tuner.strategy.eps_opt_rules import CURVE, FRONT, LR, PruneRule, Stop, decide
 from tuner.strategy.records import SweepState, TrialRecord, best_per_batch, fit_model
 from tuner.strategy.schedulers import EpsOptScheduler, PerBatchSize, make_scheduler
 from tuner.strategy.start_order import (
@@ -635,3 +635,16 @@ def test_curve_rule_follows_a_target_the_metric_rises_to() -> None:
         state.observe(slow, result(int(step), **{keys.TARGET_VALUE: 1 - value}), "fitted")
     stop = decide(slow, state.best, None, RULE)
     assert stop is not None and stop.rule == CURVE
+
+
+def test_a_trial_slower_than_a_smaller_batch_size_is_stopped() -> None:
+    """S(B) does not rise with B: at B = 256 a trial that has taken twice the 60 steps B = 64
+    needed (and no leader at 256 yet) is stopped; one at 119 steps, or at B = 16, is not."""
+    best = {64: reached(64, 0.5, 60)}
+    stop = decide(TrialRecord(256, 1.0, 0.0, step=120), best, None, RULE)
+    assert stop is not None and stop.rule == FRONT and stop.informative
+    assert "2x the steps a smaller batch size needed (60)" in stop.reason
+    assert decide(TrialRecord(256, 1.0, 0.0, step=119), best, None, RULE) is None
+    assert decide(TrialRecord(16, 0.1, 0.0, step=500), best, None, RULE) is None
+    off = PruneRule(mode="fitted", larger_batch_slack=math.inf)
+    assert decide(TrialRecord(256, 1.0, 0.0, step=120), best, None, off) is None

@@ -8,6 +8,11 @@ early returns (the Optuna pruner pattern), tested without Ray.
    the leader had reached, less the noise between runs, in under 1/`curve_lag` of the
    steps), from `curve_from` of the leader's steps to the target on: stop it
    (`tuner.theory.curve_race`; part of rule 1, so also under `front`);
+1c. a trial that has taken `larger_batch_slack` times the steps the best trial at a
+   smaller batch size needed: S(B) = S_min(1 + B_crit/B) does not rise with B, so it
+   cannot be its batch size's best unless the front is that far from the law (the
+   slack of 2 is above the 1.4x that run-to-run noise reached on the recorded grids);
+   it also stops the first trials at a batch size, which have no leader there yet;
 2. a trial whose rate (ε/(1 − m) for SGD, the lr for Adam: `tuner.theory.lr_laws`) lies
    outside [ε_opt(B)/tolerance, tolerance·ε_opt(B)] of the pooled model (above: of the
    highest optimum the law leaves plausible, ε_max past Adam's peak) is stopped at its
@@ -18,7 +23,7 @@ early returns (the Optuna pruner pattern), tested without Ray.
    bound of B_noise, or this batch size's best rate is bracketed by informative runs on
    both sides (`SweepState.bracketed`);
 3. everything else goes to the wrapped scheduler.
-Cold start: until the model exists only rule 1 applies.
+Cold start: until the model exists only rules 1, 1b and 1c apply.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class PruneRule:
     curve_lag: float = 3.0  # rule 1b: inf turns it off
     curve_from: float = 0.25  # rule 1b compares from this fraction of the leader's steps
     noise_z: float = 2.0  # the margin: z·√2·σ, σ the curves' report-to-report noise
+    larger_batch_slack: float = 2.0  # rule 1c: inf turns it off
 
 
 FRONT, CURVE, LR = "front", "curve", "lr"  # which rule stopped a trial
@@ -67,6 +73,21 @@ def _front_reason(record: TrialRecord, leader: TrialRecord | None) -> str | None
     return (
         f"pruned: at step {record.step} without reaching the target, which the best "
         f"trial at B={record.batch_size} reached in {leader.steps_to_target:.0f} steps"
+    )
+
+
+def _larger_batch_reason(
+    record: TrialRecord, best: Mapping[int, TrialRecord], rule: PruneRule
+) -> str | None:
+    smaller = [r.steps_to_target for b, r in best.items() if b < record.batch_size]
+    if not smaller or not math.isfinite(rule.larger_batch_slack):
+        return None
+    bound = rule.larger_batch_slack * min(smaller)
+    if record.step < bound:
+        return None
+    return (
+        f"pruned: at step {record.step} without reaching the target, {rule.larger_batch_slack:g}x "
+        f"the steps a smaller batch size needed ({min(smaller):.0f})"
     )
 
 
@@ -138,6 +159,8 @@ def decide(
         return Stop(FRONT, reason)
     if (reason := _curve_reason(record, leader, rule)) is not None:
         return Stop(CURVE, reason)
+    if (reason := _larger_batch_reason(record, best, rule)) is not None:
+        return Stop(FRONT, reason)
     if (reason := _lr_reason(record, best, model, rule, bracketed)) is not None:
         return Stop(LR, reason)
     return None
