@@ -549,7 +549,7 @@ BAD_CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "unknown pruning kind",
         with_(("pruning.kind", "median")),
         "pruning.kind",
-        "unknown kind 'median' (choose from none, front, eps_opt, asha)",
+        "unknown kind 'median' (choose from none, front, eps_opt, asha, hyperband)",
     ),
     ("tolerance 1", with_(("pruning.tolerance", 1.0)), "pruning.tolerance", "greater than 1"),
     ("tolerance 0.5", with_(("pruning.tolerance", 0.5)), "pruning.tolerance", "greater than 1"),
