@@ -50,7 +50,7 @@ class PruneRule:
     larger_batch_slack: float = 2.0  # rule 1c: inf turns it off
 
 
-FRONT, CURVE, LR = "front", "curve", "lr"  # which rule stopped a trial
+FRONT, CURVE, LR = "front", "curve", "lr"  # which rule stopped a trial (1c is FRONT)
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class Stop:
     @property
     def informative(self) -> bool:
         """Whether the trial's end says something of its lr: it trained and lost (rules
-        1 and 1b), rather than being stopped from its configuration alone (rule 2)."""
+        1, 1b and 1c), rather than being stopped from its configuration alone (rule 2)."""
         return self.rule != LR
 
 
