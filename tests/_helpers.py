@@ -505,3 +505,39 @@ def _number(value: int | float) -> int | float:
     if isinstance(value, int) and not -(2**63) <= value < 2**63:
         return float(value)
     return value
+
+
+def recorded_curve(
+    batch_size: int,
+    lr: float,
+    reached_at: float | None,
+    last: int,
+    value: Callable[[int], float],
+    wall_per_step: float,
+) -> list[dict[str, Any]]:
+    """A trial's reports as bench/curves.py records them, every 10 steps: `value(step)`
+    as the target value, reaching the target at `reached_at` (None: never, the last
+    report says exhausted)."""
+    from trainables import keys
+
+    rows: list[dict[str, Any]] = []
+    for step in range(0, last + 1, 10):
+        done = reached_at is not None and step >= reached_at
+        rows.append(
+            {
+                keys.BATCH_SIZE: batch_size,
+                keys.LR: lr,
+                keys.MOMENTUM: 0.0,
+                keys.WARMUP_STEPS: 0,
+                keys.STEP: step,
+                keys.TARGET_VALUE: value(step),
+                keys.TRIAL_STATUS: keys.REACHED if done else keys.RUNNING,
+                keys.STEPS_TO_TARGET: step if done else math.nan,
+                keys.WALL_S: step * wall_per_step,
+            }
+        )
+        if done:
+            break
+    if rows[-1][keys.TRIAL_STATUS] != keys.REACHED:
+        rows[-1][keys.TRIAL_STATUS] = keys.EXHAUSTED
+    return rows

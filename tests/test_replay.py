@@ -13,6 +13,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
+from _helpers import recorded_curve
 from replay import Curves, replay
 
 from trainables import keys
@@ -20,27 +21,7 @@ from trainables import keys
 
 def curve(batch_size: int, lr: float, reached_at: int | None, last: int = 100) -> list[dict]:
     """Reports every 10 steps, 1 s apart, reaching the target at `reached_at`."""
-    rows = []
-    for step in range(0, last + 1, 10):
-        done = reached_at is not None and step >= reached_at
-        rows.append(
-            {
-                keys.BATCH_SIZE: batch_size,
-                keys.LR: lr,
-                keys.MOMENTUM: 0.0,
-                keys.WARMUP_STEPS: 0,
-                keys.STEP: step,
-                keys.TARGET_VALUE: 1.0 / (1 + step),
-                keys.TRIAL_STATUS: keys.REACHED if done else keys.RUNNING,
-                keys.STEPS_TO_TARGET: step if done else math.nan,
-                keys.WALL_S: step / 10,
-            }
-        )
-        if done:
-            break
-    if rows[-1][keys.TRIAL_STATUS] != keys.REACHED:
-        rows[-1][keys.TRIAL_STATUS] = keys.EXHAUSTED
-    return rows
+    return recorded_curve(batch_size, lr, reached_at, last, lambda step: 1.0 / (1 + step), 0.1)
 
 
 CURVES = Curves(

@@ -253,20 +253,25 @@ def test_state_keeps_the_best_per_batch_size_and_refits_only_on_reaching() -> No
     assert state.best == best_per_batch(records.values())
 
 
+def per_batch_scheduler(kind: str, max_steps: int) -> Any:
+    """The scheduler `pruning.kind` makes for a two-batch-size sweep, grace 10 steps."""
+    spec = parse_spec(
+        {
+            "name": kind,
+            "workload": "linear_regression",
+            "target": {"metric": "loss", "value": 0.5},
+            "budget": {"max_steps": max_steps},
+            "space": {"batch_size": [16, 1024], "lr": [0.1]},
+            "pruning": {"kind": kind, "grace_steps": 10},
+        }
+    )
+    return make_scheduler(spec, Path("unused"))
+
+
 def test_asha_brackets_each_batch_size_on_its_own() -> None:
     """One ASHA across batch sizes stops the small-batch trials (their loss at step t is
     higher); per batch size, a small-batch trial is only compared with its peers."""
-    spec = parse_spec(
-        {
-            "name": "asha",
-            "workload": "linear_regression",
-            "target": {"metric": "loss", "value": 0.5},
-            "budget": {"max_steps": 400},
-            "space": {"batch_size": [16, 1024], "lr": [0.1]},
-            "pruning": {"kind": "asha", "grace_steps": 10},
-        }
-    )
-    scheduler = make_scheduler(spec, Path("unused"))
+    scheduler = per_batch_scheduler("asha", max_steps=400)
     assert isinstance(scheduler, PerBatchSize)
     scheduler.set_search_properties(keys.TARGET_VALUE, "min")
     large = [fake_trial(f"L{i}", 1024, 0.1) for i in range(4)]
@@ -541,17 +546,7 @@ def test_start_order_learns_the_law_where_trials_are_cheap() -> None:
 def test_hyperband_is_asha_with_three_brackets_per_batch_size() -> None:
     """Bracket k's first rung is grace·4^k: a trial of the last bracket is first judged
     at 16× the grace steps."""
-    spec = parse_spec(
-        {
-            "name": "hyperband",
-            "workload": "linear_regression",
-            "target": {"metric": "loss", "value": 0.5},
-            "budget": {"max_steps": 2000},
-            "space": {"batch_size": [16, 1024], "lr": [0.1]},
-            "pruning": {"kind": "hyperband", "grace_steps": 10},
-        }
-    )
-    scheduler = make_scheduler(spec, Path("unused"))
+    scheduler = per_batch_scheduler("hyperband", max_steps=2000)
     assert isinstance(scheduler, PerBatchSize)
     trials = [fake_trial(f"t{i}", 16, 0.1) for i in range(3)]
     controller = SimpleNamespace(get_trials=lambda: trials)

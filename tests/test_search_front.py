@@ -16,9 +16,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
+from _helpers import recorded_curve
 from replay import Curves, Outcome, replay
 
-from trainables import keys
 from tuner import theory
 from tuner.config.spec import parse_spec
 from tuner.strategy.candidates import draw_candidates
@@ -32,27 +32,14 @@ TARGET = math.exp(-3.0)
 
 def decaying(batch_size: int, lr: float, steps_to_target: int, budget: int = 2000) -> list[dict]:
     """exp(−3t/S): the target exp(−3) is met at step S; reports every 10 steps."""
-    rows = []
-    for step in range(0, budget + 1, 10):
-        done = step >= steps_to_target
-        rows.append(
-            {
-                keys.BATCH_SIZE: batch_size,
-                keys.LR: lr,
-                keys.MOMENTUM: 0.0,
-                keys.WARMUP_STEPS: 0,
-                keys.STEP: step,
-                keys.TARGET_VALUE: math.exp(-3.0 * step / steps_to_target),
-                keys.TRIAL_STATUS: keys.REACHED if done else keys.RUNNING,
-                keys.STEPS_TO_TARGET: step if done else math.nan,
-                keys.WALL_S: step / 100,
-            }
-        )
-        if done:
-            break
-    if rows[-1][keys.TRIAL_STATUS] != keys.REACHED:
-        rows[-1][keys.TRIAL_STATUS] = keys.EXHAUSTED
-    return rows
+    return recorded_curve(
+        batch_size,
+        lr,
+        steps_to_target,
+        budget,
+        lambda step: math.exp(-3.0 * step / steps_to_target),
+        0.01,
+    )
 
 
 def eps_opt_sweep(spec_data: dict[str, Any], curves: Curves, seed: int, run_dir: Path) -> Outcome:
