@@ -119,7 +119,10 @@ def _train(job: tuple[Spec, dict[str, Any]]) -> list[dict[str, Any]]:
 
 def record(spec: Spec, processes: int) -> pd.DataFrame:
     """Every grid configuration's reports, in grid order."""
-    configs = draw_candidates(spec)
+    return _record_configs(spec, draw_candidates(spec), processes)
+
+
+def _record_configs(spec: Spec, configs: list[dict[str, Any]], processes: int) -> pd.DataFrame:
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     context = multiprocessing.get_context("spawn")
@@ -143,6 +146,27 @@ def load_or_record(spec: Spec, processes: int, rerecord: bool = False) -> pd.Dat
         print(f"{path} was recorded from another spec than {spec.name}'s: recording again")
     print(f"recording {len(draw_candidates(spec))} configurations of {spec.name} -> {path}")
     frame = record(spec, processes)
+    save(frame, spec, path)
+    return frame
+
+
+def seed_path(spec: Spec, seed: int) -> Path:
+    """Where the grid trained with training seed `seed` is kept (seed 0: `curves_path`)."""
+    path = curves_path(spec)
+    return path if seed == 0 else path.with_name(f"{path.stem}-seed{seed}.parquet")
+
+
+def load_or_record_seed(spec: Spec, seed: int, processes: int) -> pd.DataFrame:
+    """The spec's grid trained with training seed `seed` (every configuration's
+    `keys.SEED`), recorded once like `load_or_record`'s."""
+    if seed == 0:
+        return load_or_record(spec, processes)
+    path = seed_path(spec, seed)
+    if path.exists() and same_recipe(recorded_recipe(path), spec):
+        return pd.read_parquet(path)
+    configs = [{**config, keys.SEED: seed} for config in draw_candidates(spec)]
+    print(f"recording {len(configs)} configurations of {spec.name}, training seed {seed} -> {path}")
+    frame = _record_configs(spec, configs, processes)
     save(frame, spec, path)
     return frame
 

@@ -24,9 +24,10 @@ from trainables import keys
 
 CONFIG_COLUMNS = list(keys.HYPERPARAMETERS)
 PENDING, RUNNING, TERMINATED = "PENDING", "RUNNING", "TERMINATED"
+ConfigKey = tuple[int, float, float, int]  # batch size, lr, momentum, warmup steps
 
 
-def config_key(config: dict[str, Any]) -> tuple[int, float, float, int]:
+def config_key(config: dict[str, Any]) -> ConfigKey:
     return (
         int(config[keys.BATCH_SIZE]),
         float(config[keys.LR]),
@@ -39,7 +40,7 @@ class Curves:
     """Every recorded configuration's reports, in step order."""
 
     def __init__(self, frame: pd.DataFrame) -> None:
-        self.reports: dict[tuple[int, float, float, int], list[dict[str, Any]]] = {}
+        self.reports: dict[ConfigKey, list[dict[str, Any]]] = {}
         for config, group in frame.groupby(CONFIG_COLUMNS, sort=False):
             rows = group.sort_values(keys.STEP).to_dict("records")
             self.reports[config_key(dict(zip(CONFIG_COLUMNS, config, strict=True)))] = rows
@@ -50,10 +51,10 @@ class Curves:
         except KeyError:
             raise KeyError(f"no recorded curve for {config_key(config)}") from None
 
-    def best_configs(self) -> dict[int, tuple[tuple[int, float, float, int], float]]:
+    def best_configs(self) -> dict[int, tuple[ConfigKey, float]]:
         """Per batch size the configuration that reached the target in the fewest steps
         over the whole grid, with those steps."""
-        best: dict[int, tuple[tuple[int, float, float, int], float]] = {}
+        best: dict[int, tuple[ConfigKey, float]] = {}
         for key, rows in self.reports.items():
             last = rows[-1]
             if last[keys.TRIAL_STATUS] != keys.REACHED:
@@ -114,6 +115,7 @@ class Outcome:
     examples_to_front: float  # inf if the front never came within tolerance
     wall_to_front_s: float
     front: dict[int, float]
+    picks: dict[int, ConfigKey]  # per batch size the front's config
 
 
 @dataclass
@@ -155,6 +157,7 @@ def replay(
     spent_steps: dict[str, float] = {}  # steps reported so far, per trial
     examples = 0.0
     front: dict[int, float] = {}
+    picks: dict[int, ConfigKey] = {}
     hit: tuple[float, float] | None = None
     now, counter, exhausted_searcher = 0.0, 0, False
 
@@ -195,7 +198,9 @@ def replay(
         decision = scheduler.on_trial_result(controller, trial, row)
         ended = row[keys.TRIAL_STATUS] != keys.RUNNING or run.index == len(run.rows)
         if row[keys.TRIAL_STATUS] == keys.REACHED:
-            front[batch_size] = min(front.get(batch_size, math.inf), taken)
+            if taken < front.get(batch_size, math.inf):
+                front[batch_size] = taken
+                picks[batch_size] = config_key(trial.config)
             if hit is None and within_tolerance():
                 in_flight = sum(
                     (_progress(other, now) - spent_steps.get(other.trial.trial_id, 0.0))
@@ -222,4 +227,5 @@ def replay(
         examples_to_front=hit[0] if hit else math.inf,
         wall_to_front_s=hit[1] if hit else math.inf,
         front=front,
+        picks=picks,
     )

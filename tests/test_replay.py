@@ -14,6 +14,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 from _helpers import recorded_curve
+from heldout import HeldOut
 from replay import Curves, replay
 
 from trainables import keys
@@ -47,6 +48,7 @@ def test_the_grid_spends_every_recorded_step_and_finds_the_front() -> None:
     assert outcome.trials == 4
     assert outcome.total_examples == CURVES.total_examples()
     assert outcome.front == {16: 60.0, 64: 30.0}
+    assert outcome.picks == {16: (16, 0.1, 0.0, 0), 64: (64, 0.1, 0.0, 0)}
     # One at a time, the front is complete when the last trial reports its target.
     assert outcome.examples_to_front == CURVES.total_examples()
     assert outcome.makespan_s == pytest.approx(10 + 5 + 6 + 3)
@@ -110,3 +112,65 @@ def test_recorded_curves_are_reused_only_for_the_spec_they_came_from(
     assert curves.recorded_recipe(tmp_path / "same-name.parquet") == curves.recipe(
         parse_spec(edited)
     )
+
+
+def test_held_out_regret_scores_a_pick_by_its_mean_steps_on_other_seeds() -> None:
+    """Seed 1: (16, 0.1) 80 steps, (16, 1.0) never (counts the 200-step budget), (64, 0.1)
+    40, (64, 1.0) 20; seed 2: 40, 100, 40, 60. Means: B=16 60 vs 150, B=64 40 vs 40. At
+    B = 256 nothing reaches: not scored."""
+    seeds = [
+        Curves(
+            pd.DataFrame(
+                curve(16, 0.1, 80)
+                + curve(16, 1.0, None)
+                + curve(64, 0.1, 40)
+                + curve(64, 1.0, 20)
+                + curve(256, 0.1, None)
+            )
+        ),
+        Curves(
+            pd.DataFrame(
+                curve(16, 0.1, 40)
+                + curve(16, 1.0, 100)
+                + curve(64, 0.1, 40)
+                + curve(64, 1.0, 60)
+                + curve(256, 0.1, None)
+            )
+        ),
+    ]
+    heldout = HeldOut(seeds, budget_steps=200)
+    assert heldout.best == {16: 60.0, 64: 40.0}
+    assert heldout.regret({16: (16, 0.1, 0.0, 0), 64: (64, 1.0, 0.0, 0)}) == 1.0
+    assert heldout.regret({16: (16, 1.0, 0.0, 0), 64: (64, 0.1, 0.0, 0)}) == 150 / 60
+    assert math.isinf(heldout.regret({64: (64, 0.1, 0.0, 0)}))
+    with pytest.raises(ValueError, match="at least one held-out seed"):
+        HeldOut([], budget_steps=200)
+
+
+def test_a_held_out_seed_is_the_same_grid_trained_with_another_seed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bench/curves.py records training seed 1 with the real loop beside seed 0, once."""
+    import curves
+
+    from tuner.config.spec import parse_spec
+
+    monkeypatch.setattr(curves, "CURVES_DIR", tmp_path)
+    spec = parse_spec(
+        {
+            "name": "seeded",
+            "workload": "linear_regression",
+            "target": {"metric": "loss", "value": 0.0},  # never reached: every step recorded
+            "budget": {"max_steps": 20},
+            "eval_every": 10,
+            "space": {"batch_size": [16], "lr": [0.05]},
+            "search": {"algorithm": "grid"},
+        }
+    )
+    seed0 = curves.load_or_record_seed(spec, 0, 1)
+    seed1 = curves.load_or_record_seed(spec, 1, 1)
+    assert curves.seed_path(spec, 1) == tmp_path / "seeded-seed1.parquet"
+    assert list(seed1[keys.STEP]) == list(seed0[keys.STEP]) == [0, 10, 20]
+    assert not seed1[keys.LOSS].equals(seed0[keys.LOSS])  # other batches, other init
+    monkeypatch.setattr(curves, "_record_configs", lambda *_: pytest.fail("recorded twice"))
+    pd.testing.assert_frame_equal(curves.load_or_record_seed(spec, 1, 1), seed1)
