@@ -178,6 +178,18 @@ def test_adamw_gets_adam_s_law_with_b_noise_from_the_front() -> None:
     assert sgd[columns.LR_LAW].startswith("SGD: ") and sgd[keys.EPS_MAX] != s[keys.EPS_MAX]
 
 
+def test_sgd_sai_gets_sgd_s_law_on_the_lr_not_on_lr_over_one_minus_m() -> None:
+    """SGD-SaI's EMA momentum leaves the rate at the lr (tuner.theory.lr_laws, "sgd_ema")."""
+    lrs = {b: float(theory.eps_opt(b, 0.5, 100.0)) for b in (16, 64, 256, 1024)}
+    rows = [{**trial(f"t{b}", b, exact(b), lr=lrs[b]), keys.MOMENTUM: 0.9} for b in lrs]
+    s = tables_of(rows, optimizer="sgd_sai").summary
+    assert (s[keys.EPS_MAX], s[keys.B_NOISE]) == pytest.approx((0.5, 100.0), rel=1e-5)
+    assert s[columns.LR_LAW].startswith("SGD with EMA momentum (SGD-SaI): ")
+    assert s[columns.B_NOISE_SOURCE] == "fitted to the best lr per batch size"
+    sgd = tables_of(rows).summary  # heavy ball: the same lrs are rates 10x as high
+    assert sgd[keys.EPS_MAX] == pytest.approx(5.0, rel=1e-5)
+
+
 def test_the_trials_table_comes_out_sorted() -> None:
     made = [
         TuneTrial(f"t{i}", "TERMINATED", {keys.BATCH_SIZE: b, keys.LR: lr}, None)

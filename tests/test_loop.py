@@ -132,7 +132,7 @@ def test_a_cosine_trial_decays_over_its_budget_and_reports_it() -> None:
     assert {r[keys.STEP]: r[keys.LR] for r in reports}[50] == pytest.approx(0.4 * 0.2)
 
 
-@pytest.mark.parametrize("name", ["sgd", "adamw"])
+@pytest.mark.parametrize("name", ["sgd", "adamw", "sgd_sai"])
 def test_the_optimiser_takes_every_value_from_the_hyperparameters(name: str) -> None:
     params = [torch.nn.Parameter(torch.zeros(3))]
     hp = Hyperparameters(16, 0.1, 0.8, 0, weight_decay=0.05, beta2=0.95)

@@ -191,6 +191,30 @@ def test_adamw_draws_adam_s_law_through_the_best_lrs() -> None:
     assert x[np.argmax(y)] == pytest.approx(B_CRIT, rel=0.02)
 
 
+def test_sgd_sai_draws_sgd_s_law_through_the_best_lrs_themselves() -> None:
+    """SGD-SaI's EMA momentum: the rate is the lr (no 1/(1 − m)), on McCandlish's law."""
+    trials = []
+    for i, (batch, factor) in enumerate((b, f) for b in BATCHES for f in LR_FACTORS):
+        lr = factor * float(theory.eps_opt(float(batch), 2.0, B_CRIT))
+        steps = round(theory.steps_for(float(batch), S_MIN, B_CRIT) * (1 + math.log(factor) ** 2))
+        trials.append(_trial(f"t_{i:05d}", keys.REACHED, batch, lr, steps, momentum=0.9))
+    trial_table = pd.DataFrame(trials, columns=TRIAL_COLUMNS)
+    curves = pd.DataFrame(columns=CURVE_COLUMNS)
+    front = front_table(trial_table)
+    summary = summarize(trial_table, curves, front, TARGET, optimizer="sgd_sai")
+    figure = lr_vs_batch_figure(Tables(trial_table, curves, front, summary))
+    law = next(
+        line
+        for line in figure.axes[0].get_lines()
+        if str(line.get_label()).startswith(r"$\epsilon_{opt}(B)$")
+    )
+    assert "1 + B_{noise}/B" in str(law.get_label())
+    x, y = np.asarray(law.get_xdata(), float), np.asarray(law.get_ydata(), float)
+    on_curve = np.interp(np.log(front[keys.BATCH_SIZE]), np.log(x), np.log(y))
+    np.testing.assert_allclose(on_curve, np.log(front[keys.LR]), atol=1e-3)
+    assert figure.axes[0].get_ylabel() == "lr (sgd_sai)"
+
+
 def test_empty_front_writes_figures_with_a_note(tmp_path: Path) -> None:
     statuses = {f: keys.EXHAUSTED for f in LR_FACTORS} | {4.0: keys.DIVERGED, 0.25: keys.PRUNED}
     tables = _sweep(BATCHES[:3], statuses)

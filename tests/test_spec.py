@@ -528,7 +528,48 @@ BAD_CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "unknown optimizer",
         with_(("optimizer", "adam")),
         "optimizer",
-        "unknown optimizer 'adam' (choose from sgd, adamw)",
+        "unknown optimizer 'adam' (choose from sgd, adamw, sgd_sai)",
+    ),
+    (
+        "sgd_sai misspelt",
+        with_(("optimizer", "sgd-sai"), ("space.momentum", [0.9])),
+        "optimizer",
+        "unknown optimizer 'sgd-sai' (choose from sgd, adamw, sgd_sai)",
+    ),
+    (
+        "sgd_sai without momentum",
+        with_(("optimizer", "sgd_sai")),
+        "space.momentum",
+        "with optimizer sgd_sai give its momentum as space.momentum",
+    ),
+    (
+        "beta2 with sgd_sai",
+        with_(("optimizer", "sgd_sai"), ("space.momentum", [0.9]), ("space.beta2", [0.99])),
+        "space.beta2",
+        "beta2 is AdamW's; optimizer is sgd_sai",
+    ),
+    (
+        "calibrated eps_opt with sgd_sai",
+        with_(
+            ("optimizer", "sgd_sai"),
+            ("space.momentum", [0.9]),
+            ("pruning.kind", "eps_opt"),
+            ("pruning.mode", "calibrated"),
+            ("measure.curvature_every", 4),
+        ),
+        "pruning.mode",
+        "calibrated is for sgd: SGD-SaI's eps_opt(B) law",
+    ),
+    (
+        "measured front with sgd_sai",
+        with_(
+            ("optimizer", "sgd_sai"),
+            ("space.momentum", [0.9]),
+            ("pruning.kind", "front"),
+            ("pruning.mode", "measured"),
+        ),
+        "pruning.mode",
+        "measured is for sgd",
     ),
     (
         "unknown algorithm",
@@ -719,6 +760,11 @@ def test_valid_variants_pass() -> None:
     parse_spec(with_(*adamw, ("pruning.kind", "eps_opt")))  # fitted
     parse_spec(with_(*adamw, ("pruning.kind", "front")))
     parse_spec(with_(*adamw, ("space.beta2", [0.95, 0.999]), ("space.weight_decay", [0, 0.1])))
+    sgd_sai = (("optimizer", "sgd_sai"), ("space.momentum", [0.0, 0.9]))
+    assert parse_spec(with_(*sgd_sai)).optimizer == "sgd_sai"
+    parse_spec(with_(*sgd_sai, ("pruning.kind", "eps_opt")))  # fitted
+    parse_spec(with_(*sgd_sai, ("pruning.kind", "asha"), ("space.weight_decay", [0, 0.01])))
+    assert "beta2" not in parse_spec(with_(*sgd_sai)).fixed_hyperparameters()
     parse_spec(with_(("space.schedule", ["constant", "cosine"]), ("schedule.final_lr_fraction", 1)))
     parse_spec(with_(("space.momentum", [0, 0.99]), ("space.lr", {"choice": [1, 0.5]})))
     parse_spec(with_(("space.batch_size", {"log_int_uniform": [16, 4096]})))

@@ -19,6 +19,7 @@ from tuner.theory import (
     fit_tradeoff,
     highest_plausible_eps_opt,
     law_model,
+    lr_at,
     predicted_eps_opt,
     rate,
     steps_for,
@@ -159,9 +160,12 @@ def test_calibrated_law_takes_the_given_b_noise() -> None:
 
 
 def test_each_optimiser_has_its_law_and_its_rate() -> None:
-    assert LAW_OF_OPTIMIZER == {"sgd": "sgd", "adamw": "adam"}
+    assert LAW_OF_OPTIMIZER == {"sgd": "sgd", "adamw": "adam", "sgd_sai": "sgd_ema"}
     assert rate("sgd", 0.1, 0.9) == pytest.approx(1.0)  # ε/(1 − m)
     assert rate("adam", 0.1, 0.9) == 0.1  # β1 averages gradients: the lr itself
+    assert rate("sgd_ema", 0.1, 0.9) == 0.1  # m ← μm + (1 − μ)g: m ≈ g, the lr itself
+    for law in ("sgd", "adam", "sgd_ema"):
+        assert lr_at(law, rate(law, 0.1, 0.9), 0.9) == pytest.approx(0.1)
     sgd = EpsOptFit(eps_max=1.0, b_noise=100.0, rms_log=0.0)
     adam = EpsOptFit(eps_max=1.0, b_noise=100.0, rms_log=0.0, law="adam")
     assert predicted_eps_opt(sgd, 400.0) == pytest.approx(0.8)
@@ -193,3 +197,45 @@ def test_law_model_waits_for_enough_data_and_refuses_a_mode_it_lacks() -> None:
         law_model("adam", "measured", b, lrs, steps)
     sgd = law_model("sgd", "fitted", b, np.asarray(eps_opt(np.array(b), 1.0, 100.0)), steps)
     assert sgd is not None and sgd.law == "sgd" and sgd.b_noise == pytest.approx(100.0, rel=1e-6)
+
+
+# --- SGD with EMA momentum under a constant preconditioner (SGD-SaI) ----------------------------
+
+
+def test_the_ema_law_is_sgd_s_on_the_lr_and_only_fitted() -> None:
+    b = [32.0, 128.0, 512.0]
+    lrs = np.asarray(eps_opt(np.array(b), 0.5, 100.0))
+    fit = law_model("sgd_ema", "fitted", b, lrs, [1.0, 1.0, 1.0])
+    assert fit is not None and fit.law == "sgd_ema"
+    assert (fit.eps_max, fit.b_noise) == pytest.approx((0.5, 100.0), rel=1e-6)
+    assert predicted_eps_opt(fit, 400.0) == pytest.approx(0.4, rel=1e-6)
+    assert highest_plausible_eps_opt(fit, 1e6) == predicted_eps_opt(fit, 1e6)  # never falls
+    for mode in ("measured", "calibrated"):  # measured noise is the unpreconditioned gradient's
+        with pytest.raises(ValueError, match="sgd_ema"):
+            law_model("sgd_ema", mode, b, lrs, [1.0, 1.0, 1.0], 100.0, 0.5)
+
+
+def test_a_constant_preconditioner_keeps_mccandlish_s_law() -> None:
+    """On L(θ) = ½dᵀHd, d = θ − θ*, G = Hd, with E[G_est] = G and Cov(G_est) = Σ/B, the
+    step θ − εP·G_est has E[L] = ½(d − εPG)ᵀH(d − εPG) + ½ε²·tr(H·PΣP)/B. Its minimum over
+    ε is ε_max/(1 + B_noise/B) with ε_max = GᵀPG/GᵀPHPG and B_noise = tr(PHPΣ)/GᵀPHPG:
+    McCandlish's law of SGD on the preconditioned gradient."""
+    rng = np.random.default_rng(0)
+    n = 6
+    a = rng.normal(size=(n, n))
+    h = a @ a.T + 0.1 * np.eye(n)
+    c = rng.normal(size=(n, n))
+    sigma = c @ c.T
+    d = rng.normal(size=n)
+    g = h @ d
+    p = np.diag(rng.uniform(0.05, 1.0, size=n))  # per-tensor scales: a diagonal P
+    php = p @ h @ p
+    eps_max = g @ p @ g / (g @ php @ g)
+    b_noise = np.trace(php @ sigma) / (g @ php @ g)
+    grid = np.linspace(1e-4, 2.0 * eps_max, 200001)
+    for batch in (1.0, 16.0, 256.0):
+        moved = d[None, :] - grid[:, None] * (p @ g)[None, :]
+        expected_loss = 0.5 * np.einsum("ki,ij,kj->k", moved, h, moved)
+        expected_loss += 0.5 * grid**2 * np.trace(h @ p @ sigma @ p) / batch
+        best = grid[np.argmin(expected_loss)]
+        assert best == pytest.approx(eps_opt(batch, eps_max, b_noise), rel=1e-3)

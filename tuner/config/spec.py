@@ -583,7 +583,7 @@ class Spec(_Model):
     eval: Eval = Field(default_factory=Eval)
     data: Data = Field(default_factory=Data)
     space: Space
-    optimizer: Literal["sgd", "adamw"] = "sgd"
+    optimizer: Literal["sgd", "adamw", "sgd_sai"] = "sgd"
     search: Search = Field(default_factory=Search)
     pruning: Pruning = Field(default_factory=Pruning)
     resources: Resources = Field(default_factory=Resources)
@@ -667,6 +667,14 @@ class Spec(_Model):
                     "the default [0.0] would train with beta1 = 0",
                 )
             )
+        if self.optimizer == "sgd_sai" and "momentum" not in space_given:
+            problems.append(
+                (
+                    "space.momentum",
+                    "with optimizer sgd_sai give its momentum as space.momentum (the paper "
+                    "uses [0.9]): the default [0.0] would train without momentum",
+                )
+            )
         if self.optimizer != "adamw" and self.space.beta2 is not None:
             problems.append(("space.beta2", f"beta2 is AdamW's; optimizer is {self.optimizer}"))
         if self.space.schedule is not None and "kind" in self.schedule.model_fields_set:
@@ -707,6 +715,19 @@ class Spec(_Model):
                     "pruning.mode",
                     "measured is for sgd: Adam's eps_opt(B) law has no measured eps_max "
                     "(its B_noise is fitted from the steps to the target): use fitted",
+                )
+            )
+        if (
+            self.pruning.kind in ("front", "eps_opt")
+            and self.pruning.mode in ("measured", "calibrated")
+            and self.optimizer == "sgd_sai"
+        ):
+            problems.append(
+                (
+                    "pruning.mode",
+                    f"{self.pruning.mode} is for sgd: SGD-SaI's eps_opt(B) law is SGD's on "
+                    "the gradient its frozen lr scales precondition, whose B_noise and "
+                    "eps_max are not the measured ones: use fitted",
                 )
             )
         horizon = self.schedule.horizon_steps

@@ -178,7 +178,8 @@ def pareto_front_figure(tables: Tables) -> Figure:
 def lr_vs_batch_figure(tables: Tables) -> Figure:
     """The learning rate vs B (log-log) by status and the best per B, with the
     optimiser's ε_opt(B) law (tuner.theory.lr_laws): for SGD the effective rate
-    lr/(1 − m) and ε_max/(1 + B_noise/B), for AdamW the lr and Adam's surge law."""
+    lr/(1 − m) and ε_max/(1 + B_noise/B), for SGD-SaI (EMA momentum) the lr and the same
+    law, for AdamW the lr and Adam's surge law."""
     fig, ax = _new_figure()
     s = tables.summary
     trials = tables.trials

@@ -68,6 +68,7 @@ FRONT_COLUMNS = [
     keys.WEIGHT_DECAY, keys.BETA2, keys.SCHEDULE,
 ]  # fmt: skip
 ADAM_LAW_TEXT = "Adam: eps_opt(B) = eps_max/(0.5(sqrt(B_noise/B) + sqrt(B/B_noise))) on lr"
+SGD_EMA_LAW_TEXT = "SGD with EMA momentum (SGD-SaI): eps_opt(B) = eps_max/(1 + B_noise/B) on lr"
 # A front this coarse next to eval_every gets a note (steps round up to evaluations).
 COARSE_EVALUATIONS = 10
 
@@ -479,8 +480,12 @@ def summarize(
     _b_crit_summary(summary, front, summary[columns.SEEDS], eval_every)
     summary[columns.LR_NOTE] = _lr_edge_note(trials, front)
     trained = front[front[columns.STEPS_INTERP] > 0]  # a target met at step 0 says nothing of lr
-    if theory.LAW_OF_OPTIMIZER.get(optimizer) == "adam":
+    law = theory.LAW_OF_OPTIMIZER.get(optimizer)
+    if law == "adam":
         _adam_law_summary(summary, trained)
+        return summary
+    if law == "sgd_ema":
+        _sgd_ema_law_summary(summary, trained)
         return summary
     b_noise = _pooled(at_target, keys.B_NOISE)
     eps_max = _pooled(at_target, keys.EPS_MAX, reference=b_noise)
@@ -517,6 +522,23 @@ def _adam_law_summary(summary: dict[str, Any], trained: pd.DataFrame) -> None:
         columns.B_NOISE_SOURCE: "B_crit of the front's steps (Li et al. 2024, eq. 21)"
         + (", at the end of its range: a bound" if fit.at_bound else ""),
         columns.LR_LAW: ADAM_LAW_TEXT,
+    })  # fmt: skip
+
+
+def _sgd_ema_law_summary(summary: dict[str, Any], trained: pd.DataFrame) -> None:
+    """SGD's law on the best lr per batch size (the rate of EMA momentum is the lr), fitted:
+    the measured B_noise and eps_max are the unpreconditioned gradient's, not those of the
+    gradient SGD-SaI's frozen scales precondition (tuner.theory.lr_laws)."""
+    if trained[keys.BATCH_SIZE].nunique() < 2:
+        return
+    fit = theory.fit_eps_opt(
+        trained[keys.BATCH_SIZE].to_numpy(float), trained[keys.LR].to_numpy(float)
+    )
+    summary.update({
+        keys.B_NOISE: fit.b_noise, keys.EPS_MAX: fit.eps_max,
+        columns.B_NOISE_SOURCE: "fitted to the best lr per batch size"
+        + (", at the end of its range: a bound" if fit.at_bound else ""),
+        columns.LR_LAW: SGD_EMA_LAW_TEXT,
     })  # fmt: skip
 
 

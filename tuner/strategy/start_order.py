@@ -25,7 +25,7 @@ WAIT_PENALTY = 2.0 * math.log(2.0)
 # before one, each octave above B_min counts as one more trial started there.
 COST_WEIGHT = 1.0
 COLD_TRIALS_PER_OCTAVE = 1.0
-COLD_EXPONENT = {"sgd": 0.5, "adam": 0.25}  # see cold_prediction
+COLD_EXPONENT = {"sgd": 0.5, "sgd_ema": 0.5, "adam": 0.25}  # per law: see cold_prediction
 
 
 def rate_key(record: TrialRecord) -> tuple[int, int]:
@@ -51,7 +51,8 @@ def cold_prediction(record: TrialRecord, best: Mapping[int, TrialRecord]) -> flo
     """Before the law can be fitted, the rate at `record`'s batch size halfway (in log)
     between the two ends the law allows from the best trial at the nearest batch size B₀
     (rate r₀): SGD's ε_opt(B)/ε_opt(B₀) lies between 1 (past B_noise) and B/B₀ (far below
-    it), so r₀·(B/B₀)^½; Adam's between 1 and (B/B₀)^½ below its peak, so r₀·(B/B₀)^¼.
+    it), so r₀·(B/B₀)^½, also for SGD-SaI's preconditioned SGD law (on its lr); Adam's
+    between 1 and (B/B₀)^½ below its peak, so r₀·(B/B₀)^¼.
     None while no trial has reached the target."""
     if not best:
         return None

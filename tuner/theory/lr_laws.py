@@ -5,13 +5,21 @@
 - Adam/AdamW: ε_opt(B) = ε_max/(½(√(B_noise/B) + √(B/B_noise))) (Li et al. 2024, Eq. 2)
   on the lr itself, its B_noise the critical batch size of the steps/examples trade-off:
   `tuner.theory.adam_eps_opt`.
+- SGD with EMA momentum m ← μm + (1 − μ)g under a constant diagonal preconditioner P
+  (SGD-SaI, Xu et al. 2024: P the per-tensor lr scales frozen at the first step), law
+  "sgd_ema": SGD's ε_max/(1 + B_noise/B) on the lr itself. McCandlish's one-step quadratic
+  analysis of θ ← θ − εP·G_est gives the same form with ε_max = GᵀPG/GᵀPHPG and
+  B_noise = tr(PHPΣ)/GᵀPHPG (SGD in the coordinates P^(-1/2)θ); an EMA with rate ε is
+  heavy ball with rate ε(1 − μ), so its effective rate is ε. Only fitted: the measured
+  B_noise and ε_max are those of the unpreconditioned gradient.
 
-Both are laws of the best constant lr after warmup; with a decaying schedule they
+All are laws of the best constant lr after warmup; with a decaying schedule they
 describe its peak lr.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Final
 
@@ -32,13 +40,15 @@ __all__ = [
     "rate",
 ]
 
-LR_LAWS: Final = ("sgd", "adam")
-LAW_OF_OPTIMIZER: Final = {"sgd": "sgd", "adamw": "adam"}
+LR_LAWS: Final = ("sgd", "adam", "sgd_ema")
+LAW_OF_OPTIMIZER: Final = {"sgd": "sgd", "adamw": "adam", "sgd_sai": "sgd_ema"}
 # The modes each law can be built in (tuner.theory.eps_opt.EPS_OPT_MODES): Adam's ε_max
-# has no measured counterpart (|G|²/GᵀHG is SGD's), so Adam has no "measured" mode.
+# has no measured counterpart (|G|²/GᵀHG is SGD's), so Adam has no "measured" mode; the
+# preconditioned SGD law's B_noise and ε_max are not the measured (unpreconditioned) ones.
 MODES_OF_LAW: Final = {
     "sgd": ("measured", "calibrated", "fitted"),
     "adam": ("calibrated", "fitted"),
+    "sgd_ema": ("fitted",),
 }
 
 
@@ -48,7 +58,8 @@ def _check_law(law: str) -> None:
 
 
 def rate(law: str, lr: float, momentum: float) -> float:
-    """The rate `law` is stated in: ε/(1 − m) for SGD, the lr itself for Adam."""
+    """The rate `law` is stated in: ε/(1 − m) for SGD's heavy ball, the lr itself for Adam
+    and for SGD with EMA momentum ("sgd_ema")."""
     _check_law(law)
     return float(effective_lr(lr, momentum)) if law == "sgd" else float(lr)
 
@@ -92,14 +103,16 @@ def law_model(
     law's terms, and its steps to the target) and pooled measurements; None while there
     is too little data.
 
-    SGD: `tuner.theory.eps_opt.eps_opt_model`. Adam: fitted (B_noise from the steps, ≥ 2
-    distinct batch sizes) or calibrated (B_noise measured, ≥ 1 batch size).
+    SGD and SGD with EMA momentum: `tuner.theory.eps_opt.eps_opt_model`. Adam: fitted
+    (B_noise from the steps, ≥ 2 distinct batch sizes) or calibrated (B_noise measured,
+    ≥ 1 batch size).
     """
     _check_law(law)
     if mode not in MODES_OF_LAW[law]:
         raise ValueError(f"mode must be one of {MODES_OF_LAW[law]} for the {law} law, got {mode!r}")
-    if law == "sgd":
-        return eps_opt_model(mode, batch_sizes, best_rates, b_noise_measured, eps_max_measured)
+    if law in ("sgd", "sgd_ema"):
+        fit = eps_opt_model(mode, batch_sizes, best_rates, b_noise_measured, eps_max_measured)
+        return None if fit is None else dataclasses.replace(fit, law=law)
     b = np.atleast_1d(np.asarray(batch_sizes, dtype=np.float64))
     rates = np.atleast_1d(np.asarray(best_rates, dtype=np.float64))
     if mode == "fitted":
