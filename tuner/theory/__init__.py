@@ -4,10 +4,20 @@ McCandlish, Kaplan, Amodei 2018, "An Empirical Model of Large-Batch Training": t
 estimators of |G|², tr(Σ) (and GᵀHG, tr(HΣ)), B_simple, B_noise, ε_max, ε_opt(B), and the
 steps/examples trade-off S(B) = S_min(1 + B_crit/B) with a profile-likelihood interval for
 B_crit, and steps to a target interpolated between evaluations. Li et al. 2024: Adam's
-ε_opt(B) (the surge law); `lr_laws` says which law applies to which optimiser.
+ε_opt(B) (the surge law); `lr_laws` says which law applies to which optimiser. Byrd et
+al. 2012 / Lau et al. 2024: the norm test and the noise-scale rule for growing B
+(`adaptive_batch`).
 """
 
 from tuner.theory.adam_eps_opt import eps_opt_adam, fit_eps_max_adam, fit_eps_opt_adam
+from tuner.theory.adaptive_batch import (
+    ADAPTIVE_RULES,
+    grown_batch_size,
+    noise_scale_batch,
+    norm_test_batch,
+    norm_test_expected,
+    norm_test_from_examples,
+)
 from tuner.theory.crossing import CROSSING_MODES, crossing_step, first_crossing, target_met
 from tuner.theory.curve_race import curve_noise, lag_ratio, step_reaching
 from tuner.theory.eps_opt import (
@@ -61,6 +71,7 @@ from tuner.theory.tradeoff import (
 )
 
 __all__ = [
+    "ADAPTIVE_RULES",
     "B_CRIT_KINDS",
     "CROSSING_MODES",
     "EPS_OPT_MODES",
@@ -95,11 +106,16 @@ __all__ = [
     "fit_tradeoff",
     "g2_estimate",
     "ghg_estimate",
+    "grown_batch_size",
     "highest_plausible_eps_opt",
     "lag_ratio",
     "law_model",
     "lr_at",
     "lr_ratio_to_eps_opt",
+    "noise_scale_batch",
+    "norm_test_batch",
+    "norm_test_expected",
+    "norm_test_from_examples",
     "pareto_mask",
     "pooled_noise_scale",
     "pooling_weight",
