@@ -6,7 +6,8 @@ steps/examples trade-off S(B) = S_min(1 + B_crit/B) with a profile-likelihood in
 B_crit, and steps to a target interpolated between evaluations. Li et al. 2024: Adam's
 ε_opt(B) (the surge law); `lr_laws` says which law applies to which optimiser. Byrd et
 al. 2012 / Lau et al. 2024: the norm test and the noise-scale rule for growing B
-(`adaptive_batch`).
+(`adaptive_batch`). Merrill et al. 2025: the critical batch size along training by
+branching (`branched`).
 """
 
 from tuner.theory.adam_eps_opt import eps_opt_adam, fit_eps_max_adam, fit_eps_opt_adam
@@ -17,6 +18,12 @@ from tuner.theory.adaptive_batch import (
     norm_test_batch,
     norm_test_expected,
     norm_test_from_examples,
+)
+from tuner.theory.branched import (
+    BranchedBCrit,
+    branched_b_crit,
+    lr_multiplier,
+    recommended_schedule,
 )
 from tuner.theory.crossing import CROSSING_MODES, crossing_step, first_crossing, target_met
 from tuner.theory.curve_race import curve_noise, lag_ratio, step_reaching
@@ -80,6 +87,7 @@ __all__ = [
     "MODES_OF_LAW",
     "BCritFinding",
     "BCritKind",
+    "BranchedBCrit",
     "EpsOptFit",
     "FloatArray",
     "NoiseScaleEMA",
@@ -90,6 +98,7 @@ __all__ = [
     "b_simple",
     "b_simple_halfwidth",
     "bootstrap_b_crit",
+    "branched_b_crit",
     "crossing_step",
     "curve_noise",
     "effective_lr",
@@ -111,6 +120,7 @@ __all__ = [
     "lag_ratio",
     "law_model",
     "lr_at",
+    "lr_multiplier",
     "lr_ratio_to_eps_opt",
     "noise_scale_batch",
     "norm_test_batch",
@@ -121,6 +131,7 @@ __all__ = [
     "pooling_weight",
     "predicted_eps_opt",
     "rate",
+    "recommended_schedule",
     "step_reaching",
     "steps_for",
     "student_t_cdf",
