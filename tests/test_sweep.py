@@ -149,6 +149,25 @@ def test_two_worker_ddp_sweep_through_ray_train(ray_session: None, tmp_path: Pat
     assert (outcome.run_dir / "train").is_dir()  # Ray Train kept its own state there
 
 
+@pytest.mark.timeout(420)
+def test_pruned_ddp_trials_free_their_workers_for_the_next(
+    ray_session: None, tmp_path: Path
+) -> None:
+    """Front pruning stops 2-worker trials part-way; each must end its Ray Train worker
+    group, or the next trial never gets the CPUs (2 here) and the sweep hangs."""
+    spec = small_spec(
+        tmp_path,
+        name="ddp-pruned",
+        space={"batch_size": [32], "lr": [0.4, 0.2, 0.1, 0.05, 0.025, 0.0125], "momentum": [0.0]},
+        search={"algorithm": "grid", "max_concurrent": 1},
+        pruning={"kind": "front"},
+        resources={"workers_per_trial": 2, "cpus_per_worker": 1},
+    )
+    trials = run_sweep(spec, progress=False).tables.trials
+    assert len(trials) == 6
+    assert (trials["status"] == keys.PRUNED).sum() >= 2, trials[[keys.LR, keys.REASON]]
+
+
 def test_results_read_back_without_ray(grid_run: Any) -> None:
     tables = read_tables(grid_run.run_dir)
     rebuilt = build_tables(grid_run.run_dir, tables.summary["target"])

@@ -257,7 +257,10 @@ def run_sweep(
             search_alg=plan.search_alg,
             scheduler=plan.scheduler,
             num_samples=plan.num_samples,
-            reuse_actors=True,
+            # A multi-worker trial's actor only drives its Train run: nothing to reuse,
+            # and a reused one outlives a STOP, its worker group holding the CPUs or
+            # GPUs the next trial waits for (the sweep hangs).
+            reuse_actors=spec.resources.workers_per_trial == 1,
         ),
         run_config=_run_config(spec, run.location, run.workdir, verbose, progress),
     )
