@@ -100,6 +100,16 @@ def test_warmup_lowers_the_reported_lr() -> None:
         ("linear", 60, 0.1 + 0.9 * 0.5),
         ("linear", 85, 0.1 + 0.9 * 0.25),
         ("linear", 5, 0.5),  # still warming up
+        # step, at 0.5 and 0.75 of the horizon: steps 55 and ⌈82.5⌉ = 83 are the last at
+        # the old lr (the lr changes after the examples of 55 and 83 steps).
+        ("step", 5, 0.5),
+        ("step", 55, 1.0),
+        ("step", 56, 0.2),
+        ("step", 83, 0.2),
+        ("step", 84, 0.2**2),
+        ("step", 500, 0.2**2),  # held after the horizon
+        ("batch_step", 5, 0.5),  # warmup, then the lr kept: the batch size grows instead
+        ("batch_step", 500, 1.0),
     ],
 )
 def test_schedules_against_their_closed_forms(kind: str, step: int, expected: float) -> None:
@@ -111,8 +121,8 @@ def test_a_decay_is_monotone_and_a_bad_schedule_fails_before_training() -> None:
     lrs = [LrSchedule(1.0, 0, "cosine", 0.0, 50).lr(t) for t in range(1, 60)]
     assert all(a >= b for a, b in itertools.pairwise(lrs)) and lrs[-1] == 0.0
     assert decay_factor("linear", 2.0) == 0.0  # clipped past the end
-    with pytest.raises(ValueError, match="unknown schedule kind 'step'"):
-        LrSchedule(1.0, 0, "step")
+    with pytest.raises(ValueError, match="unknown schedule kind 'exponential'"):
+        LrSchedule(1.0, 0, "exponential")
     with pytest.raises(ValueError, match="final_fraction"):
         LrSchedule(1.0, 0, "cosine", final_fraction=1.5)
 

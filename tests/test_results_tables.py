@@ -325,7 +325,10 @@ def test_the_column_and_field_names_are_the_public_contract(tmp_path: Path) -> N
         "reason", "steps", "examples", "effective_lr", "seed", "steps_to_target_interp",
         "examples_to_target_interp", "weight_decay", "beta2", "schedule", "noise_method",
     ]  # fmt: skip
-    curves = ["trial_id", "step", "examples", "loss", "lr", "b_simple", "g2", "trace_sigma"]
+    curves = [
+        "trial_id", "step", "examples", "loss", "lr", "b_simple", "g2", "trace_sigma",
+        "batch_size_now",
+    ]  # fmt: skip
     front = [
         "batch_size", "steps", "examples", "trial_id", "lr", "momentum", "warmup_steps",
         "pareto", "steps_interp", "examples_interp", "seeds_reached", "seeds", "steps_lo",

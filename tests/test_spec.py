@@ -302,13 +302,61 @@ BAD_CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "unknown schedule kind",
         with_(("schedule.kind", "exponential")),
         "schedule.kind",
-        "unknown kind 'exponential' (choose from constant, cosine, linear)",
+        "unknown kind 'exponential' (choose from constant, cosine, linear, step, batch_step)",
     ),
     (
         "unknown searched schedule kind",
-        with_(("space.schedule", ["cosine", "step"])),
+        with_(("space.schedule", ["cosine", "exponential"])),
         "space.schedule[1]",
-        "unknown schedule 'step' (choose from constant, cosine, linear)",
+        "unknown schedule 'exponential' (choose from constant, cosine, linear, step, batch_step)",
+    ),
+    (
+        "batch_step with a batch factor that is not a whole number",
+        with_(("schedule.kind", "batch_step"), ("schedule.decay_factor", 0.3)),
+        "schedule.decay_factor",
+        "1/decay_factor, which must be a whole number >= 2: 1/0.3 = 3.33333",
+    ),
+    (
+        "batch_step searched with a batch factor below 2",
+        with_(("space.schedule", ["step", "batch_step"]), ("schedule.decay_factor", 0.6)),
+        "schedule.decay_factor",
+        "must be a whole number >= 2: 1/0.6 = 1.66667",
+    ),
+    (
+        "decay factor of 1",
+        with_(("schedule.kind", "step"), ("schedule.decay_factor", 1)),
+        "schedule.decay_factor",
+        "less than 1",
+    ),
+    (
+        "milestones not increasing",
+        with_(("schedule.kind", "step"), ("schedule.milestones", [0.75, 0.5])),
+        "schedule.milestones",
+        "must increase, got 0.75, 0.5",
+    ),
+    (
+        "a repeated milestone",
+        with_(("schedule.kind", "batch_step"), ("schedule.milestones", [0.5, 0.5])),
+        "schedule.milestones",
+        "must increase, got 0.5, 0.5",
+    ),
+    (
+        "a milestone at the horizon",
+        with_(("schedule.kind", "batch_step"), ("schedule.milestones", [0.5, 1.0])),
+        "schedule.milestones[1]",
+        "less than 1",
+    ),
+    (
+        "a milestone at the start",
+        with_(("schedule.kind", "step"), ("schedule.milestones", [0])),
+        "schedule.milestones[0]",
+        "greater than 0",
+    ),
+    (
+        "no milestones",
+        with_(("schedule.kind", "step"), ("schedule.milestones", [])),
+        "schedule.milestones",
+        "give at least one milestone",
     ),
     (
         "final lr fraction above 1",
@@ -374,6 +422,18 @@ BAD_CASES: list[tuple[str, dict[str, Any], str, str]] = [
         ),
         "measure.method",
         "needs each worker's share in one micro-batch",
+    ),
+    (
+        "per example on DDP shares that batch_step grows past the micro-batch",
+        with_(
+            ("resources.max_micro_batch", 64),
+            ("resources.workers_per_trial", 2),
+            ("space.batch_size", [32]),
+            ("measure.method", "per_example"),
+            ("schedule.kind", "batch_step"),
+        ),
+        "measure.method",
+        "batch size(s) 32 are accumulated",
     ),
     (
         "unknown noise method",
@@ -741,6 +801,45 @@ def test_the_recipe_s_fixed_values_are_stated_not_implied() -> None:
     assert searched.space.dimensions()["schedule"].points() == ("constant", "linear")
     assert "schedule" not in searched.fixed_hyperparameters()
     assert parse_spec(searched.to_yaml_dict()) == searched
+
+
+def test_step_and_batch_step_schedules_are_accepted_and_round_trip() -> None:
+    """`step` and `batch_step`, fixed or searched side by side, with their defaults
+    (Smith et al.'s factor 0.2 at half and three quarters of the horizon) or given;
+    the sweep's trials are told them."""
+    from tuner.config.trial_settings import trial_settings
+
+    for kind in ("step", "batch_step"):
+        spec = parse_spec(with_(("schedule.kind", kind)))
+        assert (spec.schedule.decay_factor, spec.schedule.milestones) == (0.2, (0.5, 0.75))
+        assert spec.fixed_hyperparameters()["schedule"] == kind
+    searched = parse_spec(
+        with_(
+            ("space.schedule", ["step", "batch_step"]),
+            ("schedule.decay_factor", 0.5),
+            ("schedule.milestones", [0.3, 0.6, 0.8]),
+        )
+    )
+    assert searched.space.dimensions()["schedule"].points() == ("step", "batch_step")
+    assert parse_spec(searched.to_yaml_dict()) == searched
+    told = trial_settings(searched, "")
+    assert (told.decay_factor, told.milestones) == (0.5, (0.3, 0.6, 0.8))
+    # 1/0.25 = 4 and 1/0.1 (a float a rounding error off 10) are whole numbers; step
+    # takes any factor in (0, 1).
+    parse_spec(with_(("schedule.kind", "batch_step"), ("schedule.decay_factor", 0.25)))
+    parse_spec(with_(("schedule.kind", "batch_step"), ("schedule.decay_factor", 0.1)))
+    parse_spec(with_(("schedule.kind", "step"), ("schedule.decay_factor", 0.3)))
+    parse_spec(with_(("schedule.kind", "step"), ("schedule.milestones", [0.9])))
+    # Each worker's share of the grown batch still fits one micro-batch: fine.
+    parse_spec(
+        with_(
+            ("resources.max_micro_batch", 400),
+            ("resources.workers_per_trial", 2),
+            ("space.batch_size", [32]),
+            ("measure.method", "per_example"),
+            ("schedule.kind", "batch_step"),
+        )
+    )
 
 
 def test_schedule_kinds_are_the_loop_s() -> None:

@@ -7,7 +7,10 @@ the trial (target reached, budget exhausted, diverged or stalled: trainables.par
 
 - the step strategy (trainables.steps): one process or DDP workers, micro-batches;
 - the batches (trainables.parts.batches) from the trial's random streams (trainables.parts.streams);
-- the optimiser (trainables.parts.optimizers) and the lr schedule (trainables.parts.schedule);
+- the optimiser (trainables.parts.optimizers), the lr schedule and the batch-size schedule
+  (trainables.parts.schedule: under batch_step the batch size grows at milestones in
+  examples; a report's `examples` is the sum of its steps' batch sizes, `batch_size_now`
+  its step's batch size);
 - the noise meter (trainables.measure.noise_meter: B_simple every `noise_every` steps, B_noise
   and ε_max every `curvature_every` steps by trainables.measure.curvature);
 - the evaluator (trainables.parts.evaluator: loss, workload metrics, target value);
@@ -37,7 +40,7 @@ from trainables.parts.evaluator import Evaluator
 from trainables.parts.forward import Forward, autocast_for
 from trainables.parts.judge import Judge
 from trainables.parts.optimizers import make_optimizer
-from trainables.parts.schedule import LrSchedule
+from trainables.parts.schedule import BatchSchedule, LrSchedule
 from trainables.parts.streams import (
     HESSIAN_STREAM,
     TORCH_STREAM,
@@ -91,13 +94,22 @@ class TrainingRun:
         )
         self.optimizer = make_optimizer(settings.optimizer, self.params, hp)
         self.max_steps = settings.max_steps_for(hp.batch_size)
+        horizon = settings.horizon_steps or self.max_steps
         self.schedule = LrSchedule(
             hp.lr,
             hp.warmup_steps,
             hp.schedule,
             settings.final_lr_fraction,
-            settings.horizon_steps or self.max_steps,
+            horizon,
+            settings.decay_factor,
+            settings.milestones,
         )
+        # The batch size of each step (B₀ throughout but under batch_step), and the
+        # examples consumed so far: the sum of the steps' batch sizes.
+        self.batch_schedule = BatchSchedule.for_trial(
+            hp.schedule, hp.batch_size, settings.decay_factor, settings.milestones, horizon
+        )
+        self.batch_size, self.examples = hp.batch_size, 0
         train_data = self.workload.train_data
         self.batches = batch_source(
             train_data,
@@ -111,7 +123,9 @@ class TrainingRun:
         )
         # The Hessian batches have their own random stream (the same on every worker), so
         # measuring curvature does not shift the training batches; a streaming dataset
-        # is read again by a second reader of its own.
+        # is read again by a second reader of its own. They stay at B₀ under batch_step:
+        # the Hessian's batch is a sample of its own, its size in no estimate (the two
+        # batch sizes of the forms are the step's, from the step strategy).
         hessian_batches = batch_source(
             train_data,
             hp.batch_size,
@@ -161,14 +175,26 @@ class TrainingRun:
         torch.manual_seed(stream_seed(self.hp.seed, self.hp.batch_size, TORCH_STREAM))
         return self.evaluate(0)
 
+    def use_batch_size(self, batch_size: int) -> None:
+        """Draw and compute global batches of `batch_size` from now on (batch_step): the
+        same random stream draws more examples a step, the step strategy splits them
+        into micro-batches and over workers, and measures the noise scale at that size."""
+        if batch_size != self.batch_size:
+            self.strategy.resize(batch_size)
+            self.batches.resize(batch_size)
+            self.batch_size = batch_size
+
     def train_step(self, step: int) -> None:
-        """One optimisation step; a non-finite bf16 gradient skips it."""
+        """One optimisation step, at the batch size the examples consumed so far give; a
+        non-finite bf16 gradient skips it (its examples count as consumed)."""
+        self.use_batch_size(self.batch_schedule.batch_size(self.examples))
         self.schedule.apply(self.optimizer, step)
         self.optimizer.zero_grad(set_to_none=True)
         measure = self.strategy.can_measure and self.meter.measures_norms(step)
         # Curvature steps measure the norms too (same step, same weights).
         curvature = measure and self.meter.measures_curvature(step)
         captured = self.strategy.backward(self.batches.next(), measure, keep_grads=curvature)
+        self.examples += self.batch_size
         self.evaluator.add_train_loss(captured.loss)
         if self.skips_nonfinite and not math.isfinite(float(grad_sq_norm(self.params))):
             self.skipped_steps += 1
@@ -204,10 +230,11 @@ class TrainingRun:
         evaluation = self.evaluator.evaluate()
         verdict = self.judge.judge(step, evaluation.loss, evaluation.target_value)
         reached = verdict.status == keys.REACHED
-        batch_size = self.hp.batch_size
+        examples = self.examples
         return {
             keys.STEP: step,
-            keys.EXAMPLES: step * batch_size,
+            keys.EXAMPLES: examples,
+            keys.BATCH_SIZE_NOW: self.batch_size,
             keys.LOSS: evaluation.loss,
             keys.LR: self.schedule.lr(max(step, 1)),
             **self.meter.report(),
@@ -215,9 +242,10 @@ class TrainingRun:
             keys.TARGET_VALUE: evaluation.target_value,
             keys.TRIAL_STATUS: verdict.status,
             keys.STEPS_TO_TARGET: step if reached else math.nan,
-            keys.EXAMPLES_TO_TARGET: step * batch_size if reached else math.nan,
+            keys.EXAMPLES_TO_TARGET: examples if reached else math.nan,
             keys.STEPS_TO_TARGET_INTERP: verdict.steps_interp,
-            keys.EXAMPLES_TO_TARGET_INTERP: verdict.steps_interp * batch_size,
+            # The examples consumed by the interpolated crossing (B₀ times it at one size).
+            keys.EXAMPLES_TO_TARGET_INTERP: self.batch_schedule.examples_at(verdict.steps_interp),
             keys.REASON: verdict.reason,
             keys.WALL_S: self.wall_s(),
             **self.recipe,
@@ -233,6 +261,8 @@ class TrainingRun:
         """
         state: dict[str, Any] = {
             "step": step,
+            "examples": self.examples,
+            "batch_size_now": self.batch_size,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "sampler": self.batches.state_dict(),
@@ -249,6 +279,10 @@ class TrainingRun:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> int:
         """Continue from `state_dict(step)`; returns that step."""
+        step = int(state["step"])
+        # A checkpoint from before batch-size schedules: its examples follow from its step.
+        self.examples = int(state.get("examples", self.batch_schedule.examples_at(step)))
+        self.use_batch_size(int(state.get("batch_size_now", self.hp.batch_size)))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.batches.load_state_dict(state["sampler"])
@@ -264,7 +298,7 @@ class TrainingRun:
             self.judge.initial_loss = float(state.get("initial_loss", math.nan))
             self.judge.patience_steps = 0
         self.wall_before = float(state["wall_s"])
-        return int(state["step"])
+        return step
 
 
 def run_trial(

@@ -54,6 +54,12 @@ def step_budget(batch_size: int, max_steps: int | None, max_examples: int | None
     return max(1, min(limits))
 
 
+# step and batch_step (trainables.parts.schedule): Smith et al.'s factor (the lr ÷ 5, or the
+# batch size × 5) at the classic half and three quarters of the horizon.
+DEFAULT_DECAY = 0.2
+DEFAULT_MILESTONES = (0.5, 0.75)
+
+
 @dataclass(frozen=True)
 class TrialSettings:
     """The sweep-wide settings every trial of a sweep shares, as the spec gives them
@@ -107,6 +113,10 @@ class TrialSettings:
     final_lr_fraction: float
     horizon_steps: int | None
     divergence_factor: float = 10.0  # eval loss above this multiple of the initial one diverged
+    # step and batch_step (trainables.parts.schedule): the lr's factor at each milestone (the
+    # batch size's: its inverse), the milestones as fractions of the horizon.
+    decay_factor: float = DEFAULT_DECAY
+    milestones: tuple[float, ...] = DEFAULT_MILESTONES
 
     @property
     def target(self) -> Target:

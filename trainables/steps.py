@@ -55,6 +55,11 @@ MICRO_BATCH = "micro_batch"  # the batch split into micro-batches (b_small = B/p
 WORKER_BATCHES = "worker_batches"  # DDP: each worker's share against the global batch
 NOT_MEASURED = "none"  # a batch of one example, or measure.noise_every 0
 
+_PER_EXAMPLE_ACCUMULATED = (
+    "measure.method per_example with several workers needs each worker's share "
+    "in one micro-batch (the DDP hook measures an accumulated share): use auto"
+)
+
 
 @dataclass
 class Captured:
@@ -73,6 +78,9 @@ class StepStrategy(Protocol):
     can_measure: bool  # whether a step can give two batch sizes (one example cannot)
     method: str  # what measures the norms now: PER_EXAMPLE, MICRO_BATCH, WORKER_BATCHES
     curvature_method: str  # what measures them on curvature steps (small-batch vectors)
+
+    def resize(self, batch_size: int) -> None:
+        """Global batches of `batch_size` examples from now on (a batch-size schedule)."""
 
     def backward(self, batch: Any, measure: bool, keep_grads: bool = False) -> Captured:
         """Gradient of the mean loss over the global batch; norms when `measure`, and
@@ -218,16 +226,31 @@ class OneProcess:
         per_example_rows: int | None = None,
         loose_check: bool = False,
     ) -> None:
-        self.can_measure = batch_size >= 2  # two batch sizes need two examples
-        self.forward, self.batch_size = forward, batch_size
-        self.parts = accumulation_parts(batch_size, max_micro_batch)
-        # Accumulating, a measured step captures `micro_batches` of its micro-batches.
-        captured = micro_batches if self.parts > micro_batches else None
-        self.micro_batched = MicroBatched(forward, max(micro_batches, self.parts), captured)
+        self.forward = forward
+        self.micro_batches, self.max_micro_batch = micro_batches, max_micro_batch
+        self._size(batch_size)
         self.asked = noise_method
         self.per_example = per_example_step(
             forward, noise_method, self.parts, per_example_rows, loose_check
         )
+
+    def _size(self, batch_size: int) -> None:
+        """The batch size, its accumulation and its micro-batched measurement."""
+        self.can_measure = batch_size >= 2  # two batch sizes need two examples
+        self.batch_size = batch_size
+        self.parts = accumulation_parts(batch_size, self.max_micro_batch)
+        # Accumulating, a measured step captures `micro_batches` of its micro-batches.
+        captured = self.micro_batches if self.parts > self.micro_batches else None
+        self.micro_batched = MicroBatched(
+            self.forward, max(self.micro_batches, self.parts), captured
+        )
+
+    def resize(self, batch_size: int) -> None:
+        """Steps of `batch_size` examples from now on (a batch-size schedule): split into
+        micro-batches of at most `max_micro_batch`, the norms' b_big the new size."""
+        self._size(batch_size)
+        if self.per_example is not None:
+            self.per_example.parts = self.parts
 
     @property
     def method(self) -> str:
@@ -286,13 +309,11 @@ class DataParallel:
         self.module.register_comm_hook(self.norms, allreduce_with_norms)
         self.forward = Forward(self.module, forward.params, forward.loss_fn, forward.autocast)
         self.params = forward.params
+        self.max_micro_batch = max_micro_batch
         self.parts = accumulation_parts(local_batch, max_micro_batch)
         self.asked = noise_method
         if self.parts > 1 and noise_method == PER_EXAMPLE:
-            raise TrialInputError(
-                "measure.method per_example with several workers needs each worker's share "
-                "in one micro-batch (the DDP hook measures an accumulated share): use auto"
-            )
+            raise TrialInputError(_PER_EXAMPLE_ACCUMULATED)
         self.per_example = (
             None
             if self.parts > 1
@@ -303,6 +324,18 @@ class DataParallel:
     def method(self) -> str:
         """What measures this trial's noise scale now."""
         return WORKER_BATCHES if self.per_example is None else PER_EXAMPLE
+
+    def resize(self, batch_size: int) -> None:
+        """Global batches of `batch_size` from now on (a batch-size schedule): each
+        worker's share accumulated above `max_micro_batch`, and then measured by the DDP
+        hook (per-example norms need the share in one micro-batch)."""
+        self.local_batch = batch_size // self.world.size
+        self.parts = accumulation_parts(self.local_batch, self.max_micro_batch)
+        if self.parts > 1 and self.per_example is not None:
+            if self.asked == PER_EXAMPLE:
+                raise TrialInputError(_PER_EXAMPLE_ACCUMULATED)
+            logger.info("a worker's share of %d is accumulated: the DDP hook measures", batch_size)
+            self.per_example = None
 
     curvature_method = WORKER_BATCHES
 

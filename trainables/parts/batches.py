@@ -87,6 +87,12 @@ class BatchSource:
         lo = self.world.rank * self.local_batch
         return indices[lo : lo + self.local_batch]
 
+    def resize(self, batch_size: int) -> None:
+        """Draw global batches of `batch_size` from now on (a batch-size schedule): the
+        same generator draws more indices a batch, so the trial stays one stream of i.i.d.
+        draws whatever its batch sizes, and its position is still the generator's state."""
+        self.batch_size, self.local_batch = batch_size, batch_size // self.world.size
+
     def state_dict(self) -> torch.Tensor:
         """Its position: the generator's state."""
         return self.generator.get_state()

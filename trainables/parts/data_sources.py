@@ -100,6 +100,11 @@ class StreamBatches:
             examples = examples[lo : lo + self.local_batch]
         return to_device(default_collate(examples), self.device)
 
+    def resize(self, batch_size: int) -> None:
+        """Read global batches of `batch_size` from now on; the position (in examples this
+        worker has read) is unchanged."""
+        self.batch_size, self.local_batch = batch_size, batch_size // self.world.size
+
     def state_dict(self) -> dict[str, int]:
         return {"position": self.position}
 
@@ -168,6 +173,14 @@ class LoaderBatches:
         if self.sampler.pending:
             return self.sampler.pending[0].clone()
         return self.sampler.draws.state_dict()
+
+    def resize(self, batch_size: int) -> None:
+        """Draw global batches of `batch_size` from now on: the batches prefetched at the
+        old size are dropped and drawn again from the generator's state before them, so
+        the indices are `BatchSource`'s."""
+        state = self.state_dict()
+        self.sampler.draws.resize(batch_size)
+        self.load_state_dict(state)
 
     def load_state_dict(self, state: torch.Tensor) -> None:
         self._iterator = None  # its prefetched batches were drawn from the old state

@@ -8,6 +8,7 @@ parsed mapping. Both raise `SpecError`, whose `problems` are one line each, of t
 from __future__ import annotations
 
 import difflib
+import itertools
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -32,7 +33,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 import search_spaces
-from trainables.settings import step_budget
+from trainables.settings import DEFAULT_DECAY, DEFAULT_MILESTONES, step_budget
 
 DIM_KINDS: tuple[str, ...] = ("choice", "uniform", "log_uniform", "int_uniform", "log_int_uniform")
 RANGE_KINDS: tuple[str, ...] = DIM_KINDS[1:]
@@ -279,7 +280,9 @@ def _listed(what: str, values: list[float | int]) -> str:
     return f"{what}{plural} {', '.join(map(str, values))}"
 
 
-ScheduleKind = Literal["constant", "cosine", "linear"]  # trainables.parts.schedule
+ScheduleKind = Literal[
+    "constant", "cosine", "linear", "step", "batch_step"
+]  # trainables.parts.schedule
 
 
 class ScheduleChoice(_Model):
@@ -523,12 +526,25 @@ class Tracking(_Model):
 class Schedule(_Model):
     """The lr after the warmup: `constant`, or decaying (`cosine`, `linear`) from the
     trial's lr to `final_lr_fraction` of it over `horizon_steps` steps (default: the
-    trial's step budget at its batch size), then held there. `space.schedule` searches
-    the kind instead."""
+    trial's step budget at its batch size), then held there; or `step`: times
+    `decay_factor` at each of `milestones` (fractions of the horizon); or `batch_step`:
+    the lr kept, the batch size times 1/decay_factor at those milestones, in examples
+    (Smith et al. 2018). `space.schedule` searches the kind instead."""
 
     kind: ScheduleKind = "constant"
     final_lr_fraction: Annotated[Real, Field(ge=0, le=1)] = 0.0
     horizon_steps: PosInt | None = None
+    decay_factor: Annotated[Real, Field(gt=0, lt=1)] = DEFAULT_DECAY
+    milestones: tuple[Annotated[Real, Field(gt=0, lt=1)], ...] = DEFAULT_MILESTONES
+
+    @field_validator("milestones")
+    @classmethod
+    def _increasing(cls, values: tuple[float, ...]) -> tuple[float, ...]:
+        if not values:
+            raise ValueError("give at least one milestone (a fraction of the horizon)")
+        if any(b <= a for a, b in itertools.pairwise(values)):
+            raise ValueError(f"must increase, got {', '.join(map(str, values))}")
+        return values
 
 
 class Stall(_Model):
@@ -684,9 +700,26 @@ class Spec(_Model):
                     "the schedule kind is searched (space.schedule): give it in one place",
                 )
             )
+        kinds = self.space.schedule.points() if self.space.schedule else (self.schedule.kind,)
+        growth = 1  # the largest batch size of a trial over its B₀ (batch_step)
+        if "batch_step" in kinds and self.pruning.kind in ("front", "eps_opt"):
+            problems.append(
+                (
+                    "pruning.kind",
+                    f"{self.pruning.kind} compares trials at their batch size, which batch_step "
+                    "changes during the trial: use none, asha or hyperband",
+                )
+            )
+        if "batch_step" in kinds:
+            from trainables.parts.schedule import batch_growth  # imports torch
+
+            try:
+                growth = batch_growth(self.schedule.decay_factor) ** len(self.schedule.milestones)
+            except ValueError as exc:
+                problems.append(("schedule.decay_factor", str(exc)))
         limit = self.resources.max_micro_batch
         if workers > 1 and self.measure.method == "per_example" and limit is not None:
-            shared = [b for b in batch.points() if int(b) // workers > limit]
+            shared = [b for b in batch.points() if int(b) * growth // workers > limit]
             if shared:
                 problems.append(
                     (

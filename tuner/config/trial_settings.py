@@ -33,4 +33,6 @@ def trial_settings(spec: Spec, run_dir: Path | str) -> TrialSettings:
         fixed_hyperparameters=spec.fixed_hyperparameters(),
         final_lr_fraction=spec.schedule.final_lr_fraction,
         horizon_steps=spec.schedule.horizon_steps,
+        decay_factor=spec.schedule.decay_factor,
+        milestones=tuple(spec.schedule.milestones),
     )

@@ -59,7 +59,7 @@ TRIAL_ORDER = [
 ]  # fmt: skip
 CURVE_COLUMNS = [
     columns.TRIAL_ID, keys.STEP, keys.EXAMPLES, keys.LOSS, keys.LR, keys.B_SIMPLE, keys.G2,
-    keys.TRACE_SIGMA,
+    keys.TRACE_SIGMA, keys.BATCH_SIZE_NOW,
 ]  # fmt: skip
 FRONT_COLUMNS = [
     keys.BATCH_SIZE, columns.STEPS, keys.EXAMPLES, columns.TRIAL_ID, keys.LR, keys.MOMENTUM,
@@ -69,6 +69,10 @@ FRONT_COLUMNS = [
 ]  # fmt: skip
 ADAM_LAW_TEXT = "Adam: eps_opt(B) = eps_max/(0.5(sqrt(B_noise/B) + sqrt(B/B_noise))) on lr"
 SGD_EMA_LAW_TEXT = "SGD with EMA momentum (SGD-SaI): eps_opt(B) = eps_max/(1 + B_noise/B) on lr"
+BATCH_STEP_FIT_NOTE = (
+    "batch_step trials (their batch size grows) are on the front but out of the B_crit fit "
+    "and the lr law"
+)
 # A front this coarse next to eval_every gets a note (steps round up to evaluations).
 COARSE_EVALUATIONS = 10
 
@@ -353,6 +357,12 @@ def seed_leaders(trials: pd.DataFrame) -> pd.DataFrame:
     return ordered.groupby([keys.BATCH_SIZE, keys.SEED]).head(1).drop(columns="_interp")
 
 
+def _padded_median(values: pd.Series, n_seeds: int) -> float:
+    """The median over `n_seeds` seeds of `values`, a seed without one counting as inf."""
+    given = values.to_numpy(float)
+    return float(np.median(np.concatenate([given, np.full(n_seeds - len(given), np.inf)])))
+
+
 def front_table(trials: pd.DataFrame) -> pd.DataFrame:
     """Per batch size the fewest steps to the target: with one training seed, its best
     trial; with several, the median over seeds of each seed's best (a seed that never
@@ -374,11 +384,20 @@ def front_table(trials: pd.DataFrame) -> pd.DataFrame:
         # The configuration shown is the seed whose steps are the (lower) median.
         middle = group.iloc[int(np.argsort(interp, kind="stable")[(len(padded) - 1) // 2])]
         steps = np.concatenate([group[keys.STEPS_TO_TARGET].to_numpy(float), padded[len(group) :]])
+        examples = round(float(np.median(steps))) * int(batch_size)
+        examples_interp = median * int(batch_size)
+        if keys.SCHEDULE in group and (group[keys.SCHEDULE] == "batch_step").any():
+            # A batch size that grows (batch_step): the examples the trials consumed.
+            examples = round(_padded_median(group[keys.EXAMPLES_TO_TARGET], n_seeds))
+            examples_interp = _padded_median(
+                group[keys.EXAMPLES_TO_TARGET_INTERP].fillna(group[keys.EXAMPLES_TO_TARGET]),
+                n_seeds,
+            )
         rows.append(
             {
                 keys.BATCH_SIZE: int(batch_size),
                 columns.STEPS: round(float(np.median(steps))),
-                keys.EXAMPLES: round(float(np.median(steps))) * int(batch_size),
+                keys.EXAMPLES: examples,
                 columns.TRIAL_ID: middle[columns.TRIAL_ID],
                 keys.LR: middle[keys.LR],
                 keys.MOMENTUM: middle[keys.MOMENTUM],
@@ -387,7 +406,7 @@ def front_table(trials: pd.DataFrame) -> pd.DataFrame:
                 keys.BETA2: middle.get(keys.BETA2, math.nan),
                 keys.SCHEDULE: middle.get(keys.SCHEDULE, ""),
                 columns.STEPS_INTERP: median,
-                columns.EXAMPLES_INTERP: median * int(batch_size),
+                columns.EXAMPLES_INTERP: examples_interp,
                 columns.SEEDS_REACHED: len(group),
                 columns.SEEDS: n_seeds,
                 columns.STEPS_LO: float(interp.min()),
@@ -477,7 +496,16 @@ def summarize(
     at_target = _rows_at_target(trials, curves)
     b_simple = _pooled(at_target, keys.B_SIMPLE)
     summary[keys.B_SIMPLE] = b_simple if math.isfinite(b_simple) else None
+    growing = trials[keys.SCHEDULE] == "batch_step" if keys.SCHEDULE in trials else None
+    if growing is not None and growing.any():
+        # S(B) and the lr laws are laws of a batch size held fixed: a batch_step trial's
+        # steps were taken at B₀ and above. They stay on the front, out of the fits.
+        front = front_table(trials[~growing])
     _b_crit_summary(summary, front, summary[columns.SEEDS], eval_every)
+    if growing is not None and growing.any():
+        summary[columns.FIT_NOTE] = "; ".join(
+            filter(None, [summary[columns.FIT_NOTE], BATCH_STEP_FIT_NOTE])
+        )
     summary[columns.LR_NOTE] = _lr_edge_note(trials, front)
     trained = front[front[columns.STEPS_INTERP] > 0]  # a target met at step 0 says nothing of lr
     law = theory.LAW_OF_OPTIMIZER.get(optimizer)
