@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from _helpers import tables_read_row_by_row
+from _helpers import ray_head, tables_read_row_by_row
 
 from trainables import keys
 from tuner.config.spec import parse_spec
@@ -149,13 +149,25 @@ def test_two_worker_ddp_sweep_through_ray_train(ray_session: None, tmp_path: Pat
     assert (outcome.run_dir / "train").is_dir()  # Ray Train kept its own state there
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(480)
 def test_pruned_ddp_trials_free_their_workers_for_the_next(
     ray_session: None, tmp_path: Path
 ) -> None:
     """Front pruning stops 2-worker trials part-way; each must end its Ray Train worker
-    group, or the next trial never gets the CPUs (2 here) and the sweep hangs."""
-    spec = small_spec(
+    group and free its placement group, or the next trial never gets the CPUs (2 here):
+    the sweep hung (actor reuse kept the group alive), then trials failed to start
+    (Ray Train's cleaner, looking for "the" local Ray, found this one and a second Ray
+    on the machine and gave up). A second Ray runs beside it here."""
+    with ray_head(num_cpus=1):
+        outcome = run_sweep(_pruned_ddp_spec(tmp_path), progress=False)
+    trials = outcome.tables.trials
+    assert len(trials) == 6
+    assert (trials["status"] != keys.ERROR).all(), trials[[keys.LR, keys.REASON]]
+    assert (trials["status"] == keys.PRUNED).sum() >= 2, trials[[keys.LR, keys.REASON]]
+
+
+def _pruned_ddp_spec(tmp_path: Path) -> Any:
+    return small_spec(
         tmp_path,
         name="ddp-pruned",
         space={"batch_size": [32], "lr": [0.4, 0.2, 0.1, 0.05, 0.025, 0.0125], "momentum": [0.0]},
@@ -163,9 +175,6 @@ def test_pruned_ddp_trials_free_their_workers_for_the_next(
         pruning={"kind": "front"},
         resources={"workers_per_trial": 2, "cpus_per_worker": 1},
     )
-    trials = run_sweep(spec, progress=False).tables.trials
-    assert len(trials) == 6
-    assert (trials["status"] == keys.PRUNED).sum() >= 2, trials[[keys.LR, keys.REASON]]
 
 
 def test_results_read_back_without_ray(grid_run: Any) -> None:

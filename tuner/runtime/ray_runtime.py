@@ -9,6 +9,7 @@ import os
 import socket
 import sys
 import tempfile
+from pathlib import Path
 from typing import Any
 
 # Ray Train's controller polls workers this often; every report waits for a poll, and
@@ -42,14 +43,27 @@ def _ray_would_leave_loopback() -> bool:
     return bool(getattr(constants, "ENABLE_RAY_CLUSTER", False))
 
 
-def worker_env_vars(local: bool = False) -> dict[str, str]:
-    """Environment of every Ray worker process: of a `local` embedded Ray, or a cluster's."""
+def worker_env_vars(local_temp_dir: str | None = None) -> dict[str, str]:
+    """Environment of every Ray worker process: of an embedded Ray whose temp dir is
+    `local_temp_dir`, or (None) a cluster's."""
     env = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": TRAIN_HEALTH_CHECK_S}
-    if local:
+    if local_temp_dir is not None:
         # Nothing preempts one machine's processes: Ray Train's preemption watcher, an
         # actor process started for every multi-worker trial, has nothing to watch there.
         env["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
+        # Where a worker looks for "the" local Ray when it uses the State API
+        # (`bootstrap_file`), as Ray Train's placement-group cleaner does.
+        env["RAY_TMPDIR"] = local_temp_dir
     return env
+
+
+def bootstrap_file(temp_dir: str) -> Path:
+    """The file a process whose RAY_TMPDIR is `temp_dir` reads the address of its local
+    Ray from. Ray Train frees a stopped multi-worker trial's placement group from a
+    detached cleaner that finds its cluster through the State API: with no such file and
+    two Rays on the machine (two sweeps, a sweep beside the tests) it finds both, gives
+    up, and the group's CPUs stay reserved; the next trial's workers never start."""
+    return Path(temp_dir) / "ray" / "ray_current_cluster"
 
 
 def free_loopback_port() -> int:
@@ -85,6 +99,7 @@ def init_ray(
     }
     if address:
         return ray.init(address=address, runtime_env={"env_vars": worker_env_vars()}, **common)
+    temp_dir = tempfile.mkdtemp(prefix="noisetune-ray-")
     context = ray.init(
         address="local",  # never attach to another cluster found under /tmp/ray
         num_cpus=num_cpus,
@@ -92,12 +107,15 @@ def init_ray(
         include_dashboard=True,  # the State API it serves frees stopped Train trials' PGs
         dashboard_host=LOOPBACK,
         dashboard_port=free_loopback_port(),
-        _temp_dir=tempfile.mkdtemp(prefix="noisetune-ray-"),
-        runtime_env={"env_vars": worker_env_vars(local=True)},
+        _temp_dir=temp_dir,
+        runtime_env={"env_vars": worker_env_vars(temp_dir)},
         **common,
     )
     node_ip = ray.util.get_node_ip_address()
     if node_ip != LOOPBACK:
         ray.shutdown()
         raise LoopbackError(f"the local Ray took node address {node_ip}, not {LOOPBACK}")
+    bootstrap = bootstrap_file(temp_dir)
+    bootstrap.parent.mkdir(exist_ok=True)
+    bootstrap.write_text(context.address_info["gcs_address"])
     return context
