@@ -166,6 +166,20 @@ def test_pruned_ddp_trials_free_their_workers_for_the_next(
     assert (trials["status"] == keys.PRUNED).sum() >= 2, trials[[keys.LR, keys.REASON]]
 
 
+def test_a_worker_resolves_the_local_ray_to_its_own(ray_session: None) -> None:
+    """What Ray's State API does in a worker with no address (Ray Train's placement-group
+    cleaner): it finds this Ray, whatever else runs on the machine."""
+    import ray
+    from ray._private.services import get_ray_address_from_environment
+
+    @ray.remote(num_cpus=0)
+    def resolve() -> str:
+        return str(get_ray_address_from_environment(None, None))
+
+    with ray_head(num_cpus=1):
+        assert ray.get(resolve.remote()) == ray.get_runtime_context().gcs_address
+
+
 def _pruned_ddp_spec(tmp_path: Path) -> Any:
     return small_spec(
         tmp_path,

@@ -117,5 +117,5 @@ def init_ray(
         raise LoopbackError(f"the local Ray took node address {node_ip}, not {LOOPBACK}")
     bootstrap = bootstrap_file(temp_dir)
     bootstrap.parent.mkdir(exist_ok=True)
-    bootstrap.write_text(context.address_info["gcs_address"])
+    bootstrap.write_text(ray.get_runtime_context().gcs_address)
     return context
