@@ -414,8 +414,8 @@ def test_the_b_crit_fit_and_the_lr_law_leave_batch_step_trials_out() -> None:
 
     from tuner.results import columns
     from tuner.results.tables import (
-        BATCH_STEP_FIT_NOTE,
         CURVE_COLUMNS,
+        GROWN_BATCH_FIT_NOTE,
         TRIAL_COLUMNS,
         front_table,
         summarize,
@@ -444,7 +444,7 @@ def test_the_b_crit_fit_and_the_lr_law_leave_batch_step_trials_out() -> None:
     assert mixed[columns.B_CRIT] == pytest.approx(plain[columns.B_CRIT]) == pytest.approx(64)
     assert mixed[columns.S_MIN] == pytest.approx(plain[columns.S_MIN])
     assert mixed[keys.EPS_MAX] == pytest.approx(plain[keys.EPS_MAX])
-    assert BATCH_STEP_FIT_NOTE in mixed[columns.FIT_NOTE]
+    assert GROWN_BATCH_FIT_NOTE in mixed[columns.FIT_NOTE]
     assert plain[columns.FIT_NOTE] is None
 
 

@@ -10,7 +10,8 @@ the trial (target reached, budget exhausted, diverged or stalled: trainables.par
 - the optimiser (trainables.parts.optimizers), the lr schedule and the batch-size schedule
   (trainables.parts.schedule: under batch_step the batch size grows at milestones in
   examples; a report's `examples` is the sum of its steps' batch sizes, `batch_size_now`
-  its step's batch size);
+  its step's batch size), or the adaptive batch size (trainables.parts.adaptive_batch:
+  after each measured step, the batch size of the next ones from the measured noise);
 - the noise meter (trainables.measure.noise_meter: B_simple every `noise_every` steps, B_noise
   and ε_max every `curvature_every` steps by trainables.measure.curvature);
 - the evaluator (trainables.parts.evaluator: loss, workload metrics, target value);
@@ -34,6 +35,7 @@ from trainables.errors import TrialInputError
 from trainables.measure.curvature import CurvatureProbe
 from trainables.measure.noise_capture import grad_sq_norm
 from trainables.measure.noise_meter import NoiseMeter
+from trainables.parts.adaptive_batch import AdaptiveBatch
 from trainables.parts.checkpointing import Checkpoints, checkpoint_due
 from trainables.parts.data_sources import batch_source
 from trainables.parts.evaluator import Evaluator
@@ -109,7 +111,20 @@ class TrainingRun:
         self.batch_schedule = BatchSchedule.for_trial(
             hp.schedule, hp.batch_size, settings.decay_factor, settings.milestones, horizon
         )
+        # Or, with an adaptive rule, the batch size decided after the last measured step.
+        self.adaptive = AdaptiveBatch.for_trial(
+            settings.adaptive_rule,
+            hp.batch_size,
+            settings.adaptive_max_batch_size,
+            settings.adaptive_eta,
+            settings.adaptive_multiple,
+        )
         self.batch_size, self.examples = hp.batch_size, 0
+        # The steps since the last evaluation (after `window_step`, `window_examples`
+        # consumed by then): their batch sizes, for the examples at an interpolated
+        # crossing of an adaptive trial's batch sizes.
+        self.window_step, self.window_examples = 0, 0
+        self.window_sizes: list[int] = []
         train_data = self.workload.train_data
         self.batches = batch_source(
             train_data,
@@ -184,10 +199,18 @@ class TrainingRun:
             self.batches.resize(batch_size)
             self.batch_size = batch_size
 
+    def next_batch_size(self) -> int:
+        """The batch size of the next step: the adaptive rule's last decision, or the one
+        the examples consumed so far give (B₀ but under batch_step)."""
+        if self.adaptive is not None:
+            return self.adaptive.decided
+        return self.batch_schedule.batch_size(self.examples)
+
     def train_step(self, step: int) -> None:
-        """One optimisation step, at the batch size the examples consumed so far give; a
-        non-finite bf16 gradient skips it (its examples count as consumed)."""
-        self.use_batch_size(self.batch_schedule.batch_size(self.examples))
+        """One optimisation step, at the batch size `next_batch_size` gives; a non-finite
+        bf16 gradient skips it (its examples count as consumed). A measured step decides
+        the adaptive batch size of the steps after it."""
+        self.use_batch_size(self.next_batch_size())
         self.schedule.apply(self.optimizer, step)
         self.optimizer.zero_grad(set_to_none=True)
         measure = self.strategy.can_measure and self.meter.measures_norms(step)
@@ -195,6 +218,8 @@ class TrainingRun:
         curvature = measure and self.meter.measures_curvature(step)
         captured = self.strategy.backward(self.batches.next(), measure, keep_grads=curvature)
         self.examples += self.batch_size
+        if self.adaptive is not None:
+            self.window_sizes.append(self.batch_size)
         self.evaluator.add_train_loss(captured.loss)
         if self.skips_nonfinite and not math.isfinite(float(grad_sq_norm(self.params))):
             self.skipped_steps += 1
@@ -206,6 +231,22 @@ class TrainingRun:
         self.optimizer.step()
         if captured.pair is not None:
             self.meter.add_norms(captured.pair)
+        if measure and self.adaptive is not None:
+            self.decide_batch_size(self.adaptive)
+
+    def decide_batch_size(self, adaptive: AdaptiveBatch) -> None:
+        """The adaptive batch size of the next steps, from the smoothed |G|² and tr Σ.
+
+        On DDP each worker has folded its own share's norms into its own averages since
+        the last merge (`DataParallel.merge_worker_averages`). They are made one first:
+        one all-reduce of two numbers, on every worker at this step (whether a step is
+        measured, or skipped, is decided alike everywhere), so that every worker holds
+        the same averages, bit for bit, and decides the same size. Merging before the
+        evaluation changes nothing at it (up to rounding): the averages are linear in the
+        norms, with the same weights on every worker. One process: no merge."""
+        self.strategy.merge_worker_averages(self.meter)
+        ema = self.meter.b_simple
+        adaptive.decide(self.batch_size, ema.signal, ema.noise)
 
     def noise_method(self) -> str:
         """What measures the noise scale (trainables.steps), "none" where nothing does.
@@ -231,7 +272,7 @@ class TrainingRun:
         verdict = self.judge.judge(step, evaluation.loss, evaluation.target_value)
         reached = verdict.status == keys.REACHED
         examples = self.examples
-        return {
+        report = {
             keys.STEP: step,
             keys.EXAMPLES: examples,
             keys.BATCH_SIZE_NOW: self.batch_size,
@@ -245,12 +286,29 @@ class TrainingRun:
             keys.EXAMPLES_TO_TARGET: examples if reached else math.nan,
             keys.STEPS_TO_TARGET_INTERP: verdict.steps_interp,
             # The examples consumed by the interpolated crossing (B₀ times it at one size).
-            keys.EXAMPLES_TO_TARGET_INTERP: self.batch_schedule.examples_at(verdict.steps_interp),
+            keys.EXAMPLES_TO_TARGET_INTERP: self.examples_at(verdict.steps_interp),
             keys.REASON: verdict.reason,
             keys.WALL_S: self.wall_s(),
             **self.recipe,
             **evaluation.metrics,
         }
+        self.window_step, self.window_examples = step, examples
+        self.window_sizes = []
+        return report
+
+    def examples_at(self, step: float) -> float:
+        """The examples consumed by (fractional) `step`, one of the steps since the last
+        evaluation: the sum of the steps' batch sizes, a fractional step taking that part
+        of its batch (`BatchSchedule.examples_at` where the sizes follow from the examples:
+        B₀ throughout, or batch_step's)."""
+        if self.adaptive is None:
+            return self.batch_schedule.examples_at(step)
+        if not math.isfinite(step):
+            return math.nan
+        examples = float(self.window_examples)
+        for i, size in enumerate(self.window_sizes):
+            examples += min(max(step - self.window_step - i, 0.0), 1.0) * size
+        return examples
 
     def state_dict(self, step: int) -> dict[str, Any]:
         """Everything the loop needs to continue after `step` as if never stopped.
@@ -273,6 +331,8 @@ class TrainingRun:
             "judge": self.judge.state_dict(),
             "wall_s": self.wall_s(),
         }
+        if self.adaptive is not None:
+            state["adaptive_batch"] = self.adaptive.state_dict()
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
@@ -283,6 +343,11 @@ class TrainingRun:
         # A checkpoint from before batch-size schedules: its examples follow from its step.
         self.examples = int(state.get("examples", self.batch_schedule.examples_at(step)))
         self.use_batch_size(int(state.get("batch_size_now", self.hp.batch_size)))
+        self.window_step, self.window_examples = step, self.examples
+        if self.adaptive is not None:
+            # The size decided after the checkpoint's step, which it did not take yet.
+            decided = {"decided": self.batch_size}
+            self.adaptive.load_state_dict(state.get("adaptive_batch", decided))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.batches.load_state_dict(state["sampler"])

@@ -117,6 +117,13 @@ class TrialSettings:
     # batch size's: its inverse), the milestones as fractions of the horizon.
     decay_factor: float = DEFAULT_DECAY
     milestones: tuple[float, ...] = DEFAULT_MILESTONES
+    # adaptive_batch (trainables.parts.adaptive_batch): the rule growing the batch size from
+    # the measured noise (none: off; norm_test, noise_scale), the norm test's η, the noise-
+    # scale rule's multiple of B_simple, and the largest batch size (required with a rule).
+    adaptive_rule: str = "none"
+    adaptive_eta: float = 0.7
+    adaptive_multiple: float = 1.0
+    adaptive_max_batch_size: int | None = None
 
     @property
     def target(self) -> Target:

@@ -547,6 +547,21 @@ class Schedule(_Model):
         return values
 
 
+class AdaptiveBatchSection(_Model):
+    """A batch size that grows while a trial trains, from its measured noise
+    (trainables.parts.adaptive_batch): after each measured step, the norm test (b =
+    tr Σ/(η²‖g_B‖²), Byrd et al. 2012) or the noise-scale rule (b = `multiple`·B_simple),
+    only ever grown, rounded up to a multiple of the trial's batch size, capped at
+    `max_batch_size`. rule none (the default): the batch size stays the trial's."""
+
+    rule: Literal["none", "norm_test", "noise_scale"] = "none"
+    # The norm test settles where B = B_simple(1/η² − 1): η = 1 never grows (in
+    # expectation), η = 0.7 tracks B_simple.
+    eta: Annotated[Real, Field(gt=0)] = 0.7
+    multiple: Annotated[Real, Field(gt=0)] = 1.0
+    max_batch_size: PosInt | None = None
+
+
 class Stall(_Model):
     """Stop a trial that stopped progressing (status `stalled`): no evaluation improved
     its best target value by `min_delta` of the way from its step-0 value to the target
@@ -606,6 +621,7 @@ class Spec(_Model):
     measure: Measure = Field(default_factory=Measure)
     stall: Stall = Field(default_factory=Stall)
     schedule: Schedule = Field(default_factory=Schedule)
+    adaptive_batch: AdaptiveBatchSection = Field(default_factory=AdaptiveBatchSection)
     tracking: Tracking = Field(default_factory=Tracking)
     storage: NonEmptyStr = "./runs"  # a directory, or a URI (s3://, gs://, file://)
 
@@ -717,9 +733,20 @@ class Spec(_Model):
                 growth = batch_growth(self.schedule.decay_factor) ** len(self.schedule.milestones)
             except ValueError as exc:
                 problems.append(("schedule.decay_factor", str(exc)))
+        adaptive = self.adaptive_batch
+        largest_batch = max(int(b) for b in batch.points())
+        if adaptive.rule != "none":
+            problems.extend(self._adaptive_problems(kinds, largest_batch))
         limit = self.resources.max_micro_batch
         if workers > 1 and self.measure.method == "per_example" and limit is not None:
-            shared = [b for b in batch.points() if int(b) * growth // workers > limit]
+            # A trial's largest batch: B₀ grown by batch_step, or by an adaptive rule up to
+            # the largest multiple of B₀ not above adaptive_batch.max_batch_size.
+            cap = adaptive.max_batch_size if adaptive.rule != "none" else None
+
+            def largest(b: int) -> int:
+                return b * growth if cap is None else max(b, cap // b * b)
+
+            shared = [b for b in batch.points() if largest(int(b)) // workers > limit]
             if shared:
                 problems.append(
                     (
@@ -826,6 +853,61 @@ class Spec(_Model):
                 {"summary": "; ".join(f"{f}: {m}" for f, m in problems), "problems": problems},
             )
         return self
+
+    def _adaptive_problems(
+        self, kinds: tuple[str, ...], largest_batch: int
+    ) -> list[tuple[str, str]]:
+        """What an adaptive batch size (a rule other than none) needs of the rest."""
+        adaptive, problems = self.adaptive_batch, []
+        rule = adaptive.rule
+        if adaptive.max_batch_size is None:
+            problems.append(
+                (
+                    "adaptive_batch.max_batch_size",
+                    f"required with rule {rule}: the largest batch size a trial may grow to",
+                )
+            )
+        elif adaptive.max_batch_size < largest_batch:
+            problems.append(
+                (
+                    "adaptive_batch.max_batch_size",
+                    f"{adaptive.max_batch_size} is below the largest batch size in the space "
+                    f"({largest_batch}): the batch size only grows",
+                )
+            )
+        if self.measure.noise_every == 0:
+            problems.append(
+                (
+                    "measure.noise_every",
+                    f"adaptive_batch.rule {rule} grows the batch size from the measured noise: "
+                    "set it > 0",
+                )
+            )
+        if any(int(b) < 2 for b in self.space.batch_size.points()):
+            problems.append(
+                (
+                    "space.batch_size",
+                    f"adaptive_batch.rule {rule} measures the noise at two batch sizes, "
+                    "which a batch of one example cannot give: use batch sizes >= 2",
+                )
+            )
+        if "batch_step" in kinds:
+            problems.append(
+                (
+                    "adaptive_batch.rule",
+                    f"{rule} grows the batch size, as the batch_step schedule does: use one of "
+                    "the two",
+                )
+            )
+        if self.pruning.kind in ("front", "eps_opt"):
+            problems.append(
+                (
+                    "pruning.kind",
+                    f"{self.pruning.kind} compares trials at their batch size, which "
+                    "adaptive_batch changes during the trial: use none, asha or hyperband",
+                )
+            )
+        return problems
 
     def max_steps_for(self, batch_size: int) -> int:
         """min(max_steps, max_examples // batch_size) over the limits given, at least 1."""
@@ -999,6 +1081,7 @@ def _one_line(text: str) -> str:
 
 
 __all__ = [
+    "AdaptiveBatchSection",
     "Budget",
     "Choice",
     "Data",

@@ -35,4 +35,8 @@ def trial_settings(spec: Spec, run_dir: Path | str) -> TrialSettings:
         horizon_steps=spec.schedule.horizon_steps,
         decay_factor=spec.schedule.decay_factor,
         milestones=tuple(spec.schedule.milestones),
+        adaptive_rule=spec.adaptive_batch.rule,
+        adaptive_eta=spec.adaptive_batch.eta,
+        adaptive_multiple=spec.adaptive_batch.multiple,
+        adaptive_max_batch_size=spec.adaptive_batch.max_batch_size,
     )

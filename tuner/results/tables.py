@@ -69,9 +69,13 @@ FRONT_COLUMNS = [
 ]  # fmt: skip
 ADAM_LAW_TEXT = "Adam: eps_opt(B) = eps_max/(0.5(sqrt(B_noise/B) + sqrt(B/B_noise))) on lr"
 SGD_EMA_LAW_TEXT = "SGD with EMA momentum (SGD-SaI): eps_opt(B) = eps_max/(1 + B_noise/B) on lr"
-BATCH_STEP_FIT_NOTE = (
-    "batch_step trials (their batch size grows) are on the front but out of the B_crit fit "
-    "and the lr law"
+GROWN_BATCH_FIT_NOTE = (
+    "trials whose batch size grew (batch_step, adaptive_batch) are on the front but out of "
+    "the B_crit fit and the lr law"
+)
+ALL_GROWN_NOTE = (
+    "every trial that reached the target grew its batch size (batch_step, adaptive_batch): "
+    "S(B) = S_min(1 + B_crit/B) is a law of a batch size held fixed, so there is no fit"
 )
 # A front this coarse next to eval_every gets a note (steps round up to evaluations).
 COARSE_EVALUATIONS = 10
@@ -357,6 +361,25 @@ def seed_leaders(trials: pd.DataFrame) -> pd.DataFrame:
     return ordered.groupby([keys.BATCH_SIZE, keys.SEED]).head(1).drop(columns="_interp")
 
 
+def grown_batch(trials: pd.DataFrame) -> pd.Series:
+    """Which trials changed their batch size while they trained: the batch_step schedule,
+    or any trial whose last report consumed more examples than its steps at its batch
+    size (an adaptive batch size that grew: it only grows). Read off the trials table
+    alone, no new column: an adaptive trial that never grew (its rule never asked for more
+    than B₀) trained at one batch size, and counts as such; a run from before `examples`
+    (0) or a row without steps never grew."""
+    grown = pd.Series(False, index=trials.index)
+    if keys.SCHEDULE in trials:
+        grown |= trials[keys.SCHEDULE] == "batch_step"
+    if keys.EXAMPLES in trials and columns.STEPS in trials:
+        examples = pd.to_numeric(trials[keys.EXAMPLES], errors="coerce").to_numpy(float)
+        steps = pd.to_numeric(trials[columns.STEPS], errors="coerce").to_numpy(float)
+        sizes = pd.to_numeric(trials[keys.BATCH_SIZE], errors="coerce").to_numpy(float)
+        with np.errstate(invalid="ignore"):
+            grown |= examples > steps * sizes  # nan compares False
+    return grown
+
+
 def _padded_median(values: pd.Series, n_seeds: int) -> float:
     """The median over `n_seeds` seeds of `values`, a seed without one counting as inf."""
     given = values.to_numpy(float)
@@ -386,8 +409,8 @@ def front_table(trials: pd.DataFrame) -> pd.DataFrame:
         steps = np.concatenate([group[keys.STEPS_TO_TARGET].to_numpy(float), padded[len(group) :]])
         examples = round(float(np.median(steps))) * int(batch_size)
         examples_interp = median * int(batch_size)
-        if keys.SCHEDULE in group and (group[keys.SCHEDULE] == "batch_step").any():
-            # A batch size that grows (batch_step): the examples the trials consumed.
+        if grown_batch(group).any():
+            # A batch size that grew (batch_step, adaptive): the examples the trials consumed.
             examples = round(_padded_median(group[keys.EXAMPLES_TO_TARGET], n_seeds))
             examples_interp = _padded_median(
                 group[keys.EXAMPLES_TO_TARGET_INTERP].fillna(group[keys.EXAMPLES_TO_TARGET]),
@@ -496,16 +519,20 @@ def summarize(
     at_target = _rows_at_target(trials, curves)
     b_simple = _pooled(at_target, keys.B_SIMPLE)
     summary[keys.B_SIMPLE] = b_simple if math.isfinite(b_simple) else None
-    growing = trials[keys.SCHEDULE] == "batch_step" if keys.SCHEDULE in trials else None
-    if growing is not None and growing.any():
-        # S(B) and the lr laws are laws of a batch size held fixed: a batch_step trial's
-        # steps were taken at B₀ and above. They stay on the front, out of the fits.
+    growing = grown_batch(trials)
+    if growing.any():
+        # S(B) and the lr laws are laws of a batch size held fixed: a trial whose batch
+        # grew (batch_step, adaptive_batch) took its steps at B₀ and above. They stay on
+        # the front, out of the fits.
         front = front_table(trials[~growing])
     _b_crit_summary(summary, front, summary[columns.SEEDS], eval_every)
-    if growing is not None and growing.any():
-        summary[columns.FIT_NOTE] = "; ".join(
-            filter(None, [summary[columns.FIT_NOTE], BATCH_STEP_FIT_NOTE])
-        )
+    if growing.any():
+        reached = trials[columns.STATUS] == keys.REACHED
+        every = front.empty and (reached & growing).any()
+        if every:  # not "no trial reached the target": they did, all with a grown batch
+            summary[columns.B_CRIT_NOTE] = ALL_GROWN_NOTE
+        note = ALL_GROWN_NOTE if every else GROWN_BATCH_FIT_NOTE
+        summary[columns.FIT_NOTE] = "; ".join(filter(None, [summary[columns.FIT_NOTE], note]))
     summary[columns.LR_NOTE] = _lr_edge_note(trials, front)
     trained = front[front[columns.STEPS_INTERP] > 0]  # a target met at step 0 says nothing of lr
     law = theory.LAW_OF_OPTIMIZER.get(optimizer)
