@@ -488,6 +488,114 @@ def report(run_dir: str) -> None:
     click.echo(f"noisetune: figures written to {where}: {names}", err=True)
 
 
+def _number_list(option: str, text: str, kind: type) -> list[Any]:
+    try:
+        values = [kind(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise BadInput([f"{option} {text!r}: give comma-separated numbers"]) from exc
+    if not values:
+        raise BadInput([f"{option}: give at least one number"])
+    return values
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--batch-size", type=click.IntRange(min=1), required=True, help="Base B.")
+@click.option("--lr", type=float, required=True, help="Base lr (constant schedule).")
+@click.option(
+    "--momentum", type=float, default=None, help="Base momentum (default: spec's, else 0)."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Training seed.")
+@click.option(
+    "--at", default="0.1,0.3,0.5,0.7", show_default=True,
+    help="Checkpoints, as fractions of the spec's step budget at B.",
+)  # fmt: skip
+@click.option("--multipliers", default="2,4,8,16", show_default=True, help="k of the k·B branches.")
+@click.option(
+    "--delta-steps", type=int, default=None,
+    help="Δ in base steps (default: the smallest multiple of lcm(k) >= 5% of the budget).",
+)  # fmt: skip
+@click.option("--tolerance", type=float, default=0.01, show_default=True,
+              help="A branch keeps up if its loss <= (1 + tolerance) x the base's.")  # fmt: skip
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Output directory (default: <storage>/<spec name>-branched).")  # fmt: skip
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True)  # fmt: skip
+def branch(
+    spec: str,
+    batch_size: int,
+    lr: float,
+    momentum: float | None,
+    seed: int,
+    at: str,
+    multipliers: str,
+    delta_steps: int | None,
+    tolerance: float,
+    out: str | None,
+    device: str,
+) -> None:
+    """The critical batch size along training by branching (Merrill et al. 2025): from
+    checkpoints of a base run at --batch-size/--lr, branches at k·B (lr scaled by the
+    optimiser's law) for the same examples; B_crit is the largest k·B that keeps up."""
+    import dataclasses
+
+    from tabulate import tabulate
+
+    from trainables.settings import Hyperparameters
+    from tuner.runtime.branched import BranchInputError, default_delta_steps, run_branched
+
+    parsed = _load_spec(spec)
+    fractions = _number_list("--at", at, float)
+    ks = _number_list("--multipliers", multipliers, int)
+    problems = [f"--at {f:g} is not in [0, 1)" for f in fractions if not 0 <= f < 1]
+    problems += [f"--multipliers {k} is not >= 2" for k in ks if k < 2]
+    if delta_steps is not None and delta_steps < 1:
+        problems.append(f"--delta-steps {delta_steps} is not >= 1")
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            problems.append("--device cuda: no CUDA device here")
+    if problems:
+        raise BadInput(problems)
+    fixed = parsed.fixed_hyperparameters()
+    config = {"batch_size": batch_size, "lr": lr, "seed": seed, "schedule": "constant"}
+    if momentum is not None:
+        config["momentum"] = momentum
+    base = dataclasses.replace(
+        Hyperparameters.from_config(config, fixed), warmup_steps=0, schedule="constant"
+    )
+    from tuner.config.trial_settings import trial_settings
+
+    budget = trial_settings(parsed, "").max_steps_for(batch_size)
+    delta = delta_steps if delta_steps is not None else default_delta_steps(budget, ks)
+    checkpoints = sorted({round(f * budget) for f in fractions})
+    if out is None:
+        if "://" in parsed.storage:
+            raise BadInput([f"the spec's storage {parsed.storage} is a URI: give --out DIR"])
+        out = str(Path(parsed.storage) / f"{parsed.name}-branched")
+    try:
+        result = run_branched(parsed, base, checkpoints, ks, delta, tolerance, Path(out), device)
+    except BranchInputError as exc:
+        raise BadInput(exc.problems) from exc
+    rows = [
+        [
+            f"{r['progress']:.3g}",
+            r["step"],
+            _fmt(float(r["b_crit"])),
+            f"[{_fmt(float(r['interval_lo']))}, {_fmt(float(r['interval_hi']))})"
+            if not r["capped"]
+            else f">= {_fmt(float(r['b_crit']))} (capped)",
+        ]
+        for r in result.table.to_dict("records")
+    ]
+    click.echo(f"Branched B_crit (base B={batch_size}, lr={lr:g}, delta={delta} steps):")
+    click.echo(tabulate(rows, headers=["progress", "step", "B_crit", "interval"]))
+    plan = ", ".join(f"{b:g} from {p:.3g}" for p, b in result.schedule)
+    click.echo(f"recommended batch size: {plan}")
+    click.echo(f"wrote {', '.join(str(f) for f in result.files)}")
+
+
 # --- cluster jobs (Ray Jobs) ------------------------------------------------------------------
 
 _ADDRESS_HELP = "Ray dashboard URL, http://HOST:8265 (default: $RAY_ADDRESS)."
