@@ -117,12 +117,12 @@ def _train(job: tuple[Spec, dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**row, **config} for row in rows]  # the config lr, not the warmup lr
 
 
-def record(spec: Spec, processes: int) -> pd.DataFrame:
-    """Every grid configuration's reports, in grid order."""
-    return _record_configs(spec, draw_candidates(spec), processes)
-
-
-def _record_configs(spec: Spec, configs: list[dict[str, Any]], processes: int) -> pd.DataFrame:
+def record(spec: Spec, processes: int, seed: int = 0) -> pd.DataFrame:
+    """Every grid configuration's reports, in grid order, with training seed `seed`
+    (every configuration's `keys.SEED`; 0 leaves the configurations as the grid has them)."""
+    configs = draw_candidates(spec)
+    if seed:
+        configs = [{**config, keys.SEED: seed} for config in configs]
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     context = multiprocessing.get_context("spawn")
@@ -136,37 +136,25 @@ def _record_configs(spec: Spec, configs: list[dict[str, Any]], processes: int) -
     return frame[[c for c in CONFIG_COLUMNS + REPORT_COLUMNS if c in frame.columns]]
 
 
-def load_or_record(spec: Spec, processes: int, rerecord: bool = False) -> pd.DataFrame:
-    """The spec's recorded curves, recorded first where there are none, or where those
-    under its name were recorded from another spec (a changed grid, workload or target)."""
-    path = curves_path(spec)
-    if path.exists() and not rerecord:
-        if same_recipe(recorded_recipe(path), spec):
-            return pd.read_parquet(path)
-        print(f"{path} was recorded from another spec than {spec.name}'s: recording again")
-    print(f"recording {len(draw_candidates(spec))} configurations of {spec.name} -> {path}")
-    frame = record(spec, processes)
-    save(frame, spec, path)
-    return frame
-
-
 def seed_path(spec: Spec, seed: int) -> Path:
     """Where the grid trained with training seed `seed` is kept (seed 0: `curves_path`)."""
     path = curves_path(spec)
     return path if seed == 0 else path.with_name(f"{path.stem}-seed{seed}.parquet")
 
 
-def load_or_record_seed(spec: Spec, seed: int, processes: int) -> pd.DataFrame:
-    """The spec's grid trained with training seed `seed` (every configuration's
-    `keys.SEED`), recorded once like `load_or_record`'s."""
-    if seed == 0:
-        return load_or_record(spec, processes)
+def load_or_record(
+    spec: Spec, processes: int, rerecord: bool = False, seed: int = 0
+) -> pd.DataFrame:
+    """The spec's recorded curves (trained with training seed `seed`), recorded first
+    where there are none, or where those under its name were recorded from another spec
+    (a changed grid, workload or target)."""
     path = seed_path(spec, seed)
-    if path.exists() and same_recipe(recorded_recipe(path), spec):
-        return pd.read_parquet(path)
-    configs = [{**config, keys.SEED: seed} for config in draw_candidates(spec)]
-    print(f"recording {len(configs)} configurations of {spec.name}, training seed {seed} -> {path}")
-    frame = _record_configs(spec, configs, processes)
+    if path.exists() and not rerecord:
+        if same_recipe(recorded_recipe(path), spec):
+            return pd.read_parquet(path)
+        print(f"{path} was recorded from another spec than {spec.name}'s: recording again")
+    print(f"recording {len(draw_candidates(spec))} configurations of {spec.name} -> {path}")
+    frame = record(spec, processes, seed)
     save(frame, spec, path)
     return frame
 

@@ -25,7 +25,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curves import load_or_record_seed
+from curves import load_or_record
 from replay import Curves
 
 from tuner.config.spec import parse_spec
@@ -45,7 +45,7 @@ def main() -> None:
     base = yaml.safe_load(Path(args.spec).read_text())
     base.setdefault("search", {})["algorithm"] = "grid"
     spec = parse_spec(base)
-    curves = [Curves(load_or_record_seed(spec, s, args.processes)) for s in range(args.seeds)]
+    curves = [Curves(load_or_record(spec, args.processes, seed=s)) for s in range(args.seeds)]
     fronts = [c.best_configs() for c in curves]
     print(f"{spec.name}: fewest steps to target per batch size (lr), per training seed")
     for b in sorted(fronts[0]):

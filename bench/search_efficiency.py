@@ -75,7 +75,7 @@ from ray.tune.search import Searcher
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curves import load_or_record, load_or_record_seed
+from curves import load_or_record
 from heldout import HeldOut
 from replay import ConfigKey, Curves, Outcome, config_key, replay
 
@@ -422,7 +422,7 @@ def main() -> None:
     heldout = (
         HeldOut(
             [
-                Curves(load_or_record_seed(grid, seed, args.processes))
+                Curves(load_or_record(grid, args.processes, seed=seed))
                 for seed in range(1, args.heldout_seeds + 1)
             ],
             grid.budget.max_steps,

@@ -88,7 +88,7 @@ def test_recorded_curves_are_reused_only_for_the_spec_they_came_from(
     monkeypatch.setattr(curves, "CURVES_DIR", tmp_path)
     recorded: list[str] = []
 
-    def record(spec: Any, processes: int) -> pd.DataFrame:
+    def record(spec: Any, processes: int, seed: int = 0) -> pd.DataFrame:
         recorded.append(spec.target.model_dump_json())
         return pd.DataFrame([curve(16, 0.1, 20)[-1]])
 
@@ -167,10 +167,10 @@ def test_a_held_out_seed_is_the_same_grid_trained_with_another_seed(
             "search": {"algorithm": "grid"},
         }
     )
-    seed0 = curves.load_or_record_seed(spec, 0, 1)
-    seed1 = curves.load_or_record_seed(spec, 1, 1)
+    seed0 = curves.load_or_record(spec, 1, seed=0)
+    seed1 = curves.load_or_record(spec, 1, seed=1)
     assert curves.seed_path(spec, 1) == tmp_path / "seeded-seed1.parquet"
     assert list(seed1[keys.STEP]) == list(seed0[keys.STEP]) == [0, 10, 20]
     assert not seed1[keys.LOSS].equals(seed0[keys.LOSS])  # other batches, other init
-    monkeypatch.setattr(curves, "_record_configs", lambda *_: pytest.fail("recorded twice"))
-    pd.testing.assert_frame_equal(curves.load_or_record_seed(spec, 1, 1), seed1)
+    monkeypatch.setattr(curves, "record", lambda *_: pytest.fail("recorded twice"))
+    pd.testing.assert_frame_equal(curves.load_or_record(spec, 1, seed=1), seed1)
