@@ -572,12 +572,7 @@ def _adam_law_summary(summary: dict[str, Any], trained: pd.DataFrame) -> None:
         trained[keys.LR].to_numpy(float),
         steps=trained[columns.STEPS_INTERP].to_numpy(float),
     )
-    summary.update({
-        keys.B_NOISE: fit.b_noise, keys.EPS_MAX: fit.eps_max,
-        columns.B_NOISE_SOURCE: "B_crit of the front's steps (Li et al. 2024, eq. 21)"
-        + (", at the end of its range: a bound" if fit.at_bound else ""),
-        columns.LR_LAW: ADAM_LAW_TEXT,
-    })  # fmt: skip
+    _fitted_law(summary, fit, "B_crit of the front's steps (Li et al. 2024, eq. 21)", ADAM_LAW_TEXT)
 
 
 def _sgd_ema_law_summary(summary: dict[str, Any], trained: pd.DataFrame) -> None:
@@ -589,11 +584,16 @@ def _sgd_ema_law_summary(summary: dict[str, Any], trained: pd.DataFrame) -> None
     fit = theory.fit_eps_opt(
         trained[keys.BATCH_SIZE].to_numpy(float), trained[keys.LR].to_numpy(float)
     )
+    _fitted_law(summary, fit, "fitted to the best lr per batch size", SGD_EMA_LAW_TEXT)
+
+
+def _fitted_law(summary: dict[str, Any], fit: theory.EpsOptFit, source: str, law_text: str) -> None:
+    """A law fitted to the front's best lrs into the summary: its B_noise, eps_max, where
+    B_noise came from (a bound where the fit sits at the end of its range) and the law."""
+    bound = ", at the end of its range: a bound" if fit.at_bound else ""
     summary.update({
         keys.B_NOISE: fit.b_noise, keys.EPS_MAX: fit.eps_max,
-        columns.B_NOISE_SOURCE: "fitted to the best lr per batch size"
-        + (", at the end of its range: a bound" if fit.at_bound else ""),
-        columns.LR_LAW: SGD_EMA_LAW_TEXT,
+        columns.B_NOISE_SOURCE: source + bound, columns.LR_LAW: law_text,
     })  # fmt: skip
 
 
