@@ -718,11 +718,13 @@ class Spec(_Model):
             )
         kinds = self.space.schedule.points() if self.space.schedule else (self.schedule.kind,)
         growth = 1  # the largest batch size of a trial over its B₀ (batch_step)
-        if "batch_step" in kinds and self.pruning.kind in ("front", "eps_opt"):
+        grower = "batch_step" if "batch_step" in kinds else None
+        grower = "adaptive_batch" if self.adaptive_batch.rule != "none" else grower
+        if grower and self.pruning.kind in ("front", "eps_opt"):
             problems.append(
                 (
                     "pruning.kind",
-                    f"{self.pruning.kind} compares trials at their batch size, which batch_step "
+                    f"{self.pruning.kind} compares trials at their batch size, which {grower} "
                     "changes during the trial: use none, asha or hyperband",
                 )
             )
@@ -897,14 +899,6 @@ class Spec(_Model):
                     "adaptive_batch.rule",
                     f"{rule} grows the batch size, as the batch_step schedule does: use one of "
                     "the two",
-                )
-            )
-        if self.pruning.kind in ("front", "eps_opt"):
-            problems.append(
-                (
-                    "pruning.kind",
-                    f"{self.pruning.kind} compares trials at their batch size, which "
-                    "adaptive_batch changes during the trial: use none, asha or hyperband",
                 )
             )
         return problems
