@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 from _helpers import run_gloo_workers, spec_trial_settings
-from test_fault_tolerance import MemoryCheckpoints, comparable
+from test_fault_tolerance import MemoryCheckpoints, comparable, resumed_reports
 
 from trainables import keys
 from trainables.loop import TrainingRun, run_trial
@@ -328,22 +328,14 @@ def test_a_resumed_trial_keeps_its_batch_size_and_its_decision(tmp_path: Path) -
     step = int(start[keys.STEP])
     assert start["batch_size_now"] == by_step[step][keys.BATCH_SIZE_NOW]
     assert start["adaptive_batch"]["decided"] == by_step[step + 5][keys.BATCH_SIZE_NOW]
-    again: list[dict[str, Any]] = []
-    (tmp_path / "again").mkdir()
-    resumed = MemoryCheckpoints(tmp_path / "again", start=copy.deepcopy(start))
-    run_trial(s, hp, again.append, checkpoints=resumed)
-    continued = sorted(again + resumed.reports, key=lambda r: r[keys.STEP])
+    continued = resumed_reports(s, hp, start, tmp_path / "again")
     assert [comparable(r) for r in continued] == [
         comparable(r) for r in uninterrupted if r[keys.STEP] > step
     ]
     # Without the decision (a checkpoint from before adaptive batches) the trial keeps
     # the checkpoint's size until its next measured step: not the same trial.
     old = {k: v for k, v in copy.deepcopy(start).items() if k != "adaptive_batch"}
-    later: list[dict[str, Any]] = []
-    (tmp_path / "old").mkdir()
-    from_old = MemoryCheckpoints(tmp_path / "old", start=old)
-    run_trial(s, hp, later.append, checkpoints=from_old)
-    later = sorted(later + from_old.reports, key=lambda r: r[keys.STEP])
+    later = resumed_reports(s, hp, old, tmp_path / "old")
     assert later[0][keys.STEP] == step + 5
     assert later[0][keys.BATCH_SIZE_NOW] == start["batch_size_now"]
 

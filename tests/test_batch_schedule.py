@@ -6,7 +6,6 @@ the theory says it holds."""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import statistics
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from _helpers import run_gloo_workers, spec_trial_settings
-from test_fault_tolerance import MemoryCheckpoints, comparable
+from test_fault_tolerance import MemoryCheckpoints, comparable, resumed_reports
 
 from trainables import keys
 from trainables.loop import run_trial
@@ -233,11 +232,7 @@ def test_a_resumed_batch_step_trial_keeps_its_batch_size_and_examples(tmp_path: 
     uninterrupted = sorted(first + store.reports, key=lambda r: r[keys.STEP])
     start = next(state for state in store.saved if state[keys.STEP] == 60)
     assert (start["batch_size_now"], start["examples"]) == (400, 1200 + 5 * 400)
-    again: list[dict[str, Any]] = []
-    (tmp_path / "again").mkdir()
-    resumed = MemoryCheckpoints(tmp_path / "again", start=copy.deepcopy(start))
-    run_trial(s, hp, again.append, checkpoints=resumed)
-    continued = sorted(again + resumed.reports, key=lambda r: r[keys.STEP])
+    continued = resumed_reports(s, hp, start, tmp_path / "again")
     assert continued[0][keys.STEP] == 65
     assert [comparable(r) for r in continued] == [
         comparable(r) for r in uninterrupted if r[keys.STEP] > 60
@@ -245,11 +240,7 @@ def test_a_resumed_batch_step_trial_keeps_its_batch_size_and_examples(tmp_path: 
     # From a checkpoint before the first milestone the batch grows after the resume.
     early = next(state for state in store.saved if state[keys.STEP] == 40)
     assert (early["batch_size_now"], early["examples"]) == (16, 640)
-    later: list[dict[str, Any]] = []
-    (tmp_path / "early").mkdir()
-    from_early = MemoryCheckpoints(tmp_path / "early", start=copy.deepcopy(early))
-    run_trial(s, hp, later.append, checkpoints=from_early)
-    continued = sorted(later + from_early.reports, key=lambda r: r[keys.STEP])
+    continued = resumed_reports(s, hp, early, tmp_path / "early")
     assert [comparable(r) for r in continued] == [
         comparable(r) for r in uninterrupted if r[keys.STEP] > 40
     ]

@@ -68,6 +68,17 @@ class MemoryCheckpoints:
         self.reports.append(metrics)
 
 
+def resumed_reports(
+    settings: Any, hp: Any, state: dict[str, Any], directory: Path
+) -> list[dict[str, Any]]:
+    """Every report of the trial continued from checkpoint `state` (a copy), step order."""
+    directory.mkdir()
+    reports: list[dict[str, Any]] = []
+    resumed = MemoryCheckpoints(directory, start=copy.deepcopy(state))
+    run_trial(settings, hp, reports.append, checkpoints=resumed)
+    return sorted(reports + resumed.reports, key=lambda r: r[keys.STEP])
+
+
 def comparable(report: dict[str, Any]) -> dict[str, Any]:
     """A report without its wall time, nan replaced so that equal reports compare equal."""
     return {

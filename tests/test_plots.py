@@ -169,20 +169,8 @@ def test_exact_hyperbola_sweep(tmp_path: Path) -> None:
 def test_adamw_draws_adam_s_law_through_the_best_lrs() -> None:
     """The best AdamW lr per B lies on the surge law with B_noise = B_crit (Li et al.
     2024, eq. 21): the drawn curve passes through it, and peaks at B_crit."""
-    trials = []
-    for i, (batch, factor) in enumerate((b, f) for b in BATCHES for f in LR_FACTORS):
-        lr = factor * float(theory.eps_opt_adam(float(batch), 3e-3, B_CRIT))
-        steps = round(theory.steps_for(float(batch), S_MIN, B_CRIT) * (1 + math.log(factor) ** 2))
-        trials.append(_trial(f"t_{i:05d}", keys.REACHED, batch, lr, steps, momentum=0.9))
-    trial_table = pd.DataFrame(trials, columns=TRIAL_COLUMNS)
-    curves = pd.DataFrame(columns=CURVE_COLUMNS)
-    front = front_table(trial_table)
-    summary = summarize(trial_table, curves, front, TARGET, optimizer="adamw")
-    figure = lr_vs_batch_figure(Tables(trial_table, curves, front, summary))
-    law = next(
-        line
-        for line in figure.axes[0].get_lines()
-        if str(line.get_label()).startswith(r"$\epsilon_{opt}(B)$")
+    front, _figure, law = _law_drawn_through_best_lrs(
+        "adamw", lambda b: float(theory.eps_opt_adam(b, 3e-3, B_CRIT))
     )
     assert "sqrt" in str(law.get_label())
     x, y = np.asarray(law.get_xdata(), float), np.asarray(law.get_ydata(), float)
@@ -191,22 +179,31 @@ def test_adamw_draws_adam_s_law_through_the_best_lrs() -> None:
     assert x[np.argmax(y)] == pytest.approx(B_CRIT, rel=0.02)
 
 
-def test_sgd_sai_draws_sgd_s_law_through_the_best_lrs_themselves() -> None:
-    """SGD-SaI's EMA momentum: the rate is the lr (no 1/(1 − m)), on McCandlish's law."""
+def _law_drawn_through_best_lrs(optimizer: str, best_lr: Any) -> tuple[Any, Any, Any]:
+    """A grid whose best lr per B is `best_lr(B)` (steps on S(B), worse off it): its front,
+    the lr-vs-B figure and the drawn law's line."""
     trials = []
     for i, (batch, factor) in enumerate((b, f) for b in BATCHES for f in LR_FACTORS):
-        lr = factor * float(theory.eps_opt(float(batch), 2.0, B_CRIT))
+        lr = factor * best_lr(float(batch))
         steps = round(theory.steps_for(float(batch), S_MIN, B_CRIT) * (1 + math.log(factor) ** 2))
         trials.append(_trial(f"t_{i:05d}", keys.REACHED, batch, lr, steps, momentum=0.9))
     trial_table = pd.DataFrame(trials, columns=TRIAL_COLUMNS)
     curves = pd.DataFrame(columns=CURVE_COLUMNS)
     front = front_table(trial_table)
-    summary = summarize(trial_table, curves, front, TARGET, optimizer="sgd_sai")
+    summary = summarize(trial_table, curves, front, TARGET, optimizer=optimizer)
     figure = lr_vs_batch_figure(Tables(trial_table, curves, front, summary))
     law = next(
         line
         for line in figure.axes[0].get_lines()
         if str(line.get_label()).startswith(r"$\epsilon_{opt}(B)$")
+    )
+    return front, figure, law
+
+
+def test_sgd_sai_draws_sgd_s_law_through_the_best_lrs_themselves() -> None:
+    """SGD-SaI's EMA momentum: the rate is the lr (no 1/(1 − m)), on McCandlish's law."""
+    front, figure, law = _law_drawn_through_best_lrs(
+        "sgd_sai", lambda b: float(theory.eps_opt(b, 2.0, B_CRIT))
     )
     assert "1 + B_{noise}/B" in str(law.get_label())
     x, y = np.asarray(law.get_xdata(), float), np.asarray(law.get_ydata(), float)
