@@ -327,7 +327,7 @@ def test_the_column_and_field_names_are_the_public_contract(tmp_path: Path) -> N
     ]  # fmt: skip
     curves = [
         "trial_id", "step", "examples", "loss", "lr", "b_simple", "g2", "trace_sigma",
-        "batch_size_now",
+        "batch_size_now", "syncs",
     ]  # fmt: skip
     front = [
         "batch_size", "steps", "examples", "trial_id", "lr", "momentum", "warmup_steps",

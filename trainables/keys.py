@@ -10,6 +10,9 @@ STEP: Final = "step"
 EXAMPLES: Final = "examples"  # the examples consumed: the sum of the steps' batch sizes
 # The batch size of the report's step (B₀ but under a batch-size schedule: batch_step).
 BATCH_SIZE_NOW: Final = "batch_size_now"
+# The workers' synchronisations so far: gradient all-reduces and parameter averages (a
+# DDP trial's steps; fewer under local SGD, trainables.steps.LocalSGD; 0 on one worker).
+SYNCS: Final = "syncs"
 LOSS: Final = "loss"
 LR: Final = "lr"
 B_SIMPLE: Final = "b_simple"
@@ -70,7 +73,7 @@ REPORT_KEYS: Final = frozenset(
         TRACE_H_SIGMA, TARGET_VALUE, TRIAL_STATUS, STEPS_TO_TARGET, EXAMPLES_TO_TARGET,
         STEPS_TO_TARGET_INTERP, EXAMPLES_TO_TARGET_INTERP, REASON, WALL_S, OBJECTIVE,
         BATCH_SIZE, MOMENTUM, WARMUP_STEPS, SEED, WEIGHT_DECAY, BETA2, SCHEDULE, NOISE_METHOD,
-        BATCH_SIZE_NOW,
+        BATCH_SIZE_NOW, SYNCS,
     }
 )  # fmt: skip
 

@@ -5,7 +5,9 @@ then step, evaluate every `eval_every` steps, report, checkpoint, until the judg
 the trial (target reached, budget exhausted, diverged or stalled: trainables.parts.judge).
 `TrainingRun` composes the parts, each in its own module with one job:
 
-- the step strategy (trainables.steps): one process or DDP workers, micro-batches;
+- the step strategy (trainables.steps): one process, DDP workers, or workers taking local
+  steps whose parameters are averaged every `sync_period` steps (local SGD), micro-batches;
+  a report's `syncs` counts the workers' synchronisations so far;
 - the batches (trainables.parts.batches) from the trial's random streams (trainables.parts.streams);
 - the optimiser (trainables.parts.optimizers), the lr schedule and the batch-size schedule
   (trainables.parts.schedule: under batch_step the batch size grows at milestones in
@@ -93,7 +95,14 @@ class TrainingRun:
             settings.noise_method,
             settings.per_example_rows,
             loose_check=settings.precision == "bf16",
+            sync_period=settings.sync_period,
+            sync_warmup_steps=settings.sync_warmup_steps,
         )
+        if self.strategy.local_steps and settings.curvature_every > 0:
+            raise TrialInputError(
+                "curvature needs the global gradient at weights shared by every worker: "
+                "not measured under local SGD (sync period > 1)"
+            )
         self.optimizer = make_optimizer(settings.optimizer, self.params, hp)
         self.max_steps = settings.max_steps_for(hp.batch_size)
         horizon = settings.horizon_steps or self.max_steps
@@ -118,7 +127,10 @@ class TrainingRun:
             settings.adaptive_max_batch_size,
             settings.adaptive_eta,
             settings.adaptive_multiple,
+            shares=world.size if self.strategy.local_steps else 1,
         )
+        # Local SGD decides at synchronisations: whether a step measured since the last.
+        self.undecided = False
         self.batch_size, self.examples = hp.batch_size, 0
         # The steps since the last evaluation (after `window_step`, `window_examples`
         # consumed by then): their batch sizes, for the examples at an interpolated
@@ -207,13 +219,33 @@ class TrainingRun:
         return self.batch_schedule.batch_size(self.examples)
 
     def train_step(self, step: int) -> None:
-        """One optimisation step, at the batch size `next_batch_size` gives; a non-finite
-        bf16 gradient skips it (its examples count as consumed). A measured step decides
-        the adaptive batch size of the steps after it."""
+        """One optimisation step, at the batch size `next_batch_size` gives, then the
+        workers synchronised where due (trainables.steps: `after_step`). A measured step
+        decides the adaptive batch size of the steps after it; under local SGD the first
+        synchronisation after a measured step does (its workers step apart until then)."""
+        measure = self.strategy.can_measure and self.meter.measures_norms(step)
+        taken = self.optimise(step, measure)
+        synced = self.strategy.after_step(step, evaluates=self.evaluates_at(step))
+        if self.adaptive is None:
+            return
+        if not self.strategy.local_steps:
+            if measure and taken:
+                self.decide_batch_size(self.adaptive)
+            return
+        # A step due to measure counts even where this worker skipped it (bf16): the
+        # workers agree on when to decide without a collective. An evaluation step
+        # synchronises, so no decision is pending at a checkpoint.
+        self.undecided = self.undecided or measure
+        if synced and self.undecided:
+            self.decide_batch_size(self.adaptive)
+            self.undecided = False
+
+    def optimise(self, step: int, measure: bool) -> bool:
+        """The optimiser's `step` (measuring the norms where `measure`); False where a
+        non-finite bf16 gradient skipped it (its examples count as consumed)."""
         self.use_batch_size(self.next_batch_size())
         self.schedule.apply(self.optimizer, step)
         self.optimizer.zero_grad(set_to_none=True)
-        measure = self.strategy.can_measure and self.meter.measures_norms(step)
         # Curvature steps measure the norms too (same step, same weights).
         curvature = measure and self.meter.measures_curvature(step)
         captured = self.strategy.backward(self.batches.next(), measure, keep_grads=curvature)
@@ -223,7 +255,7 @@ class TrainingRun:
         self.evaluator.add_train_loss(captured.loss)
         if self.skips_nonfinite and not math.isfinite(float(grad_sq_norm(self.params))):
             self.skipped_steps += 1
-            return
+            return False
         if captured.pair is not None and captured.small_grads is not None:
             # Every worker gets here on the same steps (the skip above is decided on the
             # all-reduced gradient), as the all-reduce inside requires.
@@ -231,8 +263,7 @@ class TrainingRun:
         self.optimizer.step()
         if captured.pair is not None:
             self.meter.add_norms(captured.pair)
-        if measure and self.adaptive is not None:
-            self.decide_batch_size(self.adaptive)
+        return True
 
     def decide_batch_size(self, adaptive: AdaptiveBatch) -> None:
         """The adaptive batch size of the next steps, from the smoothed |G|² and tr Σ.
@@ -243,7 +274,8 @@ class TrainingRun:
         measured, or skipped, is decided alike everywhere), so that every worker holds
         the same averages, bit for bit, and decides the same size. Merging before the
         evaluation changes nothing at it (up to rounding): the averages are linear in the
-        norms, with the same weights on every worker. One process: no merge."""
+        norms, with the same weights on every worker. One process: no merge. Local SGD
+        merges its workers' averages of their own shares alike, at a synchronisation."""
         self.strategy.merge_worker_averages(self.meter)
         ema = self.meter.b_simple
         adaptive.decide(self.batch_size, ema.signal, ema.noise)
@@ -276,6 +308,7 @@ class TrainingRun:
             keys.STEP: step,
             keys.EXAMPLES: examples,
             keys.BATCH_SIZE_NOW: self.batch_size,
+            keys.SYNCS: self.strategy.syncs,
             keys.LOSS: evaluation.loss,
             keys.LR: self.schedule.lr(max(step, 1)),
             **self.meter.report(),
@@ -310,17 +343,27 @@ class TrainingRun:
             examples += min(max(step - self.window_step - i, 0.0), 1.0) * size
         return examples
 
-    def state_dict(self, step: int) -> dict[str, Any]:
-        """Everything the loop needs to continue after `step` as if never stopped.
+    def checkpoint_state(self, step: int) -> Callable[[], dict[str, Any]]:
+        """`state_dict(step)` for `Checkpoints.report`, which calls it where the checkpoint
+        is written (rank 0 only): every worker first hands in its own optimiser state
+        where the workers' differ (local SGD's momentum)."""
+        own = self.strategy.gather_own_states(self.optimizer.state_dict())
+        return functools.partial(self.state_dict, step, own)
+
+    def state_dict(self, step: int, worker_optimizers: list[Any] | None = None) -> dict[str, Any]:
+        """Everything the loop needs to continue after `step` as if never stopped; with
+        `worker_optimizers`, each worker's own optimiser state, in rank order.
 
         Reads the state only (the samplers' positions are copied, not advanced). The
         training-loss window is empty here: checkpoints are taken right after an
-        evaluation, which empties it.
+        evaluation, which empties it. The weights are every worker's: local SGD averages
+        them before an evaluation.
         """
         state: dict[str, Any] = {
             "step": step,
             "examples": self.examples,
             "batch_size_now": self.batch_size,
+            "syncs": self.strategy.syncs,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "sampler": self.batches.state_dict(),
@@ -333,6 +376,8 @@ class TrainingRun:
         }
         if self.adaptive is not None:
             state["adaptive_batch"] = self.adaptive.state_dict()
+        if worker_optimizers is not None:
+            state["worker_optimizers"] = worker_optimizers
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
@@ -348,8 +393,11 @@ class TrainingRun:
             # The size decided after the checkpoint's step, which it did not take yet.
             decided = {"decided": self.batch_size}
             self.adaptive.load_state_dict(state.get("adaptive_batch", decided))
+        # A checkpoint from before `syncs`: a DDP trial's were its steps.
+        self.strategy.restart(step, int(state.get("syncs", step if self.world.size > 1 else 0)))
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        own = state.get("worker_optimizers")
+        self.optimizer.load_state_dict(state["optimizer"] if own is None else own[self.world.rank])
         self.batches.load_state_dict(state["sampler"])
         self.curvature.hessian_batches.load_state_dict(state["hessian_sampler"])
         self.meter.load_state_dict(dict(state))
@@ -402,7 +450,7 @@ def run_trial(
             and last[keys.TRIAL_STATUS] == keys.RUNNING
             and run.checkpoint_due(step)
         ):
-            checkpoints.report(last, functools.partial(run.state_dict, step))
+            checkpoints.report(last, run.checkpoint_state(step))
         else:
             report(last)
     return last

@@ -124,6 +124,11 @@ class TrialSettings:
     adaptive_eta: float = 0.7
     adaptive_multiple: float = 1.0
     adaptive_max_batch_size: int | None = None
+    # sync (trainables.steps.LocalSGD): a multi-worker trial's parameters averaged every
+    # sync_period steps (1: gradients all-reduced every step, DDP), after sync_warmup_steps
+    # steps of all-reduced gradients.
+    sync_period: int = 1
+    sync_warmup_steps: int = 0
 
     @property
     def target(self) -> Target:

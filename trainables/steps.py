@@ -17,7 +17,17 @@ norms at two batch sizes taken in that same backward pass (trainables.measure.no
   against the all-reduced gradient (`PerExampleStep`), or its communication hook's
   norms of each worker's local and the all-reduced global gradient; a worker's share
   larger than `max_micro_batch` is accumulated without synchronising until its last
-  micro-batch, and then the hook measures.
+  micro-batch, and then the hook measures;
+- `LocalSGD` (spec `sync.period` H > 1): each worker steps on its own share as
+  `OneProcess` does (accumulation, per-example or micro-batch norms at b_big = the share),
+  and the parameters are averaged over the workers every H steps (Stich 2019), after
+  `sync.warmup_steps` steps whose gradients are all-reduced (post-local SGD, Lin et al.
+  2020). An evaluation at a step between two averages averages first: evaluations, and
+  the decisions taken from them, need the same weights on every worker.
+
+After each optimiser step the loop calls `after_step`, where a strategy synchronises
+the workers' parameters if due, and counts its synchronisations (`syncs`: gradient
+all-reduces and parameter averages; a DDP trial's steps, none on one process).
 
 A new way to compute a step is a new class here.
 """
@@ -88,6 +98,20 @@ class StepStrategy(Protocol):
 
     def merge_worker_averages(self, meter: NoiseMeter) -> None:
         """Make the workers' noise-scale averages one (before reports and checkpoints)."""
+
+    syncs: int  # the workers' synchronisations so far (gradient all-reduces, averages)
+    local_steps: bool  # whether the workers step apart between synchronisations
+
+    def after_step(self, step: int, evaluates: bool) -> bool:
+        """After the optimiser's `step` (evaluated after it where `evaluates`): average
+        the parameters where due; whether the workers are synchronised at this step."""
+
+    def restart(self, step: int, syncs: int) -> None:
+        """Continue after `step` of a checkpoint, `syncs` synchronisations made by then."""
+
+    def gather_own_states(self, state: Any) -> list[Any] | None:
+        """Every worker's `state` where the workers' differ (local SGD's optimiser states),
+        for rank 0's checkpoint; None where they are one. Every worker calls it."""
 
 
 def plain_backward(forward: Forward, batch: Any) -> Captured:
@@ -284,6 +308,18 @@ class OneProcess:
     def merge_worker_averages(self, meter: NoiseMeter) -> None:
         """One process: nothing to merge."""
 
+    syncs = 0  # nothing to synchronise
+    local_steps = False
+
+    def after_step(self, step: int, evaluates: bool) -> bool:
+        return False
+
+    def restart(self, step: int, syncs: int) -> None:
+        """One process: no synchronisations to count."""
+
+    def gather_own_states(self, state: Any) -> list[Any] | None:
+        return None
+
 
 class DataParallel:
     """A trial on several DDP workers. Each worker's per-example norms against the
@@ -303,6 +339,7 @@ class DataParallel:
         loose_check: bool = False,
     ) -> None:
         self.world, self.device, self.local_batch = world, device, local_batch
+        self.syncs = 0
         self.can_measure = True  # local and global batch
         self.norms = DDPNormState(world.size)
         self.module = DistributedDataParallel(forward.model)
@@ -398,6 +435,158 @@ class DataParallel:
         all-reduce per measured step gave, for one per evaluation."""
         meter.average_over(self.world, self.device)
 
+    local_steps = False
+
+    def after_step(self, step: int, evaluates: bool) -> bool:
+        """Every step all-reduced its gradient (skipped or not): one synchronisation."""
+        self.syncs += 1
+        return True
+
+    def restart(self, step: int, syncs: int) -> None:
+        self.syncs = syncs
+
+    def gather_own_states(self, state: Any) -> list[Any] | None:
+        """The workers step alike from one gradient: their states are one."""
+        return None
+
+
+class LocalSGD:
+    """A trial on several workers that step apart (module docstring): every step one
+    `OneProcess` step on this worker's share of the global batch (the same share DDP
+    gives it from the same batch stream), its gradient all-reduced during the first
+    `warmup_steps` steps (post-local SGD, Lin et al. 2020), and after warmup the
+    parameters averaged over the workers at every step that is a multiple of `period`
+    (Stich 2019, "Local SGD converges fast and communicates little"), or that an
+    evaluation follows. Each optimiser's state (momentum) stays its worker's own, as in
+    torch's PostLocalSGDOptimizer; the floating buffers (a batch norm's statistics) are
+    averaged with the parameters, so that an evaluation sees one model.
+
+    torch's PeriodicModelAverager counts its period from the end of the warmup; the
+    period here counts from step 0, so that evaluations every multiple of `period` steps
+    fall on averages and cost no synchronisation of their own.
+
+    The norms are each worker's own at b_big = its share, folded into its own noise
+    averages and merged at evaluations and decisions (as DataParallel's): the two-batch
+    estimates are unbiased from any pair of batch sizes (McCandlish et al. 2018, App. A.1).
+    """
+
+    local_steps = True
+
+    def __init__(
+        self,
+        forward: Forward,
+        world: World,
+        device: torch.device,
+        batch_size: int,
+        period: int,
+        warmup_steps: int,
+        micro_batches: int,
+        max_micro_batch: int | None = None,
+        noise_method: str = "auto",
+        per_example_rows: int | None = None,
+        loose_check: bool = False,
+    ) -> None:
+        if period < 2 or world.size < 2:
+            raise ValueError(f"local SGD needs period > 1 and workers > 1, got {period}, {world}")
+        self.world, self.device = world, device
+        self.period, self.warmup_steps = period, warmup_steps
+        self.local = OneProcess(
+            forward,
+            batch_size // world.size,
+            micro_batches,
+            max_micro_batch,
+            noise_method,
+            per_example_rows,
+            loose_check,
+        )
+        self.params = forward.params
+        buffers = [b for b in forward.model.buffers() if b.is_floating_point()]
+        self.averaged = [*forward.params, *buffers]
+        self.syncs, self.steps_done = 0, 0
+        # One model on every worker to start from, as DDP's constructor makes it.
+        with torch.no_grad():
+            for tensor in forward.model.state_dict().values():
+                world.broadcast(tensor)
+
+    @property
+    def can_measure(self) -> bool:
+        return self.local.can_measure
+
+    @property
+    def method(self) -> str:
+        return self.local.method
+
+    @property
+    def curvature_method(self) -> str:
+        return self.local.curvature_method
+
+    def resize(self, batch_size: int) -> None:
+        """Global batches of `batch_size` from now on: shares of batch_size/workers."""
+        self.local.resize(batch_size // self.world.size)
+
+    def warming_up(self, step: int) -> bool:
+        return step <= self.warmup_steps
+
+    def backward(self, batch: Any, measure: bool, keep_grads: bool = False) -> Captured:
+        """This worker's share's gradient (and norms), all-reduced during the warmup."""
+        captured = self.local.backward(batch, measure, keep_grads)
+        if self.warming_up(self.steps_done + 1):
+            grads = []
+            for p in self.params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                grads.append(p.grad)
+            mean_over_workers(grads, self.world)
+            self.syncs += 1
+        return captured
+
+    def after_step(self, step: int, evaluates: bool) -> bool:
+        """Average the parameters at a multiple of `period` after the warmup, or before
+        an evaluation where the workers stepped apart since the last average."""
+        self.steps_done = step
+        if self.warming_up(step):
+            return True  # its gradient was all-reduced
+        if step % self.period and not evaluates:
+            return False
+        mean_over_workers(self.averaged, self.world)
+        self.syncs += 1
+        return True
+
+    def restart(self, step: int, syncs: int) -> None:
+        self.steps_done, self.syncs = step, syncs
+
+    def merge_worker_averages(self, meter: NoiseMeter) -> None:
+        """Each worker's averages of its own share's norms, made one (as DataParallel's)."""
+        meter.average_over(self.world, self.device)
+
+    def gather_own_states(self, state: Any) -> list[Any] | None:
+        """Every worker's own `state` (its optimiser's: momentum), on the CPU."""
+        return self.world.gather_objects(_on_cpu(state))
+
+
+def mean_over_workers(tensors: list[torch.Tensor], world: World) -> None:
+    """Replace each tensor by its mean over the workers, in place: one all-reduce of the
+    tensors flattened together per dtype (every worker gets the same sum, bit for bit)."""
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for tensor in tensors:
+        by_dtype.setdefault(tensor.dtype, []).append(tensor)
+    with torch.no_grad():
+        for group in by_dtype.values():
+            flat = world.mean(torch.cat([t.reshape(-1) for t in group]))
+            for tensor, part in zip(group, flat.split([t.numel() for t in group]), strict=True):
+                tensor.copy_(part.view_as(tensor))
+
+
+def _on_cpu(value: Any) -> Any:
+    """`value` (nested dicts, lists, tuples) with every tensor copied onto the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _on_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_on_cpu(v) for v in value)
+    return value
+
 
 def per_example_step(
     forward: Forward,
@@ -448,10 +637,27 @@ def step_strategy(
     noise_method: str = "auto",
     per_example_rows: int | None = None,
     loose_check: bool = False,
-) -> OneProcess | DataParallel:
+    sync_period: int = 1,
+    sync_warmup_steps: int = 0,
+) -> OneProcess | DataParallel | LocalSGD:
     """The strategy for a trial of `batch_size` examples a step on `world`, each device
     computing at most `max_micro_batch` examples at once (None: no limit), measuring the
-    noise scale by `noise_method` on one process (several: the DDP hook)."""
+    noise scale by `noise_method` on one process (several: the DDP hook); several workers
+    with `sync_period` > 1 take local steps (`LocalSGD`)."""
+    if world.size > 1 and sync_period > 1:
+        return LocalSGD(
+            forward,
+            world,
+            device,
+            batch_size,
+            sync_period,
+            sync_warmup_steps,
+            micro_batches,
+            max_micro_batch,
+            noise_method,
+            per_example_rows,
+            loose_check,
+        )
     if world.size > 1:
         local_batch = batch_size // world.size
         return DataParallel(

@@ -17,6 +17,14 @@ every grown batch splits into equal worker shares, and the examples consumed sta
 multiple of B₀ as under `batch_step`. Gradient accumulation above
 `resources.max_micro_batch` is the step strategy's, at any size.
 
+Under local SGD (spec `sync.period` > 1, trainables.steps.LocalSGD) each optimiser step
+takes one worker's share b = B/N, not B: the rule applies to b, and the proposal is
+N × rule(b), granularity and cap as above (the global B, multiples of B₀), following
+Lau et al. (2024, "Communication-Efficient Adaptive Batch Size Strategies for
+Distributed Local Gradient Methods"), whose local batch sizes grow by a norm test taken
+at synchronisations only: the loop decides at the averages, from the workers' merged
+noise averages, so that the workers decide alike without another collective.
+
 The decision is the state: the batch size of the next step (`decided`), checkpointed,
 since a checkpoint taken right after a measured step has decided a size the step it
 holds did not take yet.
@@ -47,6 +55,8 @@ class AdaptiveBatch:
     eta: float = 0.7  # norm_test's η: it settles at B = B_simple(1/η² − 1)
     multiple: float = 1.0  # noise_scale's c
     decided: int = 0  # the batch size of the next step (0: B₀)
+    # Local SGD: the workers whose shares (B/shares) each take an optimiser step.
+    shares: int = 1
 
     def __post_init__(self) -> None:
         if self.rule not in ADAPTIVE_RULES:
@@ -59,18 +69,26 @@ class AdaptiveBatch:
             )
         if not (self.eta > 0 and self.multiple > 0):
             raise ValueError(f"eta and multiple must be > 0, got {self.eta}, {self.multiple}")
+        if self.shares < 1 or self.base % self.shares:
+            raise ValueError(f"{self.base} does not split into {self.shares} shares")
         self.decided = self.decided or self.base
 
     @classmethod
     def for_trial(
-        cls, rule: str, base: int, maximum: int | None, eta: float, multiple: float
+        cls,
+        rule: str,
+        base: int,
+        maximum: int | None,
+        eta: float,
+        multiple: float,
+        shares: int = 1,
     ) -> AdaptiveBatch | None:
         """The trial's rule; None where it is off (`none`)."""
         if rule == ADAPTIVE_OFF:
             return None
         if maximum is None:
             raise ValueError(f"adaptive rule {rule} needs a max_batch_size")
-        return cls(rule, base, maximum, eta, multiple)
+        return cls(rule, base, maximum, eta, multiple, shares=shares)
 
     def proposal(self, batch_size: int, g2: float, trace_sigma: float) -> float:
         """What the rule asks for at `batch_size` from the estimates (nan: nothing yet)."""
@@ -81,8 +99,9 @@ class AdaptiveBatch:
 
     def decide(self, batch_size: int, g2: float, trace_sigma: float) -> int:
         """The batch size from the next step on, given the current one and the smoothed
-        estimates: grown, never shrunk, a multiple of B₀, capped."""
-        proposed = self.proposal(batch_size, g2, trace_sigma)
+        estimates: grown, never shrunk, a multiple of B₀, capped. Local SGD: `shares`
+        times the rule at a share (module docstring)."""
+        proposed = self.shares * self.proposal(batch_size // self.shares, g2, trace_sigma)
         self.decided = grown_batch_size(batch_size, proposed, self.maximum, self.base)
         return self.decided
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -26,4 +27,18 @@ class World:
         if self.size > 1:
             self.sum(values)
             values /= self.size
+        return values
+
+    def broadcast(self, values: torch.Tensor) -> torch.Tensor:
+        """Rank 0's `values` on every worker, in place (none on one worker)."""
+        if self.size > 1:
+            dist.broadcast(values, src=0)
+        return values
+
+    def gather_objects(self, value: Any) -> list[Any]:
+        """Every worker's `value` (picklable), in rank order, on every worker."""
+        if self.size == 1:
+            return [value]
+        values: list[Any] = [None] * self.size
+        dist.all_gather_object(values, value)
         return values

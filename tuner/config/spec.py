@@ -562,6 +562,17 @@ class AdaptiveBatchSection(_Model):
     max_batch_size: PosInt | None = None
 
 
+class SyncSection(_Model):
+    """How often a multi-worker trial's workers synchronise (trainables.steps.LocalSGD):
+    period 1 (the default) all-reduces the gradients every step (DDP); period H > 1 is
+    local SGD, each worker stepping on its own share and the parameters averaged every H
+    steps, after `warmup_steps` steps of all-reduced gradients (post-local SGD, Lin et
+    al. 2020). An evaluation between two averages averages the parameters first."""
+
+    period: PosInt = 1
+    warmup_steps: NonNegInt = 0
+
+
 class Stall(_Model):
     """Stop a trial that stopped progressing (status `stalled`): no evaluation improved
     its best target value by `min_delta` of the way from its step-0 value to the target
@@ -622,6 +633,7 @@ class Spec(_Model):
     stall: Stall = Field(default_factory=Stall)
     schedule: Schedule = Field(default_factory=Schedule)
     adaptive_batch: AdaptiveBatchSection = Field(default_factory=AdaptiveBatchSection)
+    sync: SyncSection = Field(default_factory=SyncSection)
     tracking: Tracking = Field(default_factory=Tracking)
     storage: NonEmptyStr = "./runs"  # a directory, or a URI (s3://, gs://, file://)
 
@@ -739,8 +751,15 @@ class Spec(_Model):
         largest_batch = max(int(b) for b in batch.points())
         if adaptive.rule != "none":
             problems.extend(self._adaptive_problems(kinds, largest_batch))
+        problems.extend(self._sync_problems())
         limit = self.resources.max_micro_batch
-        if workers > 1 and self.measure.method == "per_example" and limit is not None:
+        # Local SGD measures each worker's share as one process does, with no DDP hook.
+        if (
+            workers > 1
+            and self.sync.period == 1
+            and self.measure.method == "per_example"
+            and limit is not None
+        ):
             # A trial's largest batch: B₀ grown by batch_step, or by an adaptive rule up to
             # the largest multiple of B₀ not above adaptive_batch.max_batch_size.
             cap = adaptive.max_batch_size if adaptive.rule != "none" else None
@@ -901,6 +920,49 @@ class Spec(_Model):
                     "the two",
                 )
             )
+        return problems
+
+    def _sync_problems(self) -> list[tuple[str, str]]:
+        """What local SGD (sync.period > 1) needs of the rest."""
+        sync, problems = self.sync, []
+        workers = self.resources.workers_per_trial
+        if sync.period == 1:
+            if sync.warmup_steps > 0:
+                problems.append(
+                    (
+                        "sync.warmup_steps",
+                        "post-local SGD's warmup comes before local steps, which period 1 "
+                        "never takes (it all-reduces every step): set sync.period > 1",
+                    )
+                )
+            return problems
+        if workers == 1:
+            problems.append(
+                (
+                    "sync.period",
+                    f"{sync.period} averages the parameters of several workers: "
+                    "set resources.workers_per_trial > 1, or period 1",
+                )
+            )
+        if self.measure.curvature_every > 0:
+            problems.append(
+                (
+                    "measure.curvature_every",
+                    f"curvature needs the global gradient at weights shared by every worker, "
+                    f"which sync.period {sync.period} keeps apart between averages: set it to 0",
+                )
+            )
+        if self.adaptive_batch.rule != "none" and workers > 1:
+            small = [int(b) for b in self.space.batch_size.points() if int(b) // workers < 2]
+            if small:
+                problems.append(
+                    (
+                        "space.batch_size",
+                        f"adaptive_batch with sync.period {sync.period} measures the noise on "
+                        f"each worker's share, which needs 2 examples: batch size(s) "
+                        f"{', '.join(map(str, small))} over {workers} workers give fewer",
+                    )
+                )
         return problems
 
     def max_steps_for(self, batch_size: int) -> int:
@@ -1094,6 +1156,7 @@ __all__ = [
     "Spec",
     "SpecError",
     "Stall",
+    "SyncSection",
     "Target",
     "Tracking",
     "Uniform",

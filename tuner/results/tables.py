@@ -59,7 +59,7 @@ TRIAL_ORDER = [
 ]  # fmt: skip
 CURVE_COLUMNS = [
     columns.TRIAL_ID, keys.STEP, keys.EXAMPLES, keys.LOSS, keys.LR, keys.B_SIMPLE, keys.G2,
-    keys.TRACE_SIGMA, keys.BATCH_SIZE_NOW,
+    keys.TRACE_SIGMA, keys.BATCH_SIZE_NOW, keys.SYNCS,
 ]  # fmt: skip
 FRONT_COLUMNS = [
     keys.BATCH_SIZE, columns.STEPS, keys.EXAMPLES, columns.TRIAL_ID, keys.LR, keys.MOMENTUM,
