@@ -516,7 +516,15 @@ def _number_list(option: str, text: str, kind: type) -> list[Any]:
     help="Δ in base steps (default: the smallest multiple of lcm(k) >= 5% of the budget).",
 )  # fmt: skip
 @click.option("--tolerance", type=float, default=0.01, show_default=True,
-              help="A branch keeps up if its loss <= (1 + tolerance) x the base's.")  # fmt: skip
+              help="A branch keeps up if its loss <= (1 + tolerance) x the reference's "
+                   "(the base's continuation, best over --lr-factors).")  # fmt: skip
+@click.option(
+    "--lr-factors", default="0.25,0.5,1", show_default=True,
+    help="Each branch (and the base's continuation) runs at lr x law(k) x f for each f; "
+    "its loss is the best over f (1: the law's lr alone).",
+)  # fmt: skip
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Batch streams per checkpoint, shared by the base and branches.")  # fmt: skip
 @click.option("--out", type=click.Path(file_okay=False),
               help="Output directory (default: <storage>/<spec name>-branched).")  # fmt: skip
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
@@ -531,12 +539,15 @@ def branch(
     multipliers: str,
     delta_steps: int | None,
     tolerance: float,
+    lr_factors: str,
+    seeds: int,
     out: str | None,
     device: str,
 ) -> None:
     """The critical batch size along training by branching (Merrill et al. 2025): from
     checkpoints of a base run at --batch-size/--lr, branches at k·B (lr scaled by the
-    optimiser's law) for the same examples; B_crit is the largest k·B that keeps up."""
+    optimiser's law, times each of --lr-factors) for the same examples, each repeated on
+    --seeds batch streams; B_crit is the largest k·B that keeps up."""
     import dataclasses
 
     from tabulate import tabulate
@@ -547,8 +558,10 @@ def branch(
     parsed = _load_spec(spec)
     fractions = _number_list("--at", at, float)
     ks = _number_list("--multipliers", multipliers, int)
+    factors = _number_list("--lr-factors", lr_factors, float)
     problems = [f"--at {f:g} is not in [0, 1)" for f in fractions if not 0 <= f < 1]
     problems += [f"--multipliers {k} is not >= 2" for k in ks if k < 2]
+    problems += [f"--lr-factors {f:g} is not > 0" for f in factors if not 0 < f < math.inf]
     if delta_steps is not None and delta_steps < 1:
         problems.append(f"--delta-steps {delta_steps} is not >= 1")
     if device == "cuda":
@@ -575,7 +588,9 @@ def branch(
             raise BadInput([f"the spec's storage {parsed.storage} is a URI: give --out DIR"])
         out = str(Path(parsed.storage) / f"{parsed.name}-branched")
     try:
-        result = run_branched(parsed, base, checkpoints, ks, delta, tolerance, Path(out), device)
+        result = run_branched(
+            parsed, base, checkpoints, ks, delta, tolerance, Path(out), device, factors, seeds
+        )
     except BranchInputError as exc:
         raise BadInput(exc.problems) from exc
     rows = [
@@ -589,8 +604,16 @@ def branch(
         ]
         for r in result.table.to_dict("records")
     ]
-    click.echo(f"Branched B_crit (base B={batch_size}, lr={lr:g}, delta={delta} steps):")
-    click.echo(tabulate(rows, headers=["progress", "step", "B_crit", "interval"]))
+    headers = ["progress", "step", "B_crit", "interval"]
+    if len(set(factors)) > 1:
+        headers.append("best lr factor at k")
+        for row, r in zip(rows, result.table.to_dict("records"), strict=True):
+            row.append(" ".join(f"{k}:{r[f'lr_factor_{k}']:g}" for k in [1, *sorted(set(ks))]))
+    click.echo(
+        f"Branched B_crit (base B={batch_size}, lr={lr:g}, delta={delta} steps, "
+        f"{seeds} seed(s) per checkpoint):"
+    )
+    click.echo(tabulate(rows, headers=headers))
     plan = ", ".join(f"{b:g} from {p:.3g}" for p, b in result.schedule)
     click.echo(f"recommended batch size: {plan}")
     click.echo(f"wrote {', '.join(str(f) for f in result.files)}")

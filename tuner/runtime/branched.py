@@ -2,7 +2,8 @@
 2025; the maths: tuner.theory.branched, the training: trainables.branching).
 
 Runs in this process (no Ray): one base run and a few short branches, sequential, on
-this machine's device. Writes branched.parquet (one row per checkpoint), branched.json
+this machine's device. Writes branched.parquet (one row per checkpoint: every (k, lr
+factor)'s mean loss over the seeds, the factor that won at each k, B_crit), branched.json
 (the inputs, the law, the recommended batch-size schedule) and b_crit_vs_progress.png
 into the output directory, each through a temporary name renamed over it.
 """
@@ -15,7 +16,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -25,15 +26,24 @@ from tuner.config.trial_settings import trial_settings
 from tuner.theory import LAW_OF_OPTIMIZER
 from tuner.theory.branched import (
     BranchedBCrit,
+    best_lr_factor,
     branched_b_crit,
     lr_multiplier,
+    paired_gap,
     recommended_schedule,
+    seed_mean,
 )
+
+if TYPE_CHECKING:
+    from trainables.branching import BranchPoint
 
 PARQUET, JSON, FIGURE = "branched.parquet", "branched.json", "b_crit_vs_progress.png"
 INTERVAL_NOTE = (
     "interval: [b_crit, the next batch size tried that did not keep up); it covers the grid "
-    "of multipliers tried, not the noise between runs (one branch per multiplier)"
+    "of multipliers tried, not the noise between runs. gap_k ± gap_k_se: the mean and "
+    "standard error over the seeds of the paired relative gap L_k/L_ref - 1 at the chosen "
+    "lr factors; it covers the batch stream after the checkpoint (seeds drawn from the "
+    "same state), not the base run before it (rerun with --seed) nor the choice of factor"
 )
 
 
@@ -73,10 +83,12 @@ def check_inputs(
     multipliers: Sequence[int],
     delta_steps: int,
     tolerance: float,
+    lr_factors: Sequence[float] = (1.0,),
+    seeds: int = 1,
 ) -> list[str]:
     from trainables.branching import branch_problems
 
-    problems = branch_problems(base, checkpoints, multipliers, delta_steps)
+    problems = branch_problems(base, checkpoints, multipliers, delta_steps, lr_factors, seeds)
     if spec.optimizer not in LAW_OF_OPTIMIZER:
         problems.append(f"optimizer {spec.optimizer!r} has no lr law to scale branches by")
     if not tolerance >= 0:
@@ -84,6 +96,56 @@ def check_inputs(
     if base.batch_size < 1 or not base.lr > 0:
         problems.append("the base batch size must be >= 1 and its lr > 0")
     return problems
+
+
+def _name(f: float) -> str:
+    return f"{f:g}"
+
+
+def point_row(
+    point: BranchPoint,
+    ks: Sequence[int],
+    factors: Sequence[float],
+    batch_size: int,
+    budget: int,
+    tolerance: float,
+) -> tuple[dict[str, Any], BranchedBCrit]:
+    """One checkpoint's row of branched.parquet and its B_crit: each (k, f)'s mean loss
+    over the seeds, the best factor at each k (k = 1: the reference), the paired gaps."""
+    row: dict[str, Any] = {
+        "step": point.step,
+        "examples": point.examples,
+        "progress": point.step / budget,
+        "base_loss": point.base_loss,
+    }
+    best: dict[int, tuple[float, float]] = {}
+    for k in (1, *ks):
+        means = {f: seed_mean(point.losses[(k, f)]) for f in factors}
+        best[k] = best_lr_factor(means)
+        if k > 1:
+            row[f"loss_{k}"] = best[k][1]
+        row[f"lr_factor_{k}"] = best[k][0]
+        row.update({f"loss_{k}_lr{_name(f)}": v for f, v in means.items()})
+    ref_factor, reference = best[1]
+    row["reference_loss"] = reference
+    for k in ks:
+        f = best[k][0]
+        if math.isfinite(f) and math.isfinite(ref_factor):
+            gap = paired_gap(point.losses[(k, f)], point.losses[(1, ref_factor)])
+        else:
+            gap = (math.nan, math.nan)
+        row[f"gap_{k}"], row[f"gap_{k}_se"] = gap
+    b = branched_b_crit(
+        batch_size,
+        row["progress"],
+        reference,
+        {float(k): best[k][1] for k in ks},
+        tolerance,
+    )
+    row.update(
+        b_crit=b.b_crit, interval_lo=b.interval[0], interval_hi=b.interval[1], capped=b.capped
+    )
+    return row, b
 
 
 def run_branched(
@@ -95,17 +157,28 @@ def run_branched(
     tolerance: float,
     out_dir: Path,
     device: str = "auto",
+    lr_factors: Sequence[float] = (1.0,),
+    seeds: int = 1,
 ) -> BranchedResult:
-    """Branch from `checkpoints` (base steps), compute B_crit at each and write the three
-    files into `out_dir`. Raises BranchInputError before training on unusable inputs."""
-    problems = check_inputs(spec, base, checkpoints, multipliers, delta_steps, tolerance)
+    """Branch from `checkpoints` (base steps) at every lr factor and seed, compute B_crit
+    at each and write the three files into `out_dir`. Raises BranchInputError before
+    training on unusable inputs (a workload without an eval set among them)."""
+    problems = check_inputs(
+        spec, base, checkpoints, multipliers, delta_steps, tolerance, lr_factors, seeds
+    )
     if problems:
         raise BranchInputError(problems)
-    from trainables.branching import branch_losses
+    from trainables.branching import branch_losses, workload_problems
+    from trainables.workload import build_workload
 
     law = LAW_OF_OPTIMIZER[spec.optimizer]
     ks = sorted(set(int(k) for k in multipliers))
+    factors = sorted(set(float(f) for f in lr_factors))
     settings = trial_settings(spec, str(out_dir))
+    workload = build_workload(settings.workload, settings.workload_args, seed=base.seed)
+    problems = workload_problems(workload, seeds)
+    if problems:
+        raise BranchInputError(problems)
     budget = settings.max_steps_for(base.batch_size)
     points = branch_losses(
         settings,
@@ -115,32 +188,16 @@ def run_branched(
         [lr_multiplier(law, k) for k in ks],
         delta_steps,
         device=_device(device),
+        workload=workload,
+        lr_factors=factors,
+        seeds=seeds,
     )
     measured: list[BranchedBCrit] = []
     rows = []
     for point in points:
-        progress = point.step / budget
-        b = branched_b_crit(
-            base.batch_size,
-            progress,
-            point.base_loss,
-            {float(k): v for k, v in point.branch_loss.items()},
-            tolerance,
-        )
+        row, b = point_row(point, ks, factors, base.batch_size, budget, tolerance)
+        rows.append(row)
         measured.append(b)
-        rows.append(
-            {
-                "step": point.step,
-                "examples": point.examples,
-                "progress": progress,
-                "base_loss": point.base_loss,
-                **{f"loss_{k}": point.branch_loss[k] for k in ks},
-                "b_crit": b.b_crit,
-                "interval_lo": b.interval[0],
-                "interval_hi": b.interval[1],
-                "capped": b.capped,
-            }
-        )
     table = pd.DataFrame(rows)
     schedule = recommended_schedule(measured, base.batch_size)
     summary = {
@@ -149,6 +206,8 @@ def run_branched(
         "optimizer": spec.optimizer,
         "law": law,
         "lr_multipliers": {str(k): lr_multiplier(law, k) for k in ks},
+        "lr_factors": factors,
+        "seeds": seeds,
         "base": {
             "batch_size": base.batch_size,
             "lr": base.lr,

@@ -12,7 +12,26 @@ tolerance of the base run's:
 Only multipliers tried can be reported: the value lies between the largest k that keeps
 up (with every smaller k keeping up too) and the next one tried, which does not. That
 bracket is what `BranchedBCrit.interval` covers: the grid of multipliers, not the noise
-between runs (one branch per k).
+between runs.
+
+The lr of a branch is the law's guess η·m(k) times a factor f from a small grid F, and a
+run's loss is the best over that grid (`best_lr_factor`); the reference at B is searched
+over the same grid (k = 1, m = 1), so that a factor above 1 cannot make a branch keep up
+only because the base lr was below its best:
+
+    L_k = min_f L(k·B, η·m(k)·f),   keeps_up(k) ⇔ L_k ≤ (1 + tol)·L_1      (f ∈ F)
+
+Merrill et al.'s hypothesis (§1) asks that k·B keep up under an appropriate lr scaling;
+a scaling law is one guess at it, and SGD's linear one fails where η·k crosses the
+stability limit (η·k·λ_max ≈ 2) while a smaller lr at k·B would still keep up. F = {1}
+is the law alone.
+
+With S seeds per checkpoint (batch streams drawn afresh from the same state, the same S
+for the reference and every branch: paired), each (k, f) is judged on its mean over the
+seeds (`seed_mean`), the factor chosen on the means, and the paired relative gap
+L_k,s/L_1,s − 1 is summarised by its mean and standard error (`paired_gap`): the noise of
+the batch stream after the checkpoint, not the base run's history before it (one base
+run per training seed), nor the choice of f (a minimum over noisy means leans low).
 """
 
 from __future__ import annotations
@@ -21,7 +40,17 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["BranchedBCrit", "branched_b_crit", "lr_multiplier", "recommended_schedule"]
+import numpy as np
+
+__all__ = [
+    "BranchedBCrit",
+    "best_lr_factor",
+    "branched_b_crit",
+    "lr_multiplier",
+    "paired_gap",
+    "recommended_schedule",
+    "seed_mean",
+]
 
 
 @dataclass(frozen=True)
@@ -45,6 +74,41 @@ def lr_multiplier(law: str, k: float) -> float:
     if law == "adam":
         return math.sqrt(k)
     raise ValueError(f"unknown law {law!r}")
+
+
+def seed_mean(losses: Sequence[float]) -> float:
+    """The mean loss over a run's seeds, nan if any seed's is not finite (a run that
+    diverged on one batch stream is not one that keeps up)."""
+    values = np.asarray(losses, dtype=np.float64)
+    if values.size == 0 or not np.isfinite(values).all():
+        return math.nan
+    return float(values.mean())
+
+
+def best_lr_factor(losses: Mapping[float, float]) -> tuple[float, float]:
+    """The lr factor f whose loss is lowest, and that loss: min_f L(η·m(k)·f) over the
+    finite losses (nan, nan where none is). Ties go to the factor nearest 1 (the law's
+    own lr), then to the smaller factor."""
+    finite = {f: loss for f, loss in losses.items() if math.isfinite(loss)}
+    if not finite:
+        return math.nan, math.nan
+    best = min(finite, key=lambda f: (finite[f], abs(math.log(f)), f))
+    return float(best), float(finite[best])
+
+
+def paired_gap(branch: Sequence[float], reference: Sequence[float]) -> tuple[float, float]:
+    """The mean over seeds s of the relative gap L_k,s/L_ref,s − 1 (paired: seed s of the
+    branch and of the reference draw the same batch stream) and its standard error
+    sd/√S (nan for one seed; both nan where a loss is not finite)."""
+    b = np.asarray(branch, dtype=np.float64)
+    r = np.asarray(reference, dtype=np.float64)
+    if b.shape != r.shape or b.size == 0:
+        raise ValueError("give one branch loss per reference loss")
+    if not (np.isfinite(b).all() and np.isfinite(r).all()):
+        return math.nan, math.nan
+    gaps = b / r - 1.0
+    se = float(gaps.std(ddof=1) / math.sqrt(gaps.size)) if gaps.size > 1 else math.nan
+    return float(gaps.mean()), se
 
 
 def branched_b_crit(
