@@ -314,11 +314,12 @@ def build(args):
 
 
 def crash_sweep(
-    tmp_path: Path, trials: int, resources: dict[str, Any]
+    tmp_path: Path, trials: int, resources: dict[str, Any], **sections: Any
 ) -> tuple[Path, pd.DataFrame, dict[str, list[list[int]]]]:
-    """`trials` trials of one configuration at once; the worker of the first to evaluate
-    step 120 (its 13th evaluation) dies there, once. Checkpoints every 5 evaluations.
-    Returns the run directory, the trials table and the steps of each trial's runs."""
+    """`trials` trials of one configuration at once (the spec's other `sections` as
+    given); the worker of the first to evaluate step 120 (its 13th evaluation) dies
+    there, once. Checkpoints every 5 evaluations. Returns the run directory, the trials
+    table and the steps of each trial's runs."""
     (tmp_path / "nt_crashing_workload.py").write_text(CRASHING_WORKLOAD)
     marker = tmp_path / "crashed"
     spec = write_spec(
@@ -327,6 +328,7 @@ def crash_sweep(
         workload_args={**LINREG, "crash_marker": str(marker), "crash_at_evaluation": 13},
         search={"algorithm": "grid", "num_samples": trials, "max_concurrent": trials},
         resources={**resources, "max_failures": 1},
+        **sections,
     )
     run = noisetune("run", str(spec), cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -12,10 +12,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import torch
 from _helpers import run_gloo_workers, spec_trial_settings
-from test_fault_tolerance import MemoryCheckpoints, comparable
+from test_fault_tolerance import LINREG as FT_LINREG
+from test_fault_tolerance import MemoryCheckpoints, comparable, crash_sweep
 
 from trainables import keys
 from trainables.loop import TrainingRun, run_trial
@@ -27,6 +29,7 @@ from trainables.settings import Hyperparameters, TrialSettings
 from trainables.steps import LocalSGD, OneProcess
 from tuner.config.spec import SpecError, parse_spec
 from tuner.config.trial_settings import trial_settings
+from tuner.runtime import runner
 from tuner.theory.adaptive_batch import grown_batch_size, norm_test_batch, norm_test_expected
 
 LINREG = {"dim": 16, "noise": 0.5, "n_train": 8192}
@@ -425,3 +428,38 @@ def test_local_sgd_reaches_the_target_in_comparable_steps_with_fewer_syncs(
     assert local[keys.STEPS_TO_TARGET_INTERP] <= 1.5 * ddp[keys.STEPS_TO_TARGET_INTERP]
     assert local[keys.SYNCS] == local[keys.STEP] // 4
     assert local[keys.SYNCS] <= 0.3 * ddp[keys.SYNCS]
+
+
+# --- under Ray Train: a worker dies ----------------------------------------------------------
+
+
+@pytest.mark.ray
+def test_a_dead_local_sgd_worker_restarts_the_trial_from_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 2-worker local-SGD trial (H = 5) under Ray Train, whose rank 0 dies at step 120:
+    Train restarts both workers from the checkpoint at step 100 (every worker's optimiser
+    state in it), and the trial's reports, syncs included, are those of the same trial
+    run uninterrupted on two gloo workers here."""
+    run_dir, trials, runs = crash_sweep(
+        tmp_path, 1, {"workers_per_trial": 2, "cpus_per_worker": 1}, sync={"period": 5}
+    )
+    assert [len(r) for r in runs.values()] == [1]  # Train restarted the workers, not Tune
+    monkeypatch.syspath_prepend(str(tmp_path))  # the spec names the crashing workload
+    told = dataclasses.replace(
+        trial_settings(runner.load_run_spec(run_dir), run_dir),
+        workload="linear_regression",
+        workload_args=FT_LINREG,
+    )
+    assert told.sync_period == 5
+    ((uninterrupted, _),) = run_trials([(told, Hyperparameters(16, 0.1, 0.0, 0), None)], tmp_path)
+    (row,) = (r for _, r in trials.iterrows())
+    assert row["steps"] == uninterrupted[-1][keys.STEP]
+    assert row["final_loss"] == pytest.approx(uninterrupted[-1][keys.LOSS], rel=1e-6)
+    curves = pd.read_parquet(run_dir / "results" / "curves.parquet")
+    by_step = {r[keys.STEP]: r for r in uninterrupted}
+    assert [by_step[s][keys.SYNCS] for s in curves[keys.STEP]] == curves[keys.SYNCS].tolist()
+    assert curves[keys.SYNCS].tolist() == [s // 5 for s in curves[keys.STEP]]  # eval every 10
+    assert curves[keys.LOSS].tolist() == pytest.approx(
+        [by_step[s][keys.LOSS] for s in curves[keys.STEP]], rel=1e-6
+    )
