@@ -180,6 +180,7 @@ def test_lr_factors_and_seeds_write_every_run_and_the_winner(tmp_path: Path) -> 
     [
         ("tests.user_workloads:no_eval", [], "the workload has no eval set"),
         ("tests.user_workloads:streaming", ["--seeds", "2"], "seeds > 1 need a map-style"),
+        ("tests.user_workloads:failing_build", [], "FileNotFoundError"),
     ],
 )
 def test_a_workload_branching_cannot_compare_exits_2(

@@ -571,6 +571,7 @@ def branch(
             problems.append("--device cuda: no CUDA device here")
     if problems:
         raise BadInput(problems)
+    _probe(spec, parsed)  # a workload that cannot build or evaluate: bad input, as for run
     fixed = parsed.fixed_hyperparameters()
     config = {"batch_size": batch_size, "lr": lr, "seed": seed, "schedule": "constant"}
     if momentum is not None:
