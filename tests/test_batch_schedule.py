@@ -173,6 +173,23 @@ def test_a_batch_step_trial_grows_its_batch_at_the_milestones_and_counts_its_exa
     assert plain[-1][keys.LR] == pytest.approx(0.1 * 0.2**2)
 
 
+def test_a_growing_trial_ends_when_it_has_spent_the_examples_budget() -> None:
+    """budget.max_examples holds whatever the batch size: 50 steps of 16 (800 examples),
+    5 of 80 (1200), then one of 400 spends 1600, at step 56, off the evaluation grid:
+    the trial is evaluated there and ends exhausted, not at its 100-step budget."""
+    s = settings(max_examples=1600)
+    assert s.max_steps_for(16) == 100  # the step budget alone would allow 18 000 examples
+    rows = run(s, "batch_step")
+    last = rows[-1]
+    assert (last[keys.STEP], last[keys.EXAMPLES]) == (56, 1600)
+    assert last[keys.TRIAL_STATUS] == keys.EXHAUSTED and "1600 examples" in last[keys.REASON]
+    assert [r[keys.STEP] for r in rows[-3:]] == [50, 55, 56]
+    # At a constant batch size the step budget is the examples budget: nothing changes.
+    plain = run(s, "step")
+    assert plain[-1][keys.STEP] == 100 and plain[-1][keys.EXAMPLES] == 1600
+    assert "100 steps" in plain[-1][keys.REASON]
+
+
 def test_the_examples_to_the_target_are_the_ones_consumed() -> None:
     rows = run(settings(target_value=0.33), "batch_step")
     last = rows[-1]

@@ -144,3 +144,16 @@ def test_target_text_and_direction() -> None:
     assert str(Target("accuracy", 0.96, "max")) == "accuracy >= 0.96"
     with pytest.raises(ValueError, match="mode"):
         Target("loss", 0.3, "lower")
+
+
+def test_the_examples_budget_exhausts_a_trial_before_its_steps() -> None:
+    """A trial whose batch grew spends max_examples before max_steps: exhausted at the
+    first evaluation whose examples reach it; none given, only the steps count."""
+    judge = Judge(Target("loss", 0.0), max_steps=100, max_examples=1000)
+    assert judge.judge(0, 1.0, 1.0, examples=0).status == keys.RUNNING
+    assert judge.judge(10, 0.9, 0.9, examples=999).status == keys.RUNNING
+    verdict = judge.judge(11, 0.8, 0.8, examples=1040)
+    assert verdict.status == keys.EXHAUSTED and "1040 examples" in verdict.reason
+    free = Judge(Target("loss", 0.0), max_steps=100)
+    free.judge(0, 1.0, 1.0)
+    assert free.judge(10, 0.9, 0.9, examples=10**9).status == keys.RUNNING

@@ -179,6 +179,7 @@ class TrainingRun:
             patience_steps=settings.patience_steps_for(hp.batch_size),
             min_delta=settings.min_delta,
             warmup_steps=hp.warmup_steps,
+            max_examples=settings.max_examples,
         )
         # What the trial trains with beyond its config, said in every report.
         self.recipe = {
@@ -291,7 +292,13 @@ class TrainingRun:
         return NOT_MEASURED
 
     def evaluates_at(self, step: int) -> bool:
-        return step % self.settings.eval_every == 0 or step >= self.max_steps
+        """Every `eval_every` steps, and at the end of the budget: its steps, or its
+        examples where the batch size grew (at B₀ the step budget ends first)."""
+        return (
+            step % self.settings.eval_every == 0
+            or step >= self.max_steps
+            or self.judge.examples_spent(self.examples)
+        )
 
     def checkpoint_due(self, step: int) -> bool:
         return checkpoint_due(step, self.settings.checkpoint_every, self.settings.eval_every)
@@ -301,7 +308,7 @@ class TrainingRun:
         averages are made one first: reports and checkpoints follow evaluations."""
         self.strategy.merge_worker_averages(self.meter)
         evaluation = self.evaluator.evaluate()
-        verdict = self.judge.judge(step, evaluation.loss, evaluation.target_value)
+        verdict = self.judge.judge(step, evaluation.loss, evaluation.target_value, self.examples)
         reached = verdict.status == keys.REACHED
         examples = self.examples
         report = {

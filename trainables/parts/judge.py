@@ -5,7 +5,8 @@ A trial ends at the first evaluation where, in this order:
    `divergence_factor` times its (positive) value at step 0;
 2. reached: the target value meets the target (at or below it for mode "min", at or above
    for "max"); step 0 counts (an untrained model that already meets it);
-3. exhausted: the step budget is spent;
+3. exhausted: the step budget is spent, or the examples budget (`max_examples`: a
+   trial whose batch grows, batch_step or adaptive, spends it before its steps);
 4. stalled: the last record is `patience_steps` or more steps old, counting from the
    end of the warmup at the earliest; a record is an evaluation that closed at least
    `min_delta` of the distance that remained between the previous record and the target
@@ -48,6 +49,7 @@ class Judge:
     target: Target
     max_steps: int
     divergence_factor: float = 10.0
+    max_examples: int | None = None  # None: no examples budget
     patience_steps: int = 0  # 0: no stall rule
     min_delta: float = 0.01
     warmup_steps: int = 0
@@ -57,17 +59,18 @@ class Judge:
     last_step: int = 0  # the evaluation before the one being judged
     last_value: float = math.nan
 
-    def judge(self, step: int, loss: float, value: float) -> Verdict:
-        """The verdict of the evaluation at `step` (step 0 first, then increasing)."""
+    def judge(self, step: int, loss: float, value: float, examples: int = 0) -> Verdict:
+        """The verdict of the evaluation at `step` (step 0 first, then increasing), the
+        trial having consumed `examples` by then."""
         if step == 0:
             self.initial_loss = loss
             self.record_value, self.record_step = value, 0
-        verdict = self._verdict(step, loss, value)
+        verdict = self._verdict(step, loss, value, examples)
         if verdict.status == keys.RUNNING:
             self._record(step, value)
         return verdict
 
-    def _verdict(self, step: int, loss: float, value: float) -> Verdict:
+    def _verdict(self, step: int, loss: float, value: float, examples: int) -> Verdict:
         if not (math.isfinite(loss) and math.isfinite(value)):
             what = "loss" if not math.isfinite(loss) else self.target.metric
             return Verdict(keys.DIVERGED, f"diverged: non-finite {what} at step {step}")
@@ -91,7 +94,13 @@ class Judge:
             )
         if step >= self.max_steps:
             return Verdict(keys.EXHAUSTED, f"exhausted: {step} steps without {self.target}")
+        if self.examples_spent(examples):
+            return Verdict(keys.EXHAUSTED, f"exhausted: {examples} examples without {self.target}")
         return self._stall(step, value)
+
+    def examples_spent(self, examples: int) -> bool:
+        """Whether `examples` consumed spend the examples budget."""
+        return self.max_examples is not None and examples >= self.max_examples
 
     def _stall(self, step: int, value: float) -> Verdict:
         since = step - max(self.record_step, self.warmup_steps)
