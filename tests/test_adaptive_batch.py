@@ -78,17 +78,24 @@ def test_the_section_is_off_by_default_and_told_to_the_trials() -> None:
         "eta": 0.7,
         "multiple": 1.0,
         "max_batch_size": None,
+        "min_measurements": 4,
     }
     told = trial_settings(off, Path("."))
     assert (told.adaptive_rule, told.adaptive_max_batch_size) == ("none", None)
     spec = parse_spec(
         spec_with(
-            adaptive_batch={"rule": "norm_test", "eta": 0.5, "max_batch_size": 512},
+            adaptive_batch={
+                "rule": "norm_test",
+                "eta": 0.5,
+                "max_batch_size": 512,
+                "min_measurements": 2,
+            },
             pruning={"kind": "asha"},
         )
     )
     told = trial_settings(spec, Path("."))
     assert (told.adaptive_rule, told.adaptive_eta, told.adaptive_multiple) == ("norm_test", 0.5, 1)
+    assert told.adaptive_min_measurements == 2
     assert told.adaptive_max_batch_size == 512
     assert parse_spec(spec.to_yaml_dict()) == spec  # round trip
     # max_batch_size equal to the largest batch size: that one never grows, the rest may.
@@ -219,6 +226,7 @@ def settings(**overrides: Any) -> TrialSettings:
         "patience_steps": 0,
         "adaptive_rule": "noise_scale",
         "adaptive_max_batch_size": MAX,
+        "adaptive_min_measurements": 0,  # the rule from the first measured step on
     }
     return spec_trial_settings(**{**base, **overrides})
 
@@ -419,3 +427,21 @@ def test_summarize_leaves_trials_whose_batch_grew_out_of_the_fit() -> None:
     assert alone_grown[columns.FIT_NOTE] == ALL_GROWN_NOTE
     assert alone_grown[columns.B_CRIT_NOTE] == ALL_GROWN_NOTE
     assert alone_grown[keys.EPS_MAX] is None  # no lr law either
+
+
+def test_no_decision_before_min_measurements_then_the_rule() -> None:
+    """With min_measurements 4 (the default) and a measurement every 5 steps, the batch
+    size stays B₀ until the 4th measured step (20) is in the estimates: the steps up to
+    20 take B₀ whatever the first three estimates said, and from then on the rule holds
+    as without the warm-up."""
+    rows = run(settings(adaptive_min_measurements=4))
+    by_step = {r[keys.STEP]: r for r in rows}
+    assert all(by_step[s][keys.BATCH_SIZE_NOW] == B0 for s in (5, 10, 15, 20))
+    assert grown_batch_size(B0, by_step[5][keys.B_SIMPLE], MAX, B0) > B0  # it would have grown
+    for a, b in itertools.pairwise(rows[4:]):
+        assert b[keys.BATCH_SIZE_NOW] == grown_batch_size(
+            a[keys.BATCH_SIZE_NOW], a[keys.B_SIMPLE], MAX, B0
+        )
+    rule = AdaptiveBatch("noise_scale", B0, MAX, min_measurements=4)
+    assert rule.decide(B0, 1.0, 100.0, measurements=3) == B0
+    assert rule.decide(B0, 1.0, 100.0, measurements=4) == 112

@@ -380,6 +380,7 @@ def adaptive_settings() -> TrialSettings:
         adaptive_rule="norm_test",
         adaptive_eta=0.5,
         adaptive_max_batch_size=MAX,
+        adaptive_min_measurements=0,
     )
 
 

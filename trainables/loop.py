@@ -128,6 +128,7 @@ class TrainingRun:
             settings.adaptive_eta,
             settings.adaptive_multiple,
             shares=world.size if self.strategy.local_steps else 1,
+            min_measurements=settings.adaptive_min_measurements,
         )
         # Local SGD decides at synchronisations: whether a step measured since the last.
         self.undecided = False
@@ -279,7 +280,7 @@ class TrainingRun:
         merges its workers' averages of their own shares alike, at a synchronisation."""
         self.strategy.merge_worker_averages(self.meter)
         ema = self.meter.b_simple
-        adaptive.decide(self.batch_size, ema.signal, ema.noise)
+        adaptive.decide(self.batch_size, ema.signal, ema.noise, ema.count)
 
     def noise_method(self) -> str:
         """What measures the noise scale (trainables.steps), "none" where nothing does.

@@ -124,6 +124,7 @@ class TrialSettings:
     adaptive_eta: float = 0.7
     adaptive_multiple: float = 1.0
     adaptive_max_batch_size: int | None = None
+    adaptive_min_measurements: int = 4  # no decision before this many measured steps
     # sync (trainables.steps.LocalSGD): a multi-worker trial's parameters averaged every
     # sync_period steps (1: gradients all-reduced every step, DDP), after sync_warmup_steps
     # steps of all-reduced gradients.

@@ -57,6 +57,9 @@ class AdaptiveBatch:
     decided: int = 0  # the batch size of the next step (0: B₀)
     # Local SGD: the workers whose shares (B/shares) each take an optimiser step.
     shares: int = 1
+    # No growth before this many measured steps are in the estimates: the first are the
+    # noisiest, and a batch size grown from one of them never shrinks back.
+    min_measurements: int = 0
 
     def __post_init__(self) -> None:
         if self.rule not in ADAPTIVE_RULES:
@@ -82,13 +85,16 @@ class AdaptiveBatch:
         eta: float,
         multiple: float,
         shares: int = 1,
+        min_measurements: int = 0,
     ) -> AdaptiveBatch | None:
         """The trial's rule; None where it is off (`none`)."""
         if rule == ADAPTIVE_OFF:
             return None
         if maximum is None:
             raise ValueError(f"adaptive rule {rule} needs a max_batch_size")
-        return cls(rule, base, maximum, eta, multiple, shares=shares)
+        return cls(
+            rule, base, maximum, eta, multiple, shares=shares, min_measurements=min_measurements
+        )
 
     def proposal(self, batch_size: int, g2: float, trace_sigma: float) -> float:
         """What the rule asks for at `batch_size` from the estimates (nan: nothing yet)."""
@@ -97,10 +103,15 @@ class AdaptiveBatch:
         b_simple = trace_sigma / g2 if g2 > 0 else float("nan")  # the meter's own ratio
         return noise_scale_batch(b_simple, self.multiple)
 
-    def decide(self, batch_size: int, g2: float, trace_sigma: float) -> int:
+    def decide(
+        self, batch_size: int, g2: float, trace_sigma: float, measurements: int | None = None
+    ) -> int:
         """The batch size from the next step on, given the current one and the smoothed
-        estimates: grown, never shrunk, a multiple of B₀, capped. Local SGD: `shares`
-        times the rule at a share (module docstring)."""
+        estimates of `measurements` measured steps (None: enough): grown, never shrunk, a
+        multiple of B₀, capped; kept before `min_measurements`. Local SGD: `shares` times
+        the rule at a share (module docstring)."""
+        if measurements is not None and measurements < self.min_measurements:
+            return self.decided
         proposed = self.shares * self.proposal(batch_size // self.shares, g2, trace_sigma)
         self.decided = grown_batch_size(batch_size, proposed, self.maximum, self.base)
         return self.decided

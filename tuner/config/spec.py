@@ -560,6 +560,9 @@ class AdaptiveBatchSection(_Model):
     eta: Annotated[Real, Field(gt=0)] = 0.7
     multiple: Annotated[Real, Field(gt=0)] = 1.0
     max_batch_size: PosInt | None = None
+    # No decision before this many measured steps: the first estimates are the noisiest,
+    # and a batch size never shrinks back from one of them.
+    min_measurements: NonNegInt = 4
 
 
 class SyncSection(_Model):

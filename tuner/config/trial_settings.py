@@ -39,6 +39,7 @@ def trial_settings(spec: Spec, run_dir: Path | str) -> TrialSettings:
         adaptive_eta=spec.adaptive_batch.eta,
         adaptive_multiple=spec.adaptive_batch.multiple,
         adaptive_max_batch_size=spec.adaptive_batch.max_batch_size,
+        adaptive_min_measurements=spec.adaptive_batch.min_measurements,
         sync_period=spec.sync.period,
         sync_warmup_steps=spec.sync.warmup_steps,
     )
