@@ -455,6 +455,20 @@ def spec_trial_settings(**fields: Any) -> Any:
     return dataclasses.replace(from_spec(spec, ""), **fields)
 
 
+def spec_problems(data: dict[str, Any]) -> list[str]:
+    """The problems `parse_spec` refuses `data` with, each checked to be one line that
+    names its field ("field: what is wrong")."""
+    import pytest
+
+    from tuner.config.spec import SpecError, parse_spec
+
+    with pytest.raises(SpecError) as info:
+        parse_spec(data)
+    lines = info.value.problems
+    assert all("\n" not in line and ": " in line for line in lines), lines
+    return list(lines)
+
+
 def tables_read_row_by_row(run_dir: Path) -> tuple[Any, Any]:
     """The trials and curves tables of `run_dir` as DESIGN.md §3 defines them, read with
     json line by line (`read_trials`): the reference `build_tables` must equal, which

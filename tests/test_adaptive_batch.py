@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import torch
-from _helpers import run_gloo_workers, spec_trial_settings
+from _helpers import run_gloo_workers, spec_problems, spec_trial_settings
 from test_fault_tolerance import MemoryCheckpoints, comparable, resumed_reports
 
 from trainables import keys
@@ -23,7 +23,7 @@ from trainables.measure.noise_capture import NormPair
 from trainables.parts.adaptive_batch import AdaptiveBatch
 from trainables.parts.world import World
 from trainables.settings import Hyperparameters, TrialSettings
-from tuner.config.spec import SpecError, parse_spec
+from tuner.config.spec import parse_spec
 from tuner.config.trial_settings import trial_settings
 from tuner.results import columns
 from tuner.results.tables import (
@@ -61,14 +61,6 @@ def spec_with(**sections: Any) -> dict[str, Any]:
         else:
             data[name] = value
     return data
-
-
-def problems(data: dict[str, Any]) -> list[str]:
-    with pytest.raises(SpecError) as info:
-        parse_spec(data)
-    lines = info.value.problems
-    assert all("\n" not in line and ": " in line for line in lines), lines
-    return lines
 
 
 def test_the_section_is_off_by_default_and_told_to_the_trials() -> None:
@@ -149,7 +141,7 @@ def test_the_section_is_off_by_default_and_told_to_the_trials() -> None:
 def test_the_spec_refuses_what_an_adaptive_batch_cannot_do(
     sections: dict[str, Any], field: str, text: str
 ) -> None:
-    lines = problems(spec_with(**sections))
+    lines = spec_problems(spec_with(**sections))
     hits = [line for line in lines if line.startswith(f"{field}: ")]
     assert hits and any(text in line for line in hits), lines
 

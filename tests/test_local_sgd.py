@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import torch
-from _helpers import run_gloo_workers, spec_trial_settings
+from _helpers import run_gloo_workers, spec_problems, spec_trial_settings
 from test_fault_tolerance import LINREG as FT_LINREG
 from test_fault_tolerance import MemoryCheckpoints, comparable, crash_sweep
 
@@ -27,7 +27,7 @@ from trainables.parts.forward import Forward
 from trainables.parts.world import World
 from trainables.settings import Hyperparameters, TrialSettings
 from trainables.steps import LocalSGD, OneProcess
-from tuner.config.spec import SpecError, parse_spec
+from tuner.config.spec import parse_spec
 from tuner.config.trial_settings import trial_settings
 from tuner.runtime import runner
 from tuner.theory.adaptive_batch import grown_batch_size, norm_test_batch, norm_test_expected
@@ -48,14 +48,6 @@ def spec_data(**sections: Any) -> dict[str, Any]:
         "sync": {"period": 4},
     }
     return {**data, **sections}
-
-
-def problems(data: dict[str, Any]) -> list[str]:
-    with pytest.raises(SpecError) as info:
-        parse_spec(data)
-    lines = info.value.problems
-    assert all("\n" not in line and ": " in line for line in lines), lines
-    return lines
 
 
 def test_the_section_defaults_to_ddp_and_is_told_to_the_trials() -> None:
@@ -100,7 +92,7 @@ def test_the_section_defaults_to_ddp_and_is_told_to_the_trials() -> None:
 def test_the_spec_refuses_what_local_sgd_cannot_do(
     sections: dict[str, Any], field: str, text: str
 ) -> None:
-    lines = problems(spec_data(**sections))
+    lines = spec_problems(spec_data(**sections))
     hits = [line for line in lines if line.startswith(f"{field}: ")]
     assert hits and any(text in line for line in hits), lines
 
