@@ -87,6 +87,9 @@ def main() -> None:
             f"batch_step {reached['batch_step']}/{args.seeds}",
             flush=True,
         )
+    if not step_ratios:
+        print("no configuration reached the target under both schedules on any seed")
+        return
     print(
         f"median over configurations: steps {statistics.median(step_ratios):.2f}, "
         f"examples {statistics.median(example_ratios):.2f}"
