@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from trainables.errors import BranchInputError
 from trainables.loop import TrainingRun
 from trainables.parts.data_sources import is_stream
 from trainables.parts.streams import seeded_generator
@@ -173,15 +174,15 @@ def branch_losses(
     """The base run's and every run's eval loss Δ = delta_steps·B examples after each
     checkpoint step (module doc). `lr_multipliers[i]` scales the lr of the branch at
     `multipliers[i]`·B, each lr factor scales it again; a run whose loss is not finite
-    reports nan. Raises ValueError for unusable inputs (`branch_problems`,
-    `workload_problems`)."""
+    reports nan. Raises BranchInputError (a ValueError) for unusable inputs
+    (`branch_problems`, `workload_problems`), before any training."""
     problems = branch_problems(hp, checkpoints, multipliers, delta_steps, lr_factors, seeds)
     if len(lr_multipliers) != len(multipliers):
         problems.append("give one lr multiplier per batch-size multiplier")
     workload = workload or build_workload(settings.workload, settings.workload_args, seed=hp.seed)
     problems += workload_problems(workload, seeds)
     if problems:
-        raise ValueError("; ".join(problems))
+        raise BranchInputError(problems)
     device = device or torch.device("cpu")
     settings = branch_settings(settings)
     steps = sorted(set(int(t) for t in checkpoints))

@@ -552,8 +552,9 @@ def branch(
 
     from tabulate import tabulate
 
+    from trainables.errors import BranchInputError
     from trainables.settings import Hyperparameters
-    from tuner.runtime.branched import BranchInputError, default_delta_steps, run_branched
+    from tuner.runtime.branched import default_delta_steps, run_branched
 
     parsed = _load_spec(spec)
     fractions = _number_list("--at", at, float)

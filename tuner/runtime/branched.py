@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from trainables.errors import BranchInputError
 from trainables.settings import Hyperparameters
 from tuner.config.spec import Spec
 from tuner.config.trial_settings import trial_settings
@@ -45,14 +46,6 @@ INTERVAL_NOTE = (
     "lr factors; it covers the batch stream after the checkpoint (seeds drawn from the "
     "same state), not the base run before it (rerun with --seed) nor the choice of factor"
 )
-
-
-class BranchInputError(ValueError):
-    """Inputs `run_branched` cannot use (one line each)."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -162,23 +155,19 @@ def run_branched(
 ) -> BranchedResult:
     """Branch from `checkpoints` (base steps) at every lr factor and seed, compute B_crit
     at each and write the three files into `out_dir`. Raises BranchInputError before
-    training on unusable inputs (a workload without an eval set among them)."""
+    training on unusable inputs: the arguments here, the workload (one without an eval
+    set) where `branch_losses` builds it."""
     problems = check_inputs(
         spec, base, checkpoints, multipliers, delta_steps, tolerance, lr_factors, seeds
     )
     if problems:
         raise BranchInputError(problems)
-    from trainables.branching import branch_losses, workload_problems
-    from trainables.workload import build_workload
+    from trainables.branching import branch_losses
 
     law = LAW_OF_OPTIMIZER[spec.optimizer]
     ks = sorted(set(int(k) for k in multipliers))
     factors = sorted(set(float(f) for f in lr_factors))
     settings = trial_settings(spec, str(out_dir))
-    workload = build_workload(settings.workload, settings.workload_args, seed=base.seed)
-    problems = workload_problems(workload, seeds)
-    if problems:
-        raise BranchInputError(problems)
     budget = settings.max_steps_for(base.batch_size)
     points = branch_losses(
         settings,
@@ -188,7 +177,6 @@ def run_branched(
         [lr_multiplier(law, k) for k in ks],
         delta_steps,
         device=_device(device),
-        workload=workload,
         lr_factors=factors,
         seeds=seeds,
     )
